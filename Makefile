@@ -1,0 +1,38 @@
+# Public contract (see README): `make setup`, `make train`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup train test lint format clean
+
+setup: $(STAMP)
+
+# Re-installs only when the project's dependency files change, so `make train` / `make test`
+# are cheap after the first run. torch goes first, pinned, so nothing can pull a CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+train: setup
+	$(BIN)/engage-quickstart
+
+# Lint first (seconds), then the whole suite, slow end-to-end tests included.
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf outputs artifacts .cache .pytest_cache

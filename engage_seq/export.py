@@ -1,0 +1,216 @@
+"""`engage-export`: a run's best checkpoint -> one self-contained TorchScript artifact.
+
+The artifact holds the model and, as the extra file ``metadata.json``, everything a caller
+needs to build its input: vocabularies (id = index + 2; 0 pad, 1 unknown), time-feature
+definitions, ``max_len``, padding/truncation rules, task, output names, metrics and versions.
+No raw user id is ever written.
+
+Nothing is written unless the parity check passes: the reloaded TorchScript module must agree
+with the eager model and with the Lightning predictions recorded at training time
+(``golden_batch.pt``), at batch size N and 1, within ``--atol``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engage_seq import __version__
+from engage_seq.io import atomic_path
+from engage_seq.model import EngagementModel, ProbabilityModel
+
+METADATA_FILE = "metadata.json"
+ARTIFACT_FORMAT_VERSION = 1
+# torch 2.13 deprecates TorchScript; it is still the format our users asked for, so exactly
+# that warning is silenced around the jit calls, nothing else.
+_JIT_DEPRECATION = r"`torch\.jit\.\w+` is deprecated"
+
+
+class ExportError(RuntimeError):
+    """The run cannot be exported, or the exported module disagrees with the model."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    max_abs_diff: dict[str, float]
+    n_checked: int
+    metadata: dict[str, Any]
+
+
+@contextlib.contextmanager
+def quiet_jit_deprecation() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_JIT_DEPRECATION, category=DeprecationWarning)
+        yield
+
+
+def load_artifact(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    """torch.jit.load plus the parsed metadata (what any consumer does, shown once here)."""
+    extra = {METADATA_FILE: ""}
+    with quiet_jit_deprecation():
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return module, json.loads(extra[METADATA_FILE])
+
+
+def find_checkpoint(run: Path) -> Path:
+    """A run folder -> its best checkpoint; a checkpoint path is returned as is."""
+    if run.is_file():
+        return run
+    candidate = run / "checkpoints" / "best.ckpt"
+    if not candidate.is_file():
+        raise ExportError(
+            f"no checkpoint at {candidate}; pass a run folder written by engage-train "
+            "or the path of a .ckpt file"
+        )
+    return candidate
+
+
+def _run_dir_of(checkpoint: Path) -> Path:
+    return (
+        checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    )
+
+
+def load_model(checkpoint: Path) -> tuple[EngagementModel, dict[str, Any]]:
+    """Rebuild the eager model from a checkpoint (weights_only: no code runs on load)."""
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ExportError(f"cannot read checkpoint {checkpoint}: {exc}") from exc
+    meta = ckpt.get("engage_seq")
+    if not isinstance(meta, dict) or "model_config" not in meta:
+        raise ExportError(
+            f"{checkpoint} is not an engage_seq checkpoint (no 'engage_seq' metadata); "
+            "export runs written by engage-train"
+        )
+    model = EngagementModel(**meta["model_config"])
+    prefix = "model."
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    model.load_state_dict(state)
+    return model.eval(), meta
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+def check_parity(
+    scripted: torch.jit.ScriptModule,
+    eager: ProbabilityModel,
+    golden: dict[str, torch.Tensor],
+    n_single: int = 8,
+) -> dict[str, float]:
+    """Max abs differences: scripted vs eager vs Lightning, and batch of 1 vs batch of N."""
+    inputs = (
+        golden["event_ids"],
+        golden["channel_ids"],
+        golden["time_features"],
+        golden["lengths"],
+    )
+    with torch.inference_mode():
+        eager_probs = eager(*inputs)
+        scripted_probs = scripted(*inputs)
+        singles = []
+        for i in range(min(n_single, inputs[0].shape[0])):
+            width = int(inputs[3][i])
+            singles.append(
+                scripted(
+                    inputs[0][i : i + 1, :width],
+                    inputs[1][i : i + 1, :width],
+                    inputs[2][i : i + 1, :width],
+                    inputs[3][i : i + 1],
+                )
+            )
+    return {
+        "eager_vs_lightning": _max_diff(eager_probs, golden["probabilities"]),
+        "torchscript_vs_eager": _max_diff(scripted_probs, eager_probs),
+        "batch1_vs_batchN": _max_diff(torch.cat(singles), scripted_probs[: len(singles)]),
+    }
+
+
+def export_artifact(run: str | Path, out: str | Path, atol: float = 1e-5) -> ExportResult:
+    """Script, save to a temp file, reload, check parity, then move into place."""
+    checkpoint = find_checkpoint(Path(run))
+    run_dir = _run_dir_of(checkpoint)
+    golden_path = run_dir / "golden_batch.pt"
+    if not golden_path.is_file():
+        raise ExportError(
+            f"no parity reference {golden_path}; export needs the run folder written by "
+            "engage-train (it records test inputs and the Lightning predictions there)"
+        )
+    model, meta = load_model(checkpoint)
+    output_names = list(meta["target_names"])
+    eager = ProbabilityModel(model, output_names).eval()
+    metrics_path = run_dir / "metrics.json"
+    metadata = {
+        "format_version": ARTIFACT_FORMAT_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "engage_seq_version": __version__,
+        "torch_version": torch.__version__,
+        "output_names": output_names,
+        "inputs": {
+            "forward": [
+                "event_ids (B, T) int64: vocabulary.event_type index + 2; 0 pad, 1 unknown",
+                "channel_ids (B, T) int64: vocabulary.channel index + 2; 0 pad, 1 unknown",
+                "time_features (B, T, K) float32: in the order of time_features",
+                "lengths (B,) int64: real events per row, 1..max_len",
+            ],
+            "returns": "(B, n_outputs) float32 probabilities, columns as output_names",
+        },
+        "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else {},
+        **{k: v for k, v in meta.items() if k != "target_names"},
+    }
+    golden = torch.load(golden_path, map_location="cpu", weights_only=True)
+
+    out = Path(out)
+    with quiet_jit_deprecation(), atomic_path(out) as tmp:
+        scripted = torch.jit.script(eager)
+        extra = {METADATA_FILE: json.dumps(metadata, indent=2, sort_keys=True)}
+        torch.jit.save(scripted, str(tmp), _extra_files=extra)
+        reloaded, _ = load_artifact(tmp)
+        diffs = check_parity(reloaded, eager, golden)
+        worst = max(diffs.values())
+        if not worst <= atol:  # also catches NaN
+            raise ExportError(
+                f"parity check failed (max abs diff {worst:.3g} > atol {atol:g}): {diffs}; "
+                f"no artifact written to {out}"
+            )
+    return ExportResult(out, diffs, int(golden["lengths"].shape[0]), metadata)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="engage-export",
+        description="Export an engage-train run to a self-contained TorchScript artifact, "
+        "refusing to write it unless parity checks pass.",
+    )
+    parser.add_argument("run", help="run folder written by engage-train, or its .ckpt file")
+    parser.add_argument("--out", help="artifact path (default: <run>/artifact.pt)", default=None)
+    parser.add_argument("--atol", type=float, default=1e-5, help="max abs difference allowed")
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    out = Path(args.out) if args.out else _run_dir_of(find_checkpoint(run)) / "artifact.pt"
+    try:
+        result = export_artifact(run, out, atol=args.atol)
+    except ExportError as exc:
+        print(f"engage-export: error: {exc}", file=sys.stderr)
+        return 1
+    diffs = ", ".join(f"{k}={v:.2e}" for k, v in result.max_abs_diff.items())
+    print(f"wrote {result.path} (outputs: {', '.join(result.metadata['output_names'])})")
+    print(f"parity on {result.n_checked} test samples: {diffs}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

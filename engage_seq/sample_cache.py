@@ -1,0 +1,204 @@
+"""Build samples once per (data, task, sampling) configuration and reuse them from disk.
+
+A sweep of 20 runs over model settings shares one cache entry. Entries are written to a
+temporary folder and renamed into place, so a crash or a concurrent run never leaves a
+half-written entry that a later run would read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+
+from engage_seq.schema import ColumnMapping, to_canonical
+from engage_seq.sequences import (
+    SPLITS,
+    CutoffPlan,
+    HorizonTask,
+    SamplingConfig,
+    build_samples,
+    fit_vocabulary,
+    format_instant,
+    plan_cutoffs,
+)
+
+log = logging.getLogger(__name__)
+CACHE_FORMAT_VERSION = 1
+
+
+class EventSource(Protocol):
+    def fingerprint(self) -> dict[str, object]: ...
+    def scan(self) -> pl.LazyFrame: ...
+
+
+@dataclass
+class PreparedSamples:
+    """Samples of every split plus what was fitted on the training period."""
+
+    samples: pl.DataFrame
+    vocabulary: dict[str, list[str]]
+    plan: CutoffPlan
+    report: dict[str, Any]
+    cache_dir: Path
+
+    def split(self, name: str) -> pl.DataFrame:
+        return self.samples.filter(pl.col("split") == name)
+
+
+def cache_key(
+    source: EventSource, mapping: ColumnMapping, task: HorizonTask, sampling: SamplingConfig
+) -> str:
+    payload = {
+        "format": CACHE_FORMAT_VERSION,
+        "polars": pl.__version__,  # user_key hashing is only stable within a polars version
+        "source": source.fingerprint(),
+        "mapping": asdict(mapping),
+        "task": asdict(task),
+        "sampling": asdict(sampling),
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _event_stats(events: pl.LazyFrame) -> dict[str, Any]:
+    stats = events.select(
+        pl.len().alias("rows_read"),
+        pl.col("user_key").null_count().alias("null_user"),
+        pl.col("ts").null_count().alias("null_or_unparseable_timestamp"),
+        pl.col("event_type").null_count().alias("null_event_type"),
+        pl.col("user_key").drop_nulls().n_unique().alias("users"),
+        pl.col("event_type").n_unique().alias("event_types"),
+        pl.col("ts").min().alias("ts_min"),
+        pl.col("ts").max().alias("ts_max"),
+    ).collect()
+    return stats.row(0, named=True)
+
+
+def _split_report(samples: pl.DataFrame, label_columns: tuple[str, ...]) -> dict[str, Any]:
+    rows = (
+        samples.group_by("split")
+        .agg(
+            pl.len().alias("samples"),
+            pl.col("user_key").drop_nulls().n_unique().alias("users"),
+            pl.col("cutoff").n_unique().alias("cutoffs"),
+            *[pl.col(c).mean().alias(f"positive_rate/{c[6:]}") for c in label_columns],
+            pl.col("n_history").median().alias("median_history_events"),
+        )
+        .to_dicts()
+    )
+    return {row.pop("split"): row for row in rows}
+
+
+def build_prepared(
+    source: EventSource, mapping: ColumnMapping, task: HorizonTask, sampling: SamplingConfig
+) -> tuple[pl.DataFrame, dict[str, list[str]], CutoffPlan, dict[str, Any]]:
+    """Run the builder without the cache: validate, plan cutoffs, fit vocab, build, filter."""
+    events = to_canonical(source.scan(), mapping)
+    stats = _event_stats(events)
+    dropped_nulls = {
+        k: stats[k] for k in ("null_user", "null_or_unparseable_timestamp", "null_event_type")
+    }
+    if stats["rows_read"] == 0:
+        raise ValueError("the event table is empty: nothing to build samples from")
+    if stats["ts_min"] is None:
+        raise ValueError(
+            "no timestamp in the event table could be parsed; check the timestamp column mapping"
+        )
+    if stats["users"] == 0:
+        raise ValueError("every row of the event table has a null user id")
+    plan = plan_cutoffs(stats["ts_min"], stats["ts_max"] + 1, task, sampling)
+    vocabulary = fit_vocabulary(events, before=max(plan.train))
+    samples = build_samples(events, task, plan, sampling.max_len).collect()
+    too_short = samples.filter(pl.col("n_history") < sampling.min_history_events)
+    samples = samples.filter(pl.col("n_history") >= sampling.min_history_events)
+    for split in SPLITS:
+        if samples.filter(pl.col("split") == split).height == 0:
+            raise ValueError(
+                f"the {split} split is empty (cutoffs {plan.to_dict()[split]}); lower "
+                "min_history_events or move the cutoffs"
+            )
+    report = {
+        "rows_read": stats["rows_read"],
+        "rows_dropped": dropped_nulls,
+        "users": stats["users"],
+        "event_types": stats["event_types"],
+        "time_span": [format_instant(stats["ts_min"]), format_instant(stats["ts_max"])],
+        "cutoffs": plan.to_dict(),
+        "samples_dropped_min_history": too_short.height,
+        "vocabulary_sizes": {k: len(v) for k, v in vocabulary.items()},
+        "splits": _split_report(samples, task.label_columns),
+    }
+    return samples, vocabulary, plan, report
+
+
+def _write_entry(
+    entry: Path,
+    samples: pl.DataFrame,
+    vocabulary: dict[str, list[str]],
+    plan: CutoffPlan,
+    report: dict[str, Any],
+) -> None:
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+    try:
+        samples.write_parquet(tmp / "samples.parquet")
+        manifest = {
+            "vocabulary": vocabulary,
+            "plan": {
+                "train": plan.train,
+                "val": plan.val,
+                "test": plan.test,
+                "horizon_seconds": plan.horizon_seconds,
+            },
+            "report": report,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        try:
+            os.rename(tmp, entry)
+        except OSError:
+            if not (entry / "manifest.json").exists():  # not a concurrent writer: re-raise
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare_samples(
+    source: EventSource,
+    task: HorizonTask,
+    sampling: SamplingConfig,
+    cache_dir: str | Path,
+    mapping: ColumnMapping | None = None,
+) -> PreparedSamples:
+    """Samples for ``task``, from the cache when this configuration was built before."""
+    mapping = mapping or ColumnMapping()
+    entry = Path(cache_dir) / f"samples-{cache_key(source, mapping, task, sampling)}"
+    if not (entry / "manifest.json").exists():
+        log.info("building samples into %s", entry)
+        _write_entry(entry, *build_prepared(source, mapping, task, sampling))
+    else:
+        log.info("reusing cached samples from %s", entry)
+    manifest = json.loads((entry / "manifest.json").read_text())
+    plan_raw = manifest["plan"]
+    plan = CutoffPlan(
+        train=tuple(plan_raw["train"]),
+        val=tuple(plan_raw["val"]),
+        test=tuple(plan_raw["test"]),
+        horizon_seconds=plan_raw["horizon_seconds"],
+    )
+    return PreparedSamples(
+        samples=pl.read_parquet(entry / "samples.parquet"),
+        vocabulary=manifest["vocabulary"],
+        plan=plan,
+        report=manifest["report"],
+        cache_dir=entry,
+    )

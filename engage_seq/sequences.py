@@ -1,0 +1,285 @@
+"""Canonical events -> one sample per (user, cutoff), leakage-safe by construction.
+
+A sample holds the user's last ``max_len`` events with ``ts < cutoff`` as list columns, oldest
+first, and labels computed only from events in ``[cutoff, cutoff + horizon)``. An event exactly
+at the cutoff is therefore a label event, never a feature.
+
+Per-event time features (all float32):
+
+* ``log_gap_h``  log1p(hours since the user's previous event); 0 for the user's first event.
+  Gaps span seconds to months, so log hours keep them in a small range. The gap is computed on
+  the full history *before* truncation, so a truncated window still knows its first gap.
+* ``log_age_h``  log1p(hours from the event to the cutoff): recency, which drives intent decay.
+* ``hour_sin/cos``, ``dow_sin/cos``  UTC hour of day and day of week on the unit circle.
+
+Everything here is lazy Polars; the caller collects once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import polars as pl
+
+TIME_FEATURES: tuple[str, ...] = (
+    "log_gap_h",
+    "log_age_h",
+    "hour_sin",
+    "hour_cos",
+    "dow_sin",
+    "dow_cos",
+)
+SEQUENCE_COLUMNS: tuple[str, ...] = ("event_type", "channel", "ts", *TIME_FEATURES)
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(value: str | int) -> int:
+    """'7d', '12h', '13w', '30m', '45s' (or plain seconds) -> whole seconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(
+                f"cannot parse duration {value!r}: use a number and a unit, e.g. '7d', '12h', "
+                "'13w', '30m' or '45s'"
+            )
+        seconds = round(float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    if seconds <= 0:
+        raise ValueError(f"duration {value!r} must be positive")
+    return seconds
+
+
+def parse_instant(value: str) -> int:
+    """ISO date/datetime (naive = UTC) -> epoch seconds."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp())
+
+
+def format_instant(epoch_seconds: int) -> str:
+    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).isoformat()
+
+
+@dataclass(frozen=True)
+class HorizonTask:
+    """Propensity task: does the user do any of ``targets`` within ``horizon`` of the cutoff?
+
+    Several targets make a multi-label task with one output per target.
+    """
+
+    targets: tuple[str, ...] = ("purchase",)
+    horizon: str = "7d"
+    name: str = "purchase_7d"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", tuple(self.targets))
+        if not self.targets:
+            raise ValueError(f"task {self.name!r}: list at least one target event type")
+        parse_duration(self.horizon)
+
+    @property
+    def horizon_seconds(self) -> int:
+        return parse_duration(self.horizon)
+
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        return tuple(f"label_{t}" for t in self.targets)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How cutoffs are placed and how much history each sample keeps.
+
+    By default the test cutoff is the last midnight from which a full horizon is observed, the
+    validation cutoff one horizon earlier, and ``n_train_cutoffs`` training cutoffs every
+    ``cutoff_every`` ending one horizon before validation. Set ``test_cutoff`` (ISO date) to pin it.
+    """
+
+    max_len: int = 64
+    n_train_cutoffs: int = 6
+    cutoff_every: str = "7d"
+    min_history_events: int = 1
+    test_cutoff: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {self.max_len}")
+        if self.n_train_cutoffs < 1:
+            raise ValueError(f"n_train_cutoffs must be >= 1, got {self.n_train_cutoffs}")
+        if self.min_history_events < 1:
+            raise ValueError(f"min_history_events must be >= 1, got {self.min_history_events}")
+        parse_duration(self.cutoff_every)
+
+
+@dataclass(frozen=True)
+class CutoffPlan:
+    """Cutoffs (epoch seconds) per split, with the temporal-split invariants checked."""
+
+    train: tuple[int, ...]
+    val: tuple[int, ...]
+    test: tuple[int, ...]
+    horizon_seconds: int
+
+    def __post_init__(self) -> None:
+        for split in SPLITS:
+            if not getattr(self, split):
+                raise ValueError(f"cutoff plan has no {split} cutoff")
+        h = self.horizon_seconds
+        if max(self.train) + h > min(self.val):
+            raise ValueError(
+                f"leakage: the last train label window ends {format_instant(max(self.train) + h)},"
+                f" after the first validation cutoff {format_instant(min(self.val))}"
+            )
+        if max(self.val) + h > min(self.test):
+            raise ValueError(
+                "leakage: the last validation label window ends "
+                f"{format_instant(max(self.val) + h)}, after the first test cutoff "
+                f"{format_instant(min(self.test))}"
+            )
+
+    def items(self) -> list[tuple[str, int]]:
+        return [(split, c) for split in SPLITS for c in sorted(getattr(self, split))]
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {
+            split: [format_instant(c) for c in sorted(getattr(self, split))] for split in SPLITS
+        }
+
+
+def plan_cutoffs(
+    data_start: int, data_end: int, task: HorizonTask, sampling: SamplingConfig
+) -> CutoffPlan:
+    """Place cutoffs so every label window is fully observed and splits never overlap.
+
+    ``data_end`` is exclusive (last event time + 1 s).
+    """
+    h = task.horizon_seconds
+    if sampling.test_cutoff is not None:
+        test = parse_instant(sampling.test_cutoff)
+    else:
+        test = (data_end - h) // 86_400 * 86_400  # last midnight with a full horizon after it
+    if test + h > data_end:
+        raise ValueError(
+            f"test cutoff {format_instant(test)} + horizon {task.horizon} ends after the data "
+            f"({format_instant(data_end)}): its labels would be censored. Use an earlier "
+            "test_cutoff or a shorter horizon."
+        )
+    val = test - h
+    step = parse_duration(sampling.cutoff_every)
+    train = [val - h - i * step for i in range(sampling.n_train_cutoffs)]
+    kept = [c for c in train if c > data_start]
+    if not kept or val <= data_start:
+        raise ValueError(
+            f"data from {format_instant(data_start)} to {format_instant(data_end)} is too short "
+            f"for horizon {task.horizon}: train/val/test need three non-overlapping label "
+            "windows after some history. Use a shorter horizon or more data."
+        )
+    return CutoffPlan(train=tuple(sorted(kept)), val=(val,), test=(test,), horizon_seconds=h)
+
+
+def clean_events(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Drop rows with a null key field and sort into the canonical order.
+
+    Ties at the same second are ordered by event type then channel, so the result does not
+    depend on the input row order.
+    """
+    return events.drop_nulls(["user_key", "ts", "event_type"]).sort(
+        ["user_key", "ts", "event_type", "channel"]
+    )
+
+
+def with_gap_feature(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Add ``log_gap_h``; needs `clean_events` order (the gap is cutoff-independent)."""
+    gap_hours = pl.col("ts").diff().over("user_key").fill_null(0) / 3600.0
+    return events.with_columns(gap_hours.log1p().cast(pl.Float32).alias("log_gap_h"))
+
+
+def cutoff_time_features(cutoff: int) -> list[pl.Expr]:
+    """Time features relative to one cutoff; ``ts`` is epoch seconds UTC."""
+    age_hours = (pl.lit(cutoff, dtype=pl.Int64) - pl.col("ts")) / 3600.0
+    hour = (pl.col("ts") % 86_400) / 3600.0
+    dow = ((pl.col("ts") // 86_400) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    tau = 2.0 * math.pi
+    return [
+        age_hours.log1p().cast(pl.Float32).alias("log_age_h"),
+        (hour * tau / 24).sin().cast(pl.Float32).alias("hour_sin"),
+        (hour * tau / 24).cos().cast(pl.Float32).alias("hour_cos"),
+        (dow * tau / 7).sin().cast(pl.Float32).alias("dow_sin"),
+        (dow * tau / 7).cos().cast(pl.Float32).alias("dow_cos"),
+    ]
+
+
+def samples_at_cutoff(
+    events: pl.LazyFrame, task: HorizonTask, cutoff: int, split: str, max_len: int
+) -> pl.LazyFrame:
+    """Samples for every user with at least one event before ``cutoff``.
+
+    ``events`` must come from `with_gap_feature(clean_events(...))`: group_by keeps the row order
+    inside each group, so ``tail`` takes the most recent events.
+    """
+    history = events.filter(pl.col("ts") < cutoff).with_columns(cutoff_time_features(cutoff))
+    features = history.group_by("user_key").agg(
+        pl.len().alias("n_history"),
+        *[pl.col(c).tail(max_len) for c in SEQUENCE_COLUMNS],
+    )
+    label_window = events.filter(
+        (pl.col("ts") >= cutoff)
+        & (pl.col("ts") < cutoff + task.horizon_seconds)
+        & pl.col("event_type").is_in(list(task.targets))
+    )
+    labels = label_window.group_by("user_key").agg(
+        (pl.col("event_type") == target).any().alias(column)
+        for target, column in zip(task.targets, task.label_columns, strict=True)
+    )
+    return (
+        features.join(labels, on="user_key", how="left")
+        .with_columns(pl.col(c).fill_null(False) for c in task.label_columns)
+        .with_columns(
+            pl.lit(split).alias("split"),
+            pl.lit(cutoff, dtype=pl.Int64).alias("cutoff"),
+        )
+    )
+
+
+def build_samples(
+    events: pl.LazyFrame, task: HorizonTask, plan: CutoffPlan, max_len: int
+) -> pl.LazyFrame:
+    """All samples of all splits as one lazy plan (collect once), sorted by split, cutoff, user."""
+    prepared = with_gap_feature(clean_events(events))
+    parts = [samples_at_cutoff(prepared, task, c, split, max_len) for split, c in plan.items()]
+    columns = [
+        "split",
+        "cutoff",
+        "user_key",
+        "n_history",
+        *SEQUENCE_COLUMNS,
+        *task.label_columns,
+    ]
+    return pl.concat(parts).select(columns).sort(["cutoff", "user_key"])
+
+
+def fit_vocabulary(events: pl.LazyFrame, before: int) -> dict[str, list[str]]:
+    """Event types and channels seen before ``before`` (the end of the training period).
+
+    Sorted so ids are stable across runs; id 0 is padding and 1 unknown (see data.Vocabulary).
+    """
+    seen = (
+        events.filter(pl.col("ts") < before)
+        .select(
+            pl.col("event_type").drop_nulls().unique().sort().implode(),
+            pl.col("channel").drop_nulls().unique().sort().implode(),
+        )
+        .collect()
+    )
+    return {
+        "event_type": seen["event_type"][0].to_list(),
+        "channel": seen["channel"][0].to_list(),
+    }

@@ -1,0 +1,35 @@
+"""Shared fixtures: small, seeded data so every test is fast and deterministic."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from engage_seq.synthetic import SyntheticEventSource
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def tiny_source() -> SyntheticEventSource:
+    return SyntheticEventSource(n_users=300, days=70, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_events(tiny_source: SyntheticEventSource) -> pl.DataFrame:
+    return tiny_source.scan().collect()
+
+
+@pytest.fixture()
+def isolated_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for CLI subprocesses: private cache, no GPU, no progress-bar noise."""
+    env = dict(os.environ)
+    env["ENGAGE_SEQ_CACHE_DIR"] = str(tmp_path / "cache")
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -1,0 +1,33 @@
+"""The direction of imports (DESIGN §4), checked in fresh interpreters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+FORBIDDEN = {
+    # data code stays torch-free, so it runs in light environments and in Polars-only jobs
+    "engage_seq.synthetic": {"torch", "lightning", "hydra"},
+    "engage_seq.schema": {"torch", "lightning", "hydra"},
+    "engage_seq.sequences": {"torch", "lightning", "hydra"},
+    "engage_seq.sample_cache": {"torch", "lightning", "hydra"},
+    # exported modules import torch only
+    "engage_seq.encoders": {"lightning", "hydra", "polars"},
+    "engage_seq.model": {"lightning", "hydra", "polars"},
+    # export needs neither Lightning nor Hydra
+    "engage_seq.export": {"lightning", "hydra", "polars"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(FORBIDDEN))
+def test_module_imports_stay_inside_their_layer(module: str) -> None:
+    code = (
+        f"import importlib, json, sys; importlib.import_module({module!r}); "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout))
+    assert not (loaded & FORBIDDEN[module]), f"{module} pulls in {loaded & FORBIDDEN[module]}"

@@ -1,0 +1,201 @@
+"""train -> export -> reload without engage_seq, through the real command-line entry points."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from engage_seq.export import ExportError, export_artifact, load_artifact
+from engage_seq.train import CONF_DIR, train
+
+from .conftest import VENV_BIN
+
+pytestmark = pytest.mark.slow
+MODELS = ("lstm", "transformer")
+TINY = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64"]
+
+# Loads an artifact in a fresh interpreter that is *forbidden* to import engage_seq: the
+# artifact must carry everything it needs.
+RELOAD = r"""
+import importlib.abc, json, sys, warnings
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "engage_seq":
+            raise ImportError("engage_seq must not be needed to use an artifact")
+
+sys.meta_path.insert(0, Block())
+import torch
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+extra = {"metadata.json": ""}
+module = torch.jit.load(sys.argv[1], _extra_files=extra)
+golden = torch.load(sys.argv[2], weights_only=True)
+with torch.inference_mode():
+    probs = module(golden["event_ids"], golden["channel_ids"], golden["time_features"],
+                   golden["lengths"])
+print(json.dumps({
+    "max_diff": float((probs - golden["probabilities"]).abs().max()),
+    "shape": list(probs.shape),
+    "output_names": module.output_names(),
+    "metadata": json.loads(extra["metadata.json"]),
+    "engage_seq_loaded": sorted(m for m in sys.modules if m.startswith("engage_seq")),
+}))
+"""
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (
+        f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """One real `engage-train -m model=lstm,transformer` multirun on tiny data."""
+    root = tmp_path_factory.mktemp("sweep")
+    env = {
+        **__import__("os").environ,
+        "ENGAGE_SEQ_CACHE_DIR": str(root / "cache"),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    _run(
+        [
+            str(VENV_BIN / "engage-train"),
+            "-m",
+            "model=lstm,transformer",
+            *TINY,
+            f"hydra.sweep.dir={root / 'multirun'}",
+            "hydra.sweep.subdir=${hydra:runtime.choices.model}",
+        ],
+        cwd=root,
+        env=env,
+    )
+    return root / "multirun"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_run_folder_has_everything(sweep: Path, model: str) -> None:
+    run = sweep / model
+    for name in (
+        "config_resolved.yaml",
+        "metrics.json",
+        "data_report.json",
+        "golden_batch.pt",
+        "checkpoints/best.ckpt",
+    ):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for name in ("auroc", "auprc", "logloss", "brier", "positive_rate", "n_samples"):
+            assert f"{split}/{name}" in metrics
+        assert 0.0 <= metrics[f"{split}/auroc"] <= 1.0
+    assert f"encoder: {model}" in (run / "config_resolved.yaml").read_text()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_export_then_reload_without_engage_seq(sweep: Path, model: str, tmp_path: Path) -> None:
+    artifact = tmp_path / f"{model}.pt"
+    _run(
+        [str(VENV_BIN / "engage-export"), str(sweep / model), "--out", str(artifact)],
+        cwd=tmp_path,
+        env=None,
+    )  # type: ignore[arg-type]
+    out = _run(
+        [sys.executable, "-c", RELOAD, str(artifact), str(sweep / model / "golden_batch.pt")],
+        cwd=tmp_path,
+        env=None,
+    )  # type: ignore[arg-type]
+    report = json.loads(out.stdout)
+    assert report["engage_seq_loaded"] == []
+    assert report["max_diff"] <= 1e-5
+    assert report["output_names"] == ["purchase"]
+    meta = report["metadata"]
+    assert meta["vocabulary"]["event_type"] and meta["max_len"] == 32
+    assert meta["padding"] == "right" and meta["truncation"] == "keep_most_recent"
+    assert meta["model_config"]["encoder"] == model
+    assert "test/auroc" in meta["metrics"]
+
+
+def test_no_raw_user_id_in_text_outputs(sweep: Path, tiny_events) -> None:
+    ids = set(tiny_events["user_id"].unique().to_list())
+    for path in sweep.rglob("*"):
+        if path.suffix in {".json", ".yaml", ".log", ".md", ".csv"}:
+            text = path.read_text(errors="ignore")
+            leaked = [i for i in ids if i in text]
+            assert not leaked, f"{path} contains raw user ids {leaked[:3]}"
+
+
+def test_export_refuses_a_model_that_disagrees(sweep: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").write_bytes(
+        (sweep / "lstm/checkpoints/best.ckpt").read_bytes()
+    )
+    golden = torch.load(sweep / "lstm" / "golden_batch.pt", weights_only=True)
+    golden["probabilities"] = golden["probabilities"] + 1e-3  # as if Lightning saw another model
+    torch.save(golden, run / "golden_batch.pt")
+    with pytest.raises(ExportError, match="parity check failed"):
+        export_artifact(run, tmp_path / "bad.pt")
+    assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob(".bad.pt*"))
+
+
+def test_export_refuses_foreign_files(tmp_path: Path) -> None:
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+    with pytest.raises(ExportError, match="not an engage_seq checkpoint"):
+        export_artifact(tmp_path / "foreign.ckpt", tmp_path / "x.pt")
+    result = subprocess.run(
+        [str(VENV_BIN / "engage-export"), str(tmp_path / "nowhere")], capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "no checkpoint" in result.stderr
+
+
+def test_training_is_deterministic(tmp_path: Path) -> None:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*TINY, f"cache_dir={tmp_path / 'cache'}"])
+    first = train(cfg, tmp_path / "a")
+    second = train(cfg, tmp_path / "b")
+    drop = {"train/fit_seconds"}
+    assert {k: v for k, v in first.items() if k not in drop} == {
+        k: v for k, v in second.items() if k not in drop
+    }
+    artifact, meta = None, None
+    result = export_artifact(tmp_path / "a", tmp_path / "a.pt")
+    artifact, meta = load_artifact(result.path)
+    assert meta["output_names"] == ["purchase"] and artifact.output_names() == ["purchase"]
+
+
+def test_quickstart_prints_the_table_and_leaves_the_artifact(tmp_path: Path, isolated_env) -> None:
+    artifact = tmp_path / "artifacts" / "quick.pt"
+    out = _run(
+        [
+            str(VENV_BIN / "engage-quickstart"),
+            "--out",
+            str(tmp_path / "qs"),
+            "--artifact",
+            str(artifact),
+            *TINY,
+        ],
+        cwd=tmp_path,
+        env=isolated_env,
+    )
+    assert artifact.is_file()
+    text = out.stdout
+    for needle in (
+        "val ROC-AUC",
+        "test PR-AUC",
+        "lstm",
+        "transformer",
+        "best by val/auroc",
+        f"artifact:    {artifact}",
+        "tensorboard --logdir",
+    ):
+        assert needle in text, needle

@@ -1,0 +1,98 @@
+"""Encoders and the exported module: shapes, padding/batch invariance, scripting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engage_seq.export import quiet_jit_deprecation
+from engage_seq.model import EngagementModel, ProbabilityModel
+
+K = 6
+
+
+def make_model(encoder: str, **kwargs) -> EngagementModel:
+    torch.manual_seed(0)
+    defaults = dict(n_event_ids=10, n_channel_ids=6, n_time_features=K, n_outputs=2, max_len=12)
+    return EngagementModel(encoder=encoder, **{**defaults, **kwargs}).eval()
+
+
+def make_batch(lengths: list[int], width: int | None = None, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    width = width or max(lengths)
+    b = len(lengths)
+    lengths_t = torch.tensor(lengths, dtype=torch.int64)
+    real = torch.arange(width).unsqueeze(0) < lengths_t.unsqueeze(1)
+    events = torch.randint(2, 10, (b, width), generator=g) * real
+    channels = torch.randint(2, 6, (b, width), generator=g) * real
+    times = torch.randn(b, width, K, generator=g) * real.unsqueeze(-1)
+    return events, channels, times, lengths_t
+
+
+ENCODERS = [
+    ("lstm", {}),
+    ("lstm", {"num_layers": 2}),
+    ("transformer", {}),
+    ("transformer", {"pool": "last", "hidden": 32, "num_heads": 2}),
+]
+
+
+@pytest.mark.parametrize(("encoder", "kwargs"), ENCODERS)
+def test_output_shape_and_gradients(encoder, kwargs) -> None:
+    model = make_model(encoder, **kwargs).train()
+    logits = model(*make_batch([3, 1, 7]))
+    assert logits.shape == (3, 2)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize(("encoder", "kwargs"), ENCODERS)
+def test_padding_does_not_change_outputs(encoder, kwargs) -> None:
+    model = make_model(encoder, **kwargs)
+    wide = make_batch([3, 1, 5], width=11)
+    short = tuple(t[:, :5] if t.dim() > 1 else t for t in wide)
+    with torch.no_grad():
+        assert torch.allclose(model(*short), model(*wide), atol=1e-6)
+
+
+@pytest.mark.parametrize(("encoder", "kwargs"), ENCODERS)
+def test_batch_size_invariance(encoder, kwargs) -> None:
+    model = make_model(encoder, **kwargs)
+    batch = make_batch([4, 2, 9, 1])
+    with torch.no_grad():
+        full = model(*batch)
+        for i, n in enumerate([4, 2, 9, 1]):
+            single = model(*(t[i : i + 1, :n] if t.dim() > 1 else t[i : i + 1] for t in batch))
+            assert torch.allclose(single, full[i : i + 1], atol=1e-5)
+
+
+def test_sequence_order_matters() -> None:
+    """A sequence model must see order: reversing a history changes the LSTM's output."""
+    model = make_model("lstm")
+    events, channels, times, lengths = make_batch([8])
+    with torch.no_grad():
+        forward = model(events, channels, times, lengths)
+        backward = model(events.flip(1), channels.flip(1), times.flip(1), lengths)
+    assert not torch.allclose(forward, backward)
+
+
+@pytest.mark.parametrize(("encoder", "kwargs"), ENCODERS)
+def test_scripted_module_matches_eager(encoder, kwargs) -> None:
+    eager = ProbabilityModel(make_model(encoder, **kwargs), ["purchase", "click"]).eval()
+    with quiet_jit_deprecation():
+        scripted = torch.jit.script(eager)
+    batch = make_batch([5, 2, 12])
+    with torch.no_grad():
+        probs = eager(*batch)
+        assert torch.allclose(scripted(*batch), probs, atol=1e-6)
+    assert scripted.output_names() == ["purchase", "click"]
+    assert ((probs > 0) & (probs < 1)).all()
+
+
+def test_bad_configuration_is_refused() -> None:
+    with pytest.raises(ValueError, match="encoder"):
+        make_model("gru")
+    with pytest.raises(ValueError, match="divisible"):
+        make_model("transformer", hidden=30, num_heads=4)
+    with pytest.raises(ValueError, match="pool"):
+        make_model("transformer", pool="max")

@@ -1,0 +1,83 @@
+"""Sample cache: reuse, counted drops, clear errors, nothing half-written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import engage_seq.sample_cache as sample_cache
+from engage_seq.schema import ColumnMapping, EventSchemaError
+from engage_seq.sequences import HorizonTask, SamplingConfig
+
+TASK = HorizonTask()
+SAMPLING = SamplingConfig(max_len=16, n_train_cutoffs=2)
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    frame: pl.DataFrame
+    tag: str = "frame"
+
+    def fingerprint(self) -> dict[str, object]:
+        return {"tag": self.tag, "rows": self.frame.height}
+
+    def scan(self) -> pl.LazyFrame:
+        return self.frame.lazy()
+
+
+def test_second_prepare_reuses_the_cache(tiny_source, tmp_path: Path, monkeypatch) -> None:
+    first = sample_cache.prepare_samples(tiny_source, TASK, SAMPLING, tmp_path)
+
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("rebuilt samples although the cache entry exists")
+
+    monkeypatch.setattr(sample_cache, "build_prepared", must_not_build)
+    second = sample_cache.prepare_samples(tiny_source, TASK, SAMPLING, tmp_path)
+    assert second.samples.equals(first.samples)
+    assert second.vocabulary == first.vocabulary
+    assert [p.name for p in tmp_path.iterdir()] == [first.cache_dir.name]  # no temp leftovers
+
+
+def test_report_counts_every_row(tiny_events, tmp_path: Path) -> None:
+    dirty = tiny_events.with_columns(
+        pl.when(pl.int_range(pl.len()) < 7).then(None).otherwise(pl.col("user_id")).alias("user_id")
+    )
+    prepared = sample_cache.prepare_samples(FrameSource(dirty), TASK, SAMPLING, tmp_path)
+    report = prepared.report
+    assert report["rows_read"] == tiny_events.height
+    assert report["rows_dropped"]["null_user"] == 7
+    assert report["users"] == dirty["user_id"].drop_nulls().n_unique()
+    assert {"train", "val", "test"} == set(report["splits"])
+    assert sum(s["samples"] for s in report["splits"].values()) == prepared.samples.height
+    assert prepared.samples["user_key"].null_count() == 0
+
+
+def test_missing_column_error_names_it(tiny_events, tmp_path: Path) -> None:
+    renamed = tiny_events.rename({"event_type": "action"})
+    with pytest.raises(EventSchemaError, match=r"event_type -> 'event_type'.*action"):
+        sample_cache.prepare_samples(FrameSource(renamed), TASK, SAMPLING, tmp_path)
+    mapped = sample_cache.prepare_samples(
+        FrameSource(renamed), TASK, SAMPLING, tmp_path, ColumnMapping(event_type="action")
+    )
+    assert mapped.samples.height > 0
+
+
+def test_unparseable_timestamps_are_refused(tmp_path: Path) -> None:
+    frame = pl.DataFrame(
+        {
+            "user_id": ["a", "b"],
+            "timestamp": ["yesterday", "soon"],
+            "event_type": ["x", "y"],
+            "channel": ["web", "web"],
+        }
+    )
+    with pytest.raises(ValueError, match="no timestamp"):
+        sample_cache.prepare_samples(FrameSource(frame), TASK, SAMPLING, tmp_path)
+
+
+def test_empty_table_is_refused(tiny_events, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        sample_cache.prepare_samples(FrameSource(tiny_events.head(0)), TASK, SAMPLING, tmp_path)
