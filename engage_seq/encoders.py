@@ -54,7 +54,7 @@ class LSTMEncoder(nn.Module):
     """Unidirectional LSTM over right-padded input, read at the last real step.
 
     Packing was measured slower than running over the padding on CPU (see
-    scripts/bench_lstm_padding.py); because the LSTM is causal, the state at
+    scripts/bench_encoders.py); because the LSTM is causal, the state at
     ``lengths - 1`` never sees the padding that follows it, so the result is exact.
     """
 

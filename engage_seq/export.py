@@ -143,13 +143,13 @@ def export_artifact(run: str | Path, out: str | Path, atol: float = 1e-5) -> Exp
     """Script, save to a temp file, reload, check parity, then move into place."""
     checkpoint = find_checkpoint(Path(run))
     run_dir = _run_dir_of(checkpoint)
+    model, meta = load_model(checkpoint)
     golden_path = run_dir / "golden_batch.pt"
     if not golden_path.is_file():
         raise ExportError(
             f"no parity reference {golden_path}; export needs the run folder written by "
             "engage-train (it records test inputs and the Lightning predictions there)"
         )
-    model, meta = load_model(checkpoint)
     output_names = list(meta["target_names"])
     eager = ProbabilityModel(model, output_names).eval()
     metrics_path = run_dir / "metrics.json"

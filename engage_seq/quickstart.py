@@ -30,7 +30,7 @@ def _format_table(rows: list[dict[str, str]]) -> str:
     lines = ["  ".join(h.ljust(widths[h]) for h in headers)]
     lines.append("  ".join("-" * widths[h] for h in headers))
     lines += ["  ".join(r[h].ljust(widths[h]) for h in headers) for r in rows]
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def run_sweep(models: list[str], sweep_dir: Path, overrides: list[str]) -> None:

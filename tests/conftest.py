@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from engage_seq.synthetic import SyntheticEventSource
-
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")

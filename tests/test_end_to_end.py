@@ -14,9 +14,9 @@ from hydra import compose, initialize_config_dir
 from engage_seq.export import ExportError, export_artifact, load_artifact
 from engage_seq.train import CONF_DIR, train
 
-from .conftest import VENV_BIN
-
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent  # console scripts of the interpreter running pytest
 MODELS = ("lstm", "transformer")
 TINY = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64"]
 
@@ -199,3 +199,8 @@ def test_quickstart_prints_the_table_and_leaves_the_artifact(tmp_path: Path, iso
         "tensorboard --logdir",
     ):
         assert needle in text, needle
+
+
+def test_notebook_runs_without_hydra(tmp_path: Path) -> None:
+    out = _run([sys.executable, str(REPO / "notebooks" / "quickstart.py")], cwd=tmp_path, env=None)  # type: ignore[arg-type]
+    assert "test/auroc" in out.stdout and "['purchase']" in out.stdout

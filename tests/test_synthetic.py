@@ -47,17 +47,26 @@ def test_open_recent_cart_predicts_purchase() -> None:
         train=(test - 14 * d,), val=(test - 7 * d,), test=(test,), horizon_seconds=7 * d
     )
     samples = build_samples(events, HorizonTask(), plan, max_len=64).collect()
-    last_of = lambda kind: (  # noqa: E731
-        pl.col("ts")
-        .list.gather(pl.col("event_type").list.eval(pl.arg_where(pl.element() == kind)).list.last())
-        .list.first()
+    last = (
+        samples.with_row_index("sample")
+        .explode(["event_type", "ts"])
+        .group_by("sample")
+        .agg(
+            pl.col("cutoff").first(),
+            pl.col("label_purchase").first(),
+            pl.col("ts").filter(pl.col("event_type") == "add_to_cart").max().alias("cart"),
+            pl.col("ts").filter(pl.col("event_type") == "purchase").max().alias("buy"),
+        )
     )
-    flagged = samples.with_columns(
-        open_cart=(last_of("add_to_cart").fill_null(0) > last_of("purchase").fill_null(0))
-        & (pl.col("cutoff") - last_of("add_to_cart").fill_null(0) < 2 * d)
+    open_cart = (
+        pl.col("cart").is_not_null()
+        & (pl.col("buy").is_null() | (pl.col("cart") > pl.col("buy")))
+        & (pl.col("cutoff") - pl.col("cart") < 2 * d)
     )
     rates = (
-        flagged.group_by("open_cart").agg(pl.col("label_purchase").mean()).to_dict(as_series=False)
+        last.group_by(open_cart.alias("open_cart"))
+        .agg(pl.col("label_purchase").mean())
+        .to_dict(as_series=False)
     )
     rate = dict(zip(rates["open_cart"], rates["label_purchase"], strict=True))
     assert rate[True] > 2.5 * rate[False]
