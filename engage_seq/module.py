@@ -79,7 +79,8 @@ class EngagementLitModule(L.LightningModule):
         metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        # metadata goes into checkpoint["engage_seq"] (on_save_checkpoint), not into hparams.
+        self.save_hyperparameters(ignore=["model", "metadata"])
         self.model = model
         self.target_names = list(target_names)
         self.metadata = metadata or {}

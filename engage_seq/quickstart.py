@@ -19,7 +19,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from engage_seq.export import export_artifact
+from engage_seq.export import ExportError, export_artifact
 
 SELECT_BY = "val/auroc"
 
@@ -44,8 +44,10 @@ def run_sweep(models: list[str], sweep_dir: Path, overrides: list[str]) -> None:
         "hydra.sweep.subdir=${hydra:runtime.choices.model}",
         *overrides,
     ]
-    print("$ engage-train " + " ".join(command[4:]), flush=True)
-    subprocess.run(command, check=True)
+    print("$ engage-train " + " ".join(command[3:]), flush=True)
+    result = subprocess.run(command, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"engage-train exited with {result.returncode}; see its log above")
 
 
 def collect_runs(sweep_dir: Path, models: list[str]) -> dict[str, dict[str, float]]:
@@ -73,10 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     sweep_dir = Path(args.out) / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
     started = time.perf_counter()
-    run_sweep(models, sweep_dir, args.overrides)
-    runs = collect_runs(sweep_dir, models)
-    best = max(runs, key=lambda m: runs[m][SELECT_BY])
-    result = export_artifact(sweep_dir / best, args.artifact)
+    try:
+        run_sweep(models, sweep_dir, args.overrides)
+        runs = collect_runs(sweep_dir, models)
+        best = max(runs, key=lambda m: runs[m][SELECT_BY])
+        result = export_artifact(sweep_dir / best, args.artifact)
+    except (RuntimeError, FileNotFoundError, ExportError) as exc:
+        print(f"engage-quickstart: error: {exc}", file=sys.stderr)
+        return 1
     elapsed = time.perf_counter() - started
 
     rows = [

@@ -157,9 +157,21 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     )
     write_json_atomic(run_dir / "metrics.json", metrics)
 
-    # Parity reference for export: the Lightning predictions of the best checkpoint.
+    # Parity reference for export: Lightning predictions of the best checkpoint, made on CPU
+    # in fp32 whatever the training device and precision, because that is how the artifact
+    # is served (a bf16-trained GPU run would otherwise fail the 1e-5 parity check).
     golden = _golden_loader(encoded["test"])
-    (probabilities,) = trainer.predict(module, dataloaders=golden, ckpt_path="best")
+    reference = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision="32-true",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    (probabilities,) = reference.predict(
+        module, dataloaders=golden, ckpt_path=checkpoint.best_model_path
+    )
     event_ids, channel_ids, time_features, lengths, _ = next(iter(golden))
     torch.save(
         {

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from engage_seq.export import ExportError, export_artifact, load_artifact
 from engage_seq.train import CONF_DIR, train
@@ -125,8 +126,11 @@ def test_export_then_reload_without_engage_seq(sweep: Path, model: str, tmp_path
     assert "test/auroc" in meta["metrics"]
 
 
-def test_no_raw_user_id_in_text_outputs(sweep: Path, tiny_events) -> None:
-    ids = set(tiny_events["user_id"].unique().to_list())
+def test_no_raw_user_id_in_text_outputs(sweep: Path) -> None:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=TINY)
+    events = instantiate(cfg.data.source).scan().collect()  # exactly what the sweep trained on
+    ids = set(events["user_id"].unique().to_list())
     for path in sweep.rglob("*"):
         if path.suffix in {".json", ".yaml", ".log", ".md", ".csv"}:
             text = path.read_text(errors="ignore")
