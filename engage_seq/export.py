@@ -94,10 +94,15 @@ def load_model(checkpoint: Path) -> tuple[EngagementModel, dict[str, Any]]:
             f"{checkpoint} is not an engage_seq checkpoint (no 'engage_seq' metadata); "
             "export runs written by engage-train"
         )
-    model = EngagementModel(**meta["model_config"])
-    prefix = "model."
-    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(state)
+    try:
+        model = EngagementModel(**meta["model_config"])
+        prefix = "model."
+        state = {
+            k.removeprefix(prefix): v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)
+        }
+        model.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise ExportError(f"{checkpoint}: weights do not fit the recorded model: {exc}") from exc
     return model.eval(), meta
 
 
@@ -200,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--atol", type=float, default=1e-5, help="max abs difference allowed")
     args = parser.parse_args(argv)
     run = Path(args.run)
-    out = Path(args.out) if args.out else _run_dir_of(find_checkpoint(run)) / "artifact.pt"
     try:
+        out = Path(args.out) if args.out else _run_dir_of(find_checkpoint(run)) / "artifact.pt"
         result = export_artifact(run, out, atol=args.atol)
     except ExportError as exc:
         print(f"engage-export: error: {exc}", file=sys.stderr)

@@ -7,60 +7,70 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
-from engage_seq.data import Batch
+from engage_seq.data import PAD_ID, UNKNOWN_ID, Batch
 from engage_seq.model import EngagementModel
 
 EVAL_SPLITS = ("val", "test")
+METRIC_NAMES = ("auroc", "auprc", "logloss", "brier", "positive_rate")
+# Which way is better, for checkpointing / early stopping / sweepers.
+METRIC_MODES = {"auroc": "max", "auprc": "max", "logloss": "min", "brier": "min"}
+
+
+def metric_mode(name: str) -> str:
+    """'val/auroc' -> 'max'; raises for names that are not selectable metrics."""
+    split, _, metric = name.partition("/")
+    if split != "val" or metric.split("/")[0] not in METRIC_MODES:
+        choices = ", ".join(f"val/{m}" for m in METRIC_MODES)
+        raise ValueError(f"cannot select models by {name!r}; use one of: {choices}")
+    return METRIC_MODES[metric.split("/")[0]]
 
 
 class _SplitMetrics(nn.Module):
-    """Per-target AUROC / AP plus running log-loss and Brier sums for one split."""
+    """Per-target AUROC / AP / log-loss / Brier / positive rate for one split.
+
+    All are torchmetrics states, so they are reduced across DDP processes and live in
+    float32 on any device.
+    """
 
     def __init__(self, n_targets: int) -> None:
         super().__init__()
         self.auroc = nn.ModuleList(BinaryAUROC() for _ in range(n_targets))
         self.auprc = nn.ModuleList(BinaryAveragePrecision() for _ in range(n_targets))
-        self.register_buffer("logloss_sum", torch.zeros(n_targets, dtype=torch.float64))
-        self.register_buffer("brier_sum", torch.zeros(n_targets, dtype=torch.float64))
-        self.register_buffer("positives", torch.zeros(n_targets, dtype=torch.float64))
-        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.logloss = nn.ModuleList(MeanMetric() for _ in range(n_targets))
+        self.brier = nn.ModuleList(MeanMetric() for _ in range(n_targets))
+        self.positive_rate = nn.ModuleList(MeanMetric() for _ in range(n_targets))
+        self.count = SumMetric()
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         logits, labels = logits.float(), labels.float()
         probs = torch.sigmoid(logits)
-        for i, (auroc, auprc) in enumerate(zip(self.auroc, self.auprc, strict=True)):
-            auroc.update(probs[:, i], labels[:, i].long())
-            auprc.update(probs[:, i], labels[:, i].long())
         bce = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        self.logloss_sum += bce.sum(0).double()
-        self.brier_sum += ((probs - labels) ** 2).sum(0).double()
-        self.positives += labels.sum(0).double()
-        self.count += labels.shape[0]
+        for i in range(labels.shape[1]):
+            self.auroc[i].update(probs[:, i], labels[:, i].long())
+            self.auprc[i].update(probs[:, i], labels[:, i].long())
+            self.logloss[i].update(bce[:, i])
+            self.brier[i].update((probs[:, i] - labels[:, i]) ** 2)
+            self.positive_rate[i].update(labels[:, i])
+        self.count.update(torch.tensor(float(labels.shape[0]), device=labels.device))
 
     def compute(self, target_names: list[str]) -> dict[str, float]:
         """Macro averages under plain names; per-target values as ``name/<target>`` if >1."""
-        n = max(float(self.count), 1.0)
-        per_target: dict[str, list[float]] = {
-            "auroc": [float(m.compute()) for m in self.auroc],
-            "auprc": [float(m.compute()) for m in self.auprc],
-            "logloss": (self.logloss_sum / n).tolist(),
-            "brier": (self.brier_sum / n).tolist(),
-            "positive_rate": (self.positives / n).tolist(),
-        }
-        out: dict[str, float] = {"n_samples": float(self.count)}
-        for name, values in per_target.items():
+        out: dict[str, float] = {"n_samples": float(self.count.compute())}
+        for name in METRIC_NAMES:
+            values = [float(m.compute()) for m in getattr(self, name)]
             out[name] = sum(values) / len(values)
             if len(values) > 1:
                 out.update({f"{name}/{t}": v for t, v in zip(target_names, values, strict=True)})
         return out
 
     def reset(self) -> None:
-        for m in [*self.auroc, *self.auprc]:
-            m.reset()
-        for buf in (self.logloss_sum, self.brier_sum, self.positives, self.count):
-            buf.zero_()
+        for name in METRIC_NAMES:
+            for metric in getattr(self, name):
+                metric.reset()
+        self.count.reset()
 
 
 class EngagementLitModule(L.LightningModule):
@@ -76,6 +86,7 @@ class EngagementLitModule(L.LightningModule):
         target_names: list[str],
         lr: float = 3e-3,
         weight_decay: float = 1e-4,
+        unknown_token_rate: float = 0.01,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -93,18 +104,31 @@ class EngagementLitModule(L.LightningModule):
         event_ids, channel_ids, time_features, lengths, _ = batch
         return self.model(event_ids, channel_ids, time_features, lengths)
 
+    def _with_unknown_tokens(self, batch: Batch) -> Batch:
+        """Replace a few real tokens by the unknown id, so its embedding is trained.
+
+        The vocabulary covers every training token, so without this the unknown id would
+        never be seen in training, yet serving and later splits meet unseen values.
+        """
+        rate = float(self.hparams["unknown_token_rate"])
+        if rate <= 0:
+            return batch
+        event_ids, channel_ids, time_features, lengths, labels = batch
+        ids = []
+        for tokens in (event_ids, channel_ids):
+            drop = (torch.rand(tokens.shape, device=tokens.device) < rate) & (tokens != PAD_ID)
+            ids.append(torch.where(drop, torch.full_like(tokens, UNKNOWN_ID), tokens))
+        return ids[0], ids[1], time_features, lengths, labels
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        batch = self._with_unknown_tokens(batch)
         logits = self(batch)
         loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), batch[-1])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch[-1].shape[0])
         return loss
 
     def _eval_step(self, split: str, batch: Batch) -> None:
-        logits = self(batch)
-        labels = batch[-1]
-        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
-        self.log(f"{split}/loss", loss, batch_size=labels.shape[0])
-        self.split_metrics[split].update(logits, labels)
+        self.split_metrics[split].update(self(batch), batch[-1])
 
     def _eval_epoch_end(self, split: str) -> None:
         metrics = self.split_metrics[split]

@@ -41,7 +41,7 @@ def run_sweep(models: list[str], sweep_dir: Path, overrides: list[str]) -> None:
         "--multirun",
         f"model={','.join(models)}",
         f"hydra.sweep.dir={sweep_dir}",
-        "hydra.sweep.subdir=${hydra:runtime.choices.model}",
+        "hydra.sweep.subdir=${hydra.job.num}_${hydra:runtime.choices.model}",
         *overrides,
     ]
     print("$ engage-train " + " ".join(command[3:]), flush=True)
@@ -50,13 +50,16 @@ def run_sweep(models: list[str], sweep_dir: Path, overrides: list[str]) -> None:
         raise RuntimeError(f"engage-train exited with {result.returncode}; see its log above")
 
 
-def collect_runs(sweep_dir: Path, models: list[str]) -> dict[str, dict[str, float]]:
+def collect_runs(sweep_dir: Path) -> dict[str, dict[str, float]]:
+    """Run folder name (``<job>_<model>``) -> metrics, for every run of the sweep."""
     runs = {}
-    for model in models:
-        path = sweep_dir / model / "metrics.json"
+    for run in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()):
+        path = run / "metrics.json"
         if not path.is_file():
-            raise FileNotFoundError(f"run for model={model} left no {path}")
-        runs[model] = json.loads(path.read_text())
+            raise FileNotFoundError(f"run {run} left no metrics.json; see {run / 'train.log'}")
+        runs[run.name] = json.loads(path.read_text())
+    if not runs:
+        raise FileNotFoundError(f"the sweep left no run folders under {sweep_dir}")
     return runs
 
 
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         run_sweep(models, sweep_dir, args.overrides)
-        runs = collect_runs(sweep_dir, models)
+        runs = collect_runs(sweep_dir)
         best = max(runs, key=lambda m: runs[m][SELECT_BY])
         result = export_artifact(sweep_dir / best, args.artifact)
     except (RuntimeError, FileNotFoundError, ExportError) as exc:
@@ -87,21 +90,21 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [
         {
-            "model": model + (" *" if model == best else ""),
+            "run": name + (" *" if name == best else ""),
             "val ROC-AUC": f"{m['val/auroc']:.4f}",
             "val PR-AUC": f"{m['val/auprc']:.4f}",
             "test ROC-AUC": f"{m['test/auroc']:.4f}",
             "test PR-AUC": f"{m['test/auprc']:.4f}",
             "epochs": f"{m['train/epochs']:.0f}",
             "fit s": f"{m['train/fit_seconds']:.0f}",
-            "run folder": str(sweep_dir / model),
         }
-        for model, m in runs.items()
+        for name, m in runs.items()
     ]
     parity = max(result.max_abs_diff.values())
     print()
     print(_format_table(rows))
     print(f"\n* best by {SELECT_BY}: {best}")
+    print(f"runs:        {sweep_dir}/<run>/ (metrics.json, checkpoints/, tensorboard/)")
     print(f"artifact:    {result.path}  (TorchScript, parity max abs diff {parity:.1e})")
     print(f"tensorboard: tensorboard --logdir {sweep_dir}")
     print(f"total time:  {elapsed:.0f} s")

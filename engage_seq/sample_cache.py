@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
+from engage_seq import __version__
 from engage_seq.schema import ColumnMapping, to_canonical
 from engage_seq.sequences import (
     SPLITS,
@@ -54,11 +55,23 @@ class PreparedSamples:
         return self.samples.filter(pl.col("split") == name)
 
 
+def _code_fingerprint() -> str:
+    """Hash of the modules that decide sample contents: editing them invalidates the cache."""
+    from engage_seq import schema, sequences
+
+    digest = hashlib.sha256()
+    for module in (schema, sequences):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cache_key(
     source: EventSource, mapping: ColumnMapping, task: HorizonTask, sampling: SamplingConfig
 ) -> str:
     payload = {
         "format": CACHE_FORMAT_VERSION,
+        "engage_seq": __version__,
+        "code": _code_fingerprint(),
         "polars": pl.__version__,  # user_key hashing is only stable within a polars version
         "source": source.fingerprint(),
         "mapping": asdict(mapping),
@@ -90,7 +103,10 @@ def _split_report(samples: pl.DataFrame, label_columns: tuple[str, ...]) -> dict
             pl.len().alias("samples"),
             pl.col("user_key").drop_nulls().n_unique().alias("users"),
             pl.col("cutoff").n_unique().alias("cutoffs"),
-            *[pl.col(c).mean().alias(f"positive_rate/{c[6:]}") for c in label_columns],
+            *[
+                pl.col(c).mean().alias(f"positive_rate/{c.removeprefix('label_')}")
+                for c in label_columns
+            ],
             pl.col("n_history").median().alias("median_history_events"),
         )
         .to_dicts()
@@ -117,15 +133,30 @@ def build_prepared(
         raise ValueError("every row of the event table has a null user id")
     plan = plan_cutoffs(stats["ts_min"], stats["ts_max"] + 1, task, sampling)
     vocabulary = fit_vocabulary(events, before=max(plan.train))
+    unknown_targets = sorted(set(task.targets) - set(vocabulary["event_type"]))
+    if unknown_targets:
+        raise ValueError(
+            f"task {task.name!r}: target event type(s) {unknown_targets} never occur in the "
+            f"training period; event types seen: {vocabulary['event_type']}. Check the spelling "
+            "in the task config."
+        )
     samples = build_samples(events, task, plan, sampling.max_len).collect()
     too_short = samples.filter(pl.col("n_history") < sampling.min_history_events)
     samples = samples.filter(pl.col("n_history") >= sampling.min_history_events)
     for split in SPLITS:
-        if samples.filter(pl.col("split") == split).height == 0:
+        part = samples.filter(pl.col("split") == split)
+        if part.height == 0:
             raise ValueError(
                 f"the {split} split is empty (cutoffs {plan.to_dict()[split]}); lower "
                 "min_history_events or move the cutoffs"
             )
+        for target, column in zip(task.targets, task.label_columns, strict=True):
+            if not part[column].any():
+                raise ValueError(
+                    f"no positive label for target {target!r} in the {split} split "
+                    f"({part.height} samples, cutoffs {plan.to_dict()[split]}): its metrics "
+                    "would be undefined. Use a longer horizon, other cutoffs or more data."
+                )
     report = {
         "rows_read": stats["rows_read"],
         "rows_dropped": dropped_nulls,
@@ -133,6 +164,7 @@ def build_prepared(
         "event_types": stats["event_types"],
         "time_span": [format_instant(stats["ts_min"]), format_instant(stats["ts_max"])],
         "cutoffs": plan.to_dict(),
+        "train_cutoffs_requested": sampling.n_train_cutoffs,
         "samples_dropped_min_history": too_short.height,
         "vocabulary_sizes": {k: len(v) for k, v in vocabulary.items()},
         "splits": _split_report(samples, task.label_columns),

@@ -51,8 +51,8 @@ def _timestamp_to_epoch_seconds(name: str, dtype: pl.DataType) -> pl.Expr:
 def to_canonical(events: pl.LazyFrame, mapping: ColumnMapping | None = None) -> pl.LazyFrame:
     """Select and convert the mapped columns; raises EventSchemaError naming what is missing.
 
-    Rows with a null user, timestamp or event type are *kept* here; `null_counts` reports them
-    and the sample builder drops them, so the drop is always counted.
+    Rows with a null user, timestamp or event type are *kept* here; the build report
+    (`sample_cache`) counts them and the sample builder drops them, so no drop goes uncounted.
     """
     mapping = mapping or ColumnMapping()
     schema = events.collect_schema()

@@ -17,6 +17,7 @@ Everything here is lazy Polars; the caller collects once.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -32,8 +33,22 @@ TIME_FEATURES: tuple[str, ...] = (
     "dow_sin",
     "dow_cos",
 )
+# How each feature is computed, for anyone rebuilding inputs outside engage_seq (exported in
+# the artifact metadata). ts is int64 epoch seconds UTC; cutoff likewise.
+FEATURE_DEFINITIONS: dict[str, str] = {
+    "log_gap_h": "log1p((ts - previous_ts) / 3600); previous_ts is the user's previous event "
+    "in the full history before truncation (0 for the user's first event)",
+    "log_age_h": "log1p((cutoff - ts) / 3600)",
+    "hour_sin": "sin(2*pi*h/24), h = (ts mod 86400) / 3600 (fractional UTC hour)",
+    "hour_cos": "cos(2*pi*h/24)",
+    "dow_sin": "sin(2*pi*d/7), d = (floor(ts / 86400) + 3) mod 7 (UTC weekday, Monday = 0)",
+    "dow_cos": "cos(2*pi*d/7)",
+    "order": "oldest first, most recent max_len events with ts < cutoff, right-padded; ties at "
+    "the same second ordered by event_type then channel",
+}
 SEQUENCE_COLUMNS: tuple[str, ...] = ("event_type", "channel", "ts", *TIME_FEATURES)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -176,6 +191,11 @@ def plan_cutoffs(
     step = parse_duration(sampling.cutoff_every)
     train = [val - h - i * step for i in range(sampling.n_train_cutoffs)]
     kept = [c for c in train if c > data_start]
+    if 0 < len(kept) < len(train):
+        log.warning(
+            "only %d of %d training cutoffs fall after the data start %s; using %d",
+            len(kept), len(train), format_instant(data_start), len(kept),
+        )  # fmt: skip
     if not kept or val <= data_start:
         raise ValueError(
             f"data from {format_instant(data_start)} to {format_instant(data_end)} is too short "

@@ -28,9 +28,9 @@ from torch.utils.data import DataLoader
 
 from engage_seq.data import EncodedSamples, EventDataModule, Vocabulary, encode_samples
 from engage_seq.io import write_json_atomic, write_text_atomic
-from engage_seq.module import EngagementLitModule
+from engage_seq.module import EngagementLitModule, metric_mode
 from engage_seq.sample_cache import prepare_samples
-from engage_seq.sequences import SPLITS, TIME_FEATURES
+from engage_seq.sequences import FEATURE_DEFINITIONS, SPLITS, TIME_FEATURES
 
 log = logging.getLogger(__name__)
 GOLDEN_BATCH_SIZE = 256
@@ -66,6 +66,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     """Build (or reuse) samples, fit, evaluate the best checkpoint on val and test."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    monitor_mode = metric_mode(cfg.monitor)  # fail before any work on a bad metric name
+    metric_mode(cfg.optimized_metric)
     started = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     if torch.cuda.is_available():
@@ -78,6 +80,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     task = instantiate(cfg.task)
     prepared = prepare_samples(source, task, sampling, cfg.cache_dir, mapping)
     write_json_atomic(run_dir / "data_report.json", prepared.report)
+    prepare_seconds = time.perf_counter() - started
     vocabulary = Vocabulary.from_lists(prepared.vocabulary)
     encoded = {
         split: encode_samples(
@@ -100,6 +103,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     metadata = {
         "vocabulary": vocabulary.to_dict(),
         "time_features": list(TIME_FEATURES),
+        "feature_definitions": FEATURE_DEFINITIONS,
         "max_len": sampling.max_len,
         "padding": "right",
         "truncation": "keep_most_recent",
@@ -118,6 +122,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         target_names=list(task.targets),
         lr=cfg.optim.lr,
         weight_decay=cfg.optim.weight_decay,
+        unknown_token_rate=cfg.unknown_token_rate,
         metadata=metadata,
     )
 
@@ -125,12 +130,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         dirpath=run_dir / "checkpoints",
         filename="best",
         monitor=cfg.monitor,
-        mode="max",
+        mode=monitor_mode,
         save_top_k=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    early_stopping = EarlyStopping(monitor=cfg.monitor, mode="max", patience=cfg.patience)
+    early_stopping = EarlyStopping(monitor=cfg.monitor, mode=monitor_mode, patience=cfg.patience)
     logger = TensorBoardLogger(
         save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False
     )
@@ -141,11 +146,23 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         callbacks=[checkpoint, early_stopping],
         precision=resolve_precision(cfg.trainer.precision),
     )
+    fit_started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
-    fit_seconds = time.perf_counter() - started
+    fit_seconds = time.perf_counter() - fit_started
 
-    trainer.validate(module, datamodule=datamodule, ckpt_path="best", verbose=False)
-    trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
+    # Report val/test of the best checkpoint in fp32 whatever the training precision, so the
+    # figures describe the exported (fp32) model rather than its bf16-autocast twin.
+    evaluator = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        precision="32-true",
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    best = checkpoint.best_model_path
+    evaluator.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    evaluator.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     metrics: dict[str, float] = dict(module.last_metrics)
     metrics.update(
         {
@@ -153,6 +170,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
             "train/epochs": float(trainer.current_epoch),
             "train/best_epoch": float(_best_epoch(checkpoint.best_model_path)),
             "train/fit_seconds": round(fit_seconds, 2),
+            "data/prepare_seconds": round(prepare_seconds, 2),
         }
     )
     write_json_atomic(run_dir / "metrics.json", metrics)
@@ -169,9 +187,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    (probabilities,) = reference.predict(
-        module, dataloaders=golden, ckpt_path=checkpoint.best_model_path
-    )
+    (probabilities,) = reference.predict(module, dataloaders=golden, ckpt_path=best)
     event_ids, channel_ids, time_features, lengths, _ = next(iter(golden))
     torch.save(
         {

@@ -160,6 +160,7 @@ def test_export_refuses_foreign_files(tmp_path: Path) -> None:
         [str(VENV_BIN / "engage-export"), str(tmp_path / "nowhere")], capture_output=True, text=True
     )
     assert result.returncode == 1 and "no checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr  # a clear one-line error, not a crash
 
 
 def test_training_is_deterministic(tmp_path: Path) -> None:
@@ -167,10 +168,10 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
         cfg = compose("train", overrides=[*TINY, f"cache_dir={tmp_path / 'cache'}"])
     first = train(cfg, tmp_path / "a")
     second = train(cfg, tmp_path / "b")
-    drop = {"train/fit_seconds"}
-    assert {k: v for k, v in first.items() if k not in drop} == {
-        k: v for k, v in second.items() if k not in drop
-    }
+    def without_timings(metrics: dict[str, float]) -> dict[str, float]:
+        return {k: v for k, v in metrics.items() if not k.endswith("_seconds")}
+
+    assert without_timings(first) == without_timings(second)
     artifact, meta = None, None
     result = export_artifact(tmp_path / "a", tmp_path / "a.pt")
     artifact, meta = load_artifact(result.path)

@@ -81,3 +81,16 @@ def test_unparseable_timestamps_are_refused(tmp_path: Path) -> None:
 def test_empty_table_is_refused(tiny_events, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="empty"):
         sample_cache.prepare_samples(FrameSource(tiny_events.head(0)), TASK, SAMPLING, tmp_path)
+
+
+def test_misspelt_target_is_refused(tiny_source, tmp_path: Path) -> None:
+    task = HorizonTask(targets=("purchases",), name="typo")
+    with pytest.raises(ValueError, match=r"'purchases'.*never occur.*spelling"):
+        sample_cache.prepare_samples(tiny_source, task, SAMPLING, tmp_path)
+
+
+def test_split_without_positives_is_refused(tiny_events, tmp_path: Path) -> None:
+    # unsubscribes are rare: on 300 users over a 1-hour horizon, some split has none
+    task = HorizonTask(targets=("unsubscribe",), horizon="1h", name="rare")
+    with pytest.raises(ValueError, match=r"no positive label for target 'unsubscribe'"):
+        sample_cache.prepare_samples(FrameSource(tiny_events), task, SAMPLING, tmp_path)
