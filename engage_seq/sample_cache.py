@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import polars as pl
 
 from engage_seq import __version__
-from engage_seq.schema import ColumnMapping, to_canonical
+from engage_seq.ingest import IngestConfig, salt_fingerprint, validate_events
+from engage_seq.schema import ColumnMapping
 from engage_seq.sequences import (
     SPLITS,
     CutoffPlan,
@@ -28,7 +29,6 @@ from engage_seq.sequences import (
     SamplingConfig,
     build_samples,
     fit_vocabulary,
-    format_instant,
     plan_cutoffs,
 )
 
@@ -66,7 +66,11 @@ def _code_fingerprint() -> str:
 
 
 def cache_key(
-    source: EventSource, mapping: ColumnMapping, task: HorizonTask, sampling: SamplingConfig
+    source: EventSource,
+    mapping: ColumnMapping,
+    task: HorizonTask,
+    sampling: SamplingConfig,
+    ingest: IngestConfig,
 ) -> str:
     payload = {
         "format": CACHE_FORMAT_VERSION,
@@ -77,23 +81,11 @@ def cache_key(
         "mapping": asdict(mapping),
         "task": asdict(task),
         "sampling": asdict(sampling),
+        "ingest": asdict(ingest),
+        "salt": salt_fingerprint(ingest),
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _event_stats(events: pl.LazyFrame) -> dict[str, Any]:
-    stats = events.select(
-        pl.len().alias("rows_read"),
-        pl.col("user_key").null_count().alias("null_user"),
-        pl.col("ts").null_count().alias("null_or_unparseable_timestamp"),
-        pl.col("event_type").null_count().alias("null_event_type"),
-        pl.col("user_key").drop_nulls().n_unique().alias("users"),
-        pl.col("event_type").n_unique().alias("event_types"),
-        pl.col("ts").min().alias("ts_min"),
-        pl.col("ts").max().alias("ts_max"),
-    ).collect()
-    return stats.row(0, named=True)
 
 
 def _split_report(samples: pl.DataFrame, label_columns: tuple[str, ...]) -> dict[str, Any]:
@@ -115,23 +107,17 @@ def _split_report(samples: pl.DataFrame, label_columns: tuple[str, ...]) -> dict
 
 
 def build_prepared(
-    source: EventSource, mapping: ColumnMapping, task: HorizonTask, sampling: SamplingConfig
+    source: EventSource,
+    mapping: ColumnMapping,
+    task: HorizonTask,
+    sampling: SamplingConfig,
+    ingest: IngestConfig | None = None,
 ) -> tuple[pl.DataFrame, dict[str, list[str]], CutoffPlan, dict[str, Any]]:
     """Run the builder without the cache: validate, plan cutoffs, fit vocab, build, filter."""
-    events = to_canonical(source.scan(), mapping)
-    stats = _event_stats(events)
-    dropped_nulls = {
-        k: stats[k] for k in ("null_user", "null_or_unparseable_timestamp", "null_event_type")
-    }
-    if stats["rows_read"] == 0:
-        raise ValueError("the event table is empty: nothing to build samples from")
-    if stats["ts_min"] is None:
-        raise ValueError(
-            "no timestamp in the event table could be parsed; check the timestamp column mapping"
-        )
-    if stats["users"] == 0:
-        raise ValueError("every row of the event table has a null user id")
-    plan = plan_cutoffs(stats["ts_min"], stats["ts_max"] + 1, task, sampling)
+    where = source.describe() if hasattr(source, "describe") else type(source).__name__
+    validated = validate_events(source.scan(), mapping, ingest or IngestConfig(), where)
+    events = validated.events
+    plan = plan_cutoffs(validated.ts_min, validated.ts_max + 1, task, sampling)
     vocabulary = fit_vocabulary(events, before=max(plan.train))
     unknown_targets = sorted(set(task.targets) - set(vocabulary["event_type"]))
     if unknown_targets:
@@ -158,11 +144,7 @@ def build_prepared(
                     "would be undefined. Use a longer horizon, other cutoffs or more data."
                 )
     report = {
-        "rows_read": stats["rows_read"],
-        "rows_dropped": dropped_nulls,
-        "users": stats["users"],
-        "event_types": stats["event_types"],
-        "time_span": [format_instant(stats["ts_min"]), format_instant(stats["ts_max"])],
+        **validated.report,
         "cutoffs": plan.to_dict(),
         "train_cutoffs_requested": sampling.n_train_cutoffs,
         "samples_dropped_min_history": too_short.height,
@@ -210,13 +192,15 @@ def prepare_samples(
     sampling: SamplingConfig,
     cache_dir: str | Path,
     mapping: ColumnMapping | None = None,
+    ingest: IngestConfig | None = None,
 ) -> PreparedSamples:
     """Samples for ``task``, from the cache when this configuration was built before."""
     mapping = mapping or ColumnMapping()
-    entry = Path(cache_dir) / f"samples-{cache_key(source, mapping, task, sampling)}"
+    ingest = ingest or IngestConfig()
+    entry = Path(cache_dir) / f"samples-{cache_key(source, mapping, task, sampling, ingest)}"
     if not (entry / "manifest.json").exists():
         log.info("building samples into %s", entry)
-        _write_entry(entry, *build_prepared(source, mapping, task, sampling))
+        _write_entry(entry, *build_prepared(source, mapping, task, sampling, ingest))
     else:
         log.info("reusing cached samples from %s", entry)
     manifest = json.loads((entry / "manifest.json").read_text())

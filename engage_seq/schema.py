@@ -1,19 +1,47 @@
 """Raw event table -> the canonical columns the sample builder works on.
 
-Canonical columns: ``user_key`` (UInt64, a hash of the user id, so raw ids go no further),
-``ts`` (Int64 epoch seconds, UTC), ``event_type`` (String), ``channel`` (String).
-Epoch seconds are used end to end because the exported artifact takes int64 timestamps, so
-training and serving share one time representation.
+Canonical columns: ``user_key`` (UInt64, a hash of the user id, keyed when a salt is set, so
+raw ids go no further), ``ts`` (Int64 epoch seconds, UTC), ``event_type`` (String),
+``channel`` (String). Epoch seconds are used end to end because the exported artifact takes
+int64 timestamps, so training and serving share one time representation.
+
+`to_canonical` only converts; rows it cannot use are *flagged* (see `DROP_REASONS`), counted by
+`ingest.validate_events`, and removed there, so no row disappears without a count.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
 NO_CHANNEL = "none"  # channel value when the table has no channel column
 USER_KEY_SEED = 0x5EED_E1A6
+ROW_INDEX = "_row"  # input order; ties at the same second keep it
+
+# Why a row can be dropped, in priority order: a row is counted under its first reason, so the
+# counts add up to exactly the rows removed.
+DROP_REASONS: tuple[str, ...] = (
+    "null_user",
+    "null_timestamp",
+    "unparseable_timestamp",
+    "null_event_type",
+    "consent_opt_out",
+    "out_of_date_range",
+    "duplicate_event",
+)
+# epoch integers: magnitude -> unit ('auto'). Seconds stay below 1e11 until the year 5138,
+# milliseconds exceed it from 1973 on, so the ranges do not overlap for real data.
+_EPOCH_DIVISORS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+_ISO_FORMATS = (
+    ("%Y-%m-%dT%H:%M:%S%.f%:z", True),
+    ("%Y-%m-%d %H:%M:%S%.f%:z", True),
+    ("%Y-%m-%dT%H:%M:%S%.f", False),
+    ("%Y-%m-%d %H:%M:%S%.f", False),
+    ("%Y-%m-%dT%H:%M", False),
+    ("%Y-%m-%d %H:%M", False),
+    ("%Y-%m-%d", False),
+)
 
 
 class EventSchemaError(ValueError):
@@ -22,70 +50,165 @@ class EventSchemaError(ValueError):
 
 @dataclass(frozen=True)
 class ColumnMapping:
-    """Which of the user's columns plays which role; the user's files are never renamed."""
+    """Which of the user's columns plays which role; the user's files are never renamed.
+
+    ``timezone`` applies to naive datetimes and to ISO strings without an offset.
+    ``epoch_unit`` applies to integer timestamps: 's', 'ms', 'us', 'ns' or 'auto' (by
+    magnitude). ``consent``: a boolean column, false = the user opted out (all their rows
+    are excluded and counted).
+    """
 
     user_id: str = "user_id"
     timestamp: str = "timestamp"
     event_type: str = "event_type"
     channel: str | None = "channel"
+    categorical: tuple[str, ...] = field(default_factory=tuple)
+    numeric: tuple[str, ...] = field(default_factory=tuple)
+    consent: str | None = None
+    timezone: str = "UTC"
+    epoch_unit: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "categorical", tuple(self.categorical))
+        object.__setattr__(self, "numeric", tuple(self.numeric))
+        if self.epoch_unit not in ("auto", *_EPOCH_DIVISORS):
+            raise ValueError(
+                f"epoch_unit must be 'auto', 's', 'ms', 'us' or 'ns', got {self.epoch_unit!r}"
+            )
+        roles = [self.user_id, self.timestamp, self.event_type, self.channel, self.consent]
+        used = [c for c in roles if c is not None] + list(self.categorical) + list(self.numeric)
+        repeated = sorted({c for c in used if used.count(c) > 1})
+        if repeated:
+            raise ValueError(f"column(s) {repeated} mapped to more than one role")
+
+    def required(self) -> dict[str, str]:
+        roles = {"user_id": self.user_id, "timestamp": self.timestamp}
+        roles["event_type"] = self.event_type
+        for name, column in (("channel", self.channel), ("consent", self.consent)):
+            if column is not None:
+                roles[name] = column
+        roles.update({f"categorical {c!r}": c for c in self.categorical})
+        roles.update({f"numeric {c!r}": c for c in self.numeric})
+        return roles
 
 
-def _timestamp_to_epoch_seconds(name: str, dtype: pl.DataType) -> pl.Expr:
-    col = pl.col(name)
-    if isinstance(dtype, pl.Datetime):
-        if dtype.time_zone is not None:
-            col = col.dt.convert_time_zone("UTC")
-        return col.dt.epoch("s")
-    if isinstance(dtype, pl.Date):
-        return col.cast(pl.Datetime("us")).dt.epoch("s")
-    if dtype.is_integer():
-        return col.cast(pl.Int64)
-    if dtype == pl.String:
-        return col.str.to_datetime(time_zone="UTC", strict=False).dt.epoch("s")
-    raise EventSchemaError(
-        f"timestamp column {name!r} has type {dtype}; expected a datetime, ISO-8601 strings or "
-        "integer epoch seconds. Map another column with ColumnMapping(timestamp=...) or cast it."
+def _epoch_seconds_from_integers(col: pl.Expr, unit: str) -> pl.Expr:
+    if unit != "auto":
+        return col.cast(pl.Int64) // _EPOCH_DIVISORS[unit]
+    magnitude = col.cast(pl.Int64).abs().max()
+    return (
+        pl.when(magnitude < 10**11)
+        .then(col.cast(pl.Int64))
+        .when(magnitude < 10**14)
+        .then(col.cast(pl.Int64) // 1_000)
+        .when(magnitude < 10**17)
+        .then(col.cast(pl.Int64) // 1_000_000)
+        .otherwise(col.cast(pl.Int64) // 1_000_000_000)
     )
 
 
-def to_canonical(events: pl.LazyFrame, mapping: ColumnMapping | None = None) -> pl.LazyFrame:
-    """Select and convert the mapped columns; raises EventSchemaError naming what is missing.
+def _epoch_seconds_from_strings(col: pl.Expr, timezone: str) -> pl.Expr:
+    """ISO-8601 strings, mixed formats allowed; naive ones are in ``timezone``."""
+    text = col.str.strip_chars().str.replace(r"Z$", "+00:00")
+    parsed = []
+    for fmt, has_offset in _ISO_FORMATS:
+        value = text.str.to_datetime(fmt, strict=False, time_unit="us")
+        if not has_offset:
+            value = value.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+        parsed.append(value.dt.epoch("s"))
+    return pl.coalesce(parsed)
 
-    Rows with a null user, timestamp or event type are *kept* here; the build report
-    (`sample_cache`) counts them and the sample builder drops them, so no drop goes uncounted.
-    """
-    mapping = mapping or ColumnMapping()
-    schema = events.collect_schema()
-    required = {"user_id": mapping.user_id, "timestamp": mapping.timestamp}
-    required["event_type"] = mapping.event_type
-    missing = {role: col for role, col in required.items() if col not in schema}
+
+def timestamp_to_epoch_seconds(name: str, dtype: pl.DataType, mapping: ColumnMapping) -> pl.Expr:
+    """Expression converting the mapped timestamp column to Int64 epoch seconds (UTC)."""
+    col = pl.col(name)
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is None:
+            col = col.dt.replace_time_zone(
+                mapping.timezone, ambiguous="earliest", non_existent="null"
+            )
+        return col.dt.epoch("s")
+    if isinstance(dtype, pl.Date):
+        return col.cast(pl.Datetime("us")).dt.replace_time_zone(mapping.timezone).dt.epoch("s")
+    if dtype.is_integer():
+        return _epoch_seconds_from_integers(col, mapping.epoch_unit)
+    if dtype.is_float():
+        return _epoch_seconds_from_integers(col.round(0), mapping.epoch_unit)
+    if dtype == pl.String:
+        return _epoch_seconds_from_strings(col, mapping.timezone)
+    raise EventSchemaError(
+        f"timestamp column {name!r} has type {dtype}; expected a datetime, ISO-8601 strings or "
+        "integer epoch seconds/milliseconds. Map another column (data.columns.timestamp) or "
+        "convert it."
+    )
+
+
+def check_columns(schema: pl.Schema, mapping: ColumnMapping, where: str) -> None:
+    """Raise EventSchemaError naming every mapped column the table lacks."""
+    missing = {role: col for role, col in mapping.required().items() if col not in schema}
     if missing:
         wanted = ", ".join(f"{role} -> {col!r}" for role, col in missing.items())
         raise EventSchemaError(
-            f"event table lacks required column(s): {wanted}. Available: {list(schema.names())}. "
-            "Set the column mapping (data config) to the names your table uses."
+            f"{where} lacks required column(s): {wanted}. Available: {list(schema.names())}. "
+            "Set the column mapping (data.columns in the config) to the names your table uses."
         )
-    if mapping.channel is not None and mapping.channel not in schema:
-        raise EventSchemaError(
-            f"channel column {mapping.channel!r} not in the event table (available: "
-            f"{list(schema.names())}); map it to an existing column or set channel: null."
-        )
+    for column in mapping.numeric:
+        dtype = schema[column]
+        if not (dtype.is_numeric() or dtype == pl.String or dtype == pl.Boolean):
+            raise EventSchemaError(
+                f"{where}: numeric column {column!r} has type {dtype}, which cannot be "
+                "converted to a number; declare it as categorical instead"
+            )
+
+
+def to_canonical(
+    events: pl.LazyFrame,
+    mapping: ColumnMapping | None = None,
+    where: str = "event table",
+) -> pl.LazyFrame:
+    """Select and convert the mapped columns, adding the drop flags of `DROP_REASONS`.
+
+    Flags computed here: null_user, null_timestamp, unparseable_timestamp, null_event_type,
+    consent_opt_out. The rest need settings or whole-table context and are added by
+    `ingest.validate_events`. ``user_key`` is the unkeyed hash; `ingest` swaps in HMAC keys
+    when a salt is configured.
+    """
+    mapping = mapping or ColumnMapping()
+    schema = events.collect_schema()
+    check_columns(schema, mapping, where)
+    ts_name = mapping.timestamp
     channel = (
-        pl.col(mapping.channel).cast(pl.String)
+        pl.col(mapping.channel).cast(pl.String).fill_null(NO_CHANNEL)
         if mapping.channel is not None
         else pl.lit(NO_CHANNEL, dtype=pl.String)
     )
-    return (
-        events.select(
-            pl.col(mapping.user_id).cast(pl.String).hash(seed=USER_KEY_SEED).alias("user_key"),
-            _timestamp_to_epoch_seconds(mapping.timestamp, schema[mapping.timestamp]).alias("ts"),
-            pl.col(mapping.event_type).cast(pl.String).alias("event_type"),
-            channel.fill_null(NO_CHANNEL).alias("channel"),
-            pl.col(mapping.user_id).is_null().alias("_null_user"),
-        )
-        .with_columns(
-            # hash() maps null to a value; keep the null visible so it is counted and dropped.
-            pl.when(pl.col("_null_user")).then(None).otherwise(pl.col("user_key")).alias("user_key")
-        )
-        .drop("_null_user")
+    consent_ok = (
+        pl.col(mapping.consent)
+        .cast(pl.Boolean, strict=False)
+        .fill_null(True)
+        .all()
+        .over(pl.col(mapping.user_id))
+        if mapping.consent is not None
+        else pl.lit(True)
     )
+    user = pl.col(mapping.user_id).cast(pl.String)
+    ts = timestamp_to_epoch_seconds(ts_name, schema[ts_name], mapping)
+    columns = [
+        pl.int_range(pl.len(), dtype=pl.UInt64).alias(ROW_INDEX),
+        user.alias("user_id"),
+        user.hash(seed=USER_KEY_SEED).alias("user_key"),
+        ts.alias("ts"),
+        pl.col(mapping.event_type).cast(pl.String).alias("event_type"),
+        channel.alias("channel"),
+        *[
+            pl.col(c).cast(pl.String).fill_null(NO_CHANNEL).alias(f"cat_{c}")
+            for c in mapping.categorical
+        ],
+        *[pl.col(c).cast(pl.Float64, strict=False).alias(f"num_{c}") for c in mapping.numeric],
+        pl.col(mapping.user_id).is_null().alias("null_user"),
+        pl.col(ts_name).is_null().alias("null_timestamp"),
+        (pl.col(ts_name).is_not_null() & ts.is_null()).alias("unparseable_timestamp"),
+        pl.col(mapping.event_type).is_null().alias("null_event_type"),
+        (~consent_ok).alias("consent_opt_out"),
+    ]  # fmt: skip
+    return events.select(columns)

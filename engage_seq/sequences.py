@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 
 import polars as pl
 
+from engage_seq.schema import ROW_INDEX
+
 TIME_FEATURES: tuple[str, ...] = (
     "log_gap_h",
     "log_age_h",
@@ -43,8 +45,8 @@ FEATURE_DEFINITIONS: dict[str, str] = {
     "hour_cos": "cos(2*pi*h/24)",
     "dow_sin": "sin(2*pi*d/7), d = (floor(ts / 86400) + 3) mod 7 (UTC weekday, Monday = 0)",
     "dow_cos": "cos(2*pi*d/7)",
-    "order": "oldest first, most recent max_len events with ts < cutoff, right-padded; ties at "
-    "the same second ordered by event_type then channel",
+    "order": "oldest first, most recent max_len events with ts < cutoff, right-padded; events "
+    "at the same second keep their input order",
 }
 SEQUENCE_COLUMNS: tuple[str, ...] = ("event_type", "channel", "ts", *TIME_FEATURES)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -208,12 +210,18 @@ def plan_cutoffs(
 def clean_events(events: pl.LazyFrame) -> pl.LazyFrame:
     """Drop rows with a null key field and sort into the canonical order.
 
-    Ties at the same second are ordered by event type then channel, so the result does not
-    depend on the input row order.
+    Events at the same second keep their input order (``_row``, added here if absent): many
+    logs have one-second resolution and the order within a second carries meaning.
     """
-    return events.drop_nulls(["user_key", "ts", "event_type"]).sort(
-        ["user_key", "ts", "event_type", "channel"]
-    )
+    if ROW_INDEX not in events.collect_schema().names():
+        events = events.with_row_index(ROW_INDEX)
+    return events.drop_nulls(["user_key", "ts", "event_type"]).sort(["user_key", "ts", ROW_INDEX])
+
+
+def sequence_columns(events: pl.LazyFrame) -> list[str]:
+    """The per-event list columns of a sample: fixed ones plus declared attributes."""
+    attributes = [c for c in events.collect_schema().names() if c.startswith(("cat_", "num_"))]
+    return [*SEQUENCE_COLUMNS, *attributes]
 
 
 def with_gap_feature(events: pl.LazyFrame) -> pl.LazyFrame:
@@ -248,7 +256,7 @@ def samples_at_cutoff(
     history = events.filter(pl.col("ts") < cutoff).with_columns(cutoff_time_features(cutoff))
     features = history.group_by("user_key").agg(
         pl.len().alias("n_history"),
-        *[pl.col(c).tail(max_len) for c in SEQUENCE_COLUMNS],
+        *[pl.col(c).tail(max_len) for c in sequence_columns(events)],
     )
     label_window = events.filter(
         (pl.col("ts") >= cutoff)
@@ -280,7 +288,7 @@ def build_samples(
         "cutoff",
         "user_key",
         "n_history",
-        *SEQUENCE_COLUMNS,
+        *sequence_columns(events),
         *task.label_columns,
     ]
     return pl.concat(parts).select(columns).sort(["cutoff", "user_key"])

@@ -76,6 +76,9 @@ class SyntheticEventSource:
     def scan(self) -> pl.LazyFrame:
         return generate_events(self).lazy()
 
+    def describe(self) -> str:
+        return f"synthetic events ({self.n_users} users, {self.days} days, seed {self.seed})"
+
 
 def _sample_times(
     rng: np.random.Generator,

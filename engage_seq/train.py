@@ -77,8 +77,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     source = instantiate(cfg.data.source)
     sampling = instantiate(cfg.data.sampling)
     mapping = instantiate(cfg.data.columns)
+    ingest = instantiate(cfg.data.ingest)
     task = instantiate(cfg.task)
-    prepared = prepare_samples(source, task, sampling, cfg.cache_dir, mapping)
+    prepared = prepare_samples(source, task, sampling, cfg.cache_dir, mapping, ingest)
     write_json_atomic(run_dir / "data_report.json", prepared.report)
     prepare_seconds = time.perf_counter() - started
     vocabulary = Vocabulary.from_lists(prepared.vocabulary)
@@ -160,15 +161,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    best = checkpoint.best_model_path
-    evaluator.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-    evaluator.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(best["state_dict"])
+    evaluator.validate(module, datamodule=datamodule, verbose=False)
+    evaluator.test(module, datamodule=datamodule, verbose=False)
     metrics: dict[str, float] = dict(module.last_metrics)
     metrics.update(
         {
             "train/n_samples": float(len(encoded["train"])),
             "train/epochs": float(trainer.current_epoch),
-            "train/best_epoch": float(_best_epoch(checkpoint.best_model_path)),
+            "train/best_epoch": float(best.get("epoch", -1)),
             "train/fit_seconds": round(fit_seconds, 2),
             "data/prepare_seconds": round(prepare_seconds, 2),
         }
@@ -187,7 +189,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    (probabilities,) = reference.predict(module, dataloaders=golden, ckpt_path=best)
+    (probabilities,) = reference.predict(module, dataloaders=golden)
     event_ids, channel_ids, time_features, lengths, _ = next(iter(golden))
     torch.save(
         {
@@ -203,13 +205,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     logger.log_hyperparams(_flat_hparams(cfg), metrics={k: v for k, v in metrics.items()})
     log.info("metrics: %s", json.dumps(metrics, indent=1))
     return metrics
-
-
-def _best_epoch(path: str) -> int:
-    if not path:
-        return -1
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return int(ckpt.get("epoch", -1))
 
 
 def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:

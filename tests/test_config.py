@@ -12,8 +12,10 @@ from hydra.utils import instantiate
 from engage_seq.model import EngagementModel
 from engage_seq.train import CONF_DIR
 
-GROUPS = sorted(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir())
+GROUPS = sorted(str(p.relative_to(CONF_DIR)) for p in Path(CONF_DIR).rglob("*") if p.is_dir())
 CHOICES = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))]
+# Options with mandatory values (???) get one, as a user would on the command line.
+REQUIRED = {"files": ["data.source.path=events.parquet"]}
 
 
 def test_every_yaml_is_covered() -> None:
@@ -25,10 +27,12 @@ def test_every_yaml_is_covered() -> None:
 @pytest.mark.parametrize(("group", "choice"), CHOICES, ids=[f"{g}={c}" for g, c in CHOICES])
 def test_group_option_composes_and_instantiates(group: str, choice: str) -> None:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"{group}={choice}"], return_hydra_config=True)
+        overrides = [f"{group}={choice}", *REQUIRED.get(choice, [])]
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
     source = instantiate(cfg.data.source)
-    assert hasattr(source, "scan")
+    assert hasattr(source, "scan") and hasattr(source, "fingerprint")
     instantiate(cfg.data.columns)
+    instantiate(cfg.data.ingest)
     sampling = instantiate(cfg.data.sampling)
     task = instantiate(cfg.task)
     model = instantiate(

@@ -168,6 +168,7 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
         cfg = compose("train", overrides=[*TINY, f"cache_dir={tmp_path / 'cache'}"])
     first = train(cfg, tmp_path / "a")
     second = train(cfg, tmp_path / "b")
+
     def without_timings(metrics: dict[str, float]) -> dict[str, float]:
         return {k: v for k, v in metrics.items() if not k.endswith("_seconds")}
 

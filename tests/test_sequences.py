@@ -39,7 +39,7 @@ def three_users() -> pl.DataFrame:
         ("a", C - 1 * H, "product_view", "app"),
         ("a", C, "purchase", "web"),
         ("a", C + 1 * H, "page_view", "web"),
-        # user b: two events at the same second (tie -> ordered by event type), and a
+        # user b: two events at the same second (tie -> input order kept), and a
         # purchase exactly at cutoff + horizon, which is outside [C, C + 7d)
         ("b", C - 5 * D, "email_open", "email"),
         ("b", C - 5 * D, "email_click", "email"),
@@ -80,7 +80,7 @@ def test_exact_samples_on_three_users() -> None:
     assert a["dow_cos"][1] == pytest.approx(math.cos(2 * math.pi * 4 / 7), abs=1e-6)
 
     b = samples["b"]
-    assert b["event_type"] == ["email_click", "email_open"]  # same second: by event type
+    assert b["event_type"] == ["email_open", "email_click"]  # same second: input order
     assert b["log_gap_h"] == [0.0, 0.0]
     assert b["label_purchase"] is False  # purchase at exactly C + horizon is outside
     assert b["n_history"] == 2
@@ -161,7 +161,8 @@ def test_no_leakage_and_exact_truncation(rows, cutoff, horizon_h, max_len) -> No
     out = samples_at_cutoff(events, task, cutoff, "train", max_len).collect()
     horizon = horizon_h * H
     for user in range(5):
-        mine = sorted((r for r in rows if r[0] == user), key=lambda r: (r[1], r[2], r[3]))
+        # stable sort by time: same-second events keep their input order, as the builder does
+        mine = sorted((r for r in rows if r[0] == user), key=lambda r: r[1])
         history = [r for r in mine if r[1] < cutoff]
         got = out.filter(pl.col("user_key") == user)
         if not history:
@@ -184,8 +185,14 @@ def test_build_is_permutation_invariant(rows, seed) -> None:
     frame = pl.DataFrame(
         rows, schema=["user_key", "ts", "event_type", "channel"], orient="row"
     ).with_columns(pl.col("user_key").cast(pl.UInt64))
+    # Any permutation that keeps the relative order of events at the same (user, second):
+    # the builder keeps input order for such ties, so only they may matter.
     shuffled = list(rows)
     random.Random(seed).shuffle(shuffled)
+    ties: dict[tuple[int, int], list] = {}
+    for row in rows:
+        ties.setdefault((row[0], row[1]), []).append(row)
+    shuffled = [ties[(r[0], r[1])].pop(0) for r in shuffled]
     other = pl.DataFrame(
         shuffled, schema=["user_key", "ts", "event_type", "channel"], orient="row"
     ).with_columns(pl.col("user_key").cast(pl.UInt64))
