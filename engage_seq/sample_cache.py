@@ -25,10 +25,12 @@ from engage_seq.schema import ColumnMapping
 from engage_seq.sequences import (
     SPLITS,
     CutoffPlan,
-    HorizonTask,
+    NextEventTask,
     SamplingConfig,
+    Task,
     build_samples,
     fit_vocabulary,
+    parse_duration,
     plan_cutoffs,
 )
 
@@ -68,7 +70,7 @@ def _code_fingerprint() -> str:
 def cache_key(
     source: EventSource,
     mapping: ColumnMapping,
-    task: HorizonTask,
+    task: Task,
     sampling: SamplingConfig,
     ingest: IngestConfig,
 ) -> str:
@@ -88,17 +90,21 @@ def cache_key(
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _split_report(samples: pl.DataFrame, label_columns: tuple[str, ...]) -> dict[str, Any]:
+def _split_report(samples: pl.DataFrame, task: Task) -> dict[str, Any]:
+    if isinstance(task, NextEventTask):
+        label_stats = [pl.col("label_next_hours").median().alias("median_hours_to_next_event")]
+    else:
+        label_stats = [
+            pl.col(c).mean().alias(f"positive_rate/{c.removeprefix('label_')}")
+            for c in task.label_columns
+        ]
     rows = (
         samples.group_by("split")
         .agg(
             pl.len().alias("samples"),
             pl.col("user_key").drop_nulls().n_unique().alias("users"),
             pl.col("cutoff").n_unique().alias("cutoffs"),
-            *[
-                pl.col(c).mean().alias(f"positive_rate/{c.removeprefix('label_')}")
-                for c in label_columns
-            ],
+            *label_stats,
             pl.col("n_history").median().alias("median_history_events"),
         )
         .to_dicts()
@@ -106,10 +112,36 @@ def _split_report(samples: pl.DataFrame, label_columns: tuple[str, ...]) -> dict
     return {row.pop("split"): row for row in rows}
 
 
+def eligibility_rules(task: Task, sampling: SamplingConfig) -> list[tuple[str, pl.Expr]]:
+    """(name, keep-condition) pairs applied in order to the built samples."""
+    rules = [("min_history_events", pl.col("n_history") >= sampling.min_history_events)]
+    if sampling.active_within is not None:
+        recent = pl.col("seconds_since_last") <= parse_duration(sampling.active_within)
+        rules.append(("inactive", recent))
+    if isinstance(task, NextEventTask):
+        rules.append(("no_next_event_within_max_gap", pl.col("label_next_event").is_not_null()))
+    if sampling.holdout_user_fraction > 0:
+        held_out = (pl.col("user_key") % 10_000) < round(sampling.holdout_user_fraction * 10_000)
+        rules.append(("holdout_users", (pl.col("split") == "train") != held_out))
+    return rules
+
+
+def apply_eligibility(
+    samples: pl.DataFrame, task: Task, sampling: SamplingConfig
+) -> tuple[pl.DataFrame, dict[str, dict[str, int]]]:
+    """Filter samples rule by rule, counting what each rule removes per split."""
+    dropped: dict[str, dict[str, int]] = {}
+    for name, keep in eligibility_rules(task, sampling):
+        removed = samples.filter(~keep).group_by("split").len()
+        dropped[name] = {split: n for split, n in removed.iter_rows()}
+        samples = samples.filter(keep)
+    return samples, dropped
+
+
 def build_prepared(
     source: EventSource,
     mapping: ColumnMapping,
-    task: HorizonTask,
+    task: Task,
     sampling: SamplingConfig,
     ingest: IngestConfig | None = None,
 ) -> tuple[pl.DataFrame, dict[str, list[str]], CutoffPlan, dict[str, Any]]:
@@ -127,8 +159,7 @@ def build_prepared(
             "in the task config."
         )
     samples = build_samples(events, task, plan, sampling.max_len).collect()
-    too_short = samples.filter(pl.col("n_history") < sampling.min_history_events)
-    samples = samples.filter(pl.col("n_history") >= sampling.min_history_events)
+    samples, dropped = apply_eligibility(samples, task, sampling)
     for split in SPLITS:
         part = samples.filter(pl.col("split") == split)
         if part.height == 0:
@@ -136,7 +167,7 @@ def build_prepared(
                 f"the {split} split is empty (cutoffs {plan.to_dict()[split]}); lower "
                 "min_history_events or move the cutoffs"
             )
-        for target, column in zip(task.targets, task.label_columns, strict=True):
+        for target, column in zip(task.targets, task.label_columns, strict=False):
             if not part[column].any():
                 raise ValueError(
                     f"no positive label for target {target!r} in the {split} split "
@@ -147,9 +178,9 @@ def build_prepared(
         **validated.report,
         "cutoffs": plan.to_dict(),
         "train_cutoffs_requested": sampling.n_train_cutoffs,
-        "samples_dropped_min_history": too_short.height,
+        "samples_dropped": dropped,
         "vocabulary_sizes": {k: len(v) for k, v in vocabulary.items()},
-        "splits": _split_report(samples, task.label_columns),
+        "splits": _split_report(samples, task),
     }
     return samples, vocabulary, plan, report
 
@@ -188,7 +219,7 @@ def _write_entry(
 
 def prepare_samples(
     source: EventSource,
-    task: HorizonTask,
+    task: Task,
     sampling: SamplingConfig,
     cache_dir: str | Path,
     mapping: ColumnMapping | None = None,

@@ -110,6 +110,70 @@ class HorizonTask:
     def label_columns(self) -> tuple[str, ...]:
         return tuple(f"label_{t}" for t in self.targets)
 
+    @property
+    def label_window_seconds(self) -> int:
+        """How far after a cutoff labels may look: splits are separated by at least this."""
+        return self.horizon_seconds
+
+    def labels_at_cutoff(self, events: pl.LazyFrame, cutoff: int) -> pl.LazyFrame:
+        """user_key + one boolean per target, for users with a target event in the window."""
+        window = events.filter(
+            (pl.col("ts") >= cutoff)
+            & (pl.col("ts") < cutoff + self.horizon_seconds)
+            & pl.col("event_type").is_in(list(self.targets))
+        )
+        return window.group_by("user_key").agg(
+            (pl.col("event_type") == target).any().alias(column)
+            for target, column in zip(self.targets, self.label_columns, strict=True)
+        )
+
+    def fill_missing_labels(self) -> list[pl.Expr]:
+        """Users absent from `labels_at_cutoff` did none of the targets: negatives."""
+        return [pl.col(c).fill_null(False) for c in self.label_columns]
+
+
+@dataclass(frozen=True)
+class NextEventTask:
+    """Which event type comes next after the cutoff, and after how many hours.
+
+    Only users whose next event falls within ``max_gap`` get a sample (the others are counted
+    and dropped); ``max_gap`` also separates the splits, so no label crosses into the next one.
+    """
+
+    max_gap: str = "7d"
+    name: str = "next_event"
+
+    def __post_init__(self) -> None:
+        parse_duration(self.max_gap)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        return ("label_next_event", "label_next_hours")
+
+    @property
+    def label_window_seconds(self) -> int:
+        return parse_duration(self.max_gap)
+
+    def labels_at_cutoff(self, events: pl.LazyFrame, cutoff: int) -> pl.LazyFrame:
+        window = events.filter(
+            (pl.col("ts") >= cutoff) & (pl.col("ts") < cutoff + self.label_window_seconds)
+        )
+        # events are in canonical order, so first() is the next event (input order on ties)
+        return window.group_by("user_key").agg(
+            pl.col("event_type").first().alias("label_next_event"),
+            ((pl.col("ts").first() - cutoff) / 3600.0).cast(pl.Float32).alias("label_next_hours"),
+        )
+
+    def fill_missing_labels(self) -> list[pl.Expr]:
+        return []  # no next event within max_gap: label stays null, the sample is dropped
+
+
+Task = HorizonTask | NextEventTask
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -125,8 +189,29 @@ class SamplingConfig:
     cutoff_every: str = "7d"
     min_history_events: int = 1
     test_cutoff: str | None = None
+    # Rolling training cutoffs: every cutoff_every from train_start (replaces n_train_cutoffs).
+    train_start: str | None = None
+    # Explicit cutoffs (ISO dates) per split; each replaces the derived ones of its split.
+    train_cutoffs: tuple[str, ...] | None = None
+    val_cutoffs: tuple[str, ...] | None = None
+    test_cutoffs: tuple[str, ...] | None = None
+    # Eligibility: the user's last event must be at most this long before the cutoff.
+    active_within: str | None = None
+    # Disjoint users on top of the temporal split: this share of users (by key hash) is held
+    # out of training and only they form val/test samples. 0 = off.
+    holdout_user_fraction: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("train_cutoffs", "val_cutoffs", "test_cutoffs"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+        if self.active_within is not None:
+            parse_duration(self.active_within)
+        if not 0.0 <= self.holdout_user_fraction < 1.0:
+            raise ValueError(
+                f"holdout_user_fraction must be in [0, 1), got {self.holdout_user_fraction}"
+            )
         if self.max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {self.max_len}")
         if self.n_train_cutoffs < 1:
@@ -172,39 +257,54 @@ class CutoffPlan:
 
 
 def plan_cutoffs(
-    data_start: int, data_end: int, task: HorizonTask, sampling: SamplingConfig
+    data_start: int, data_end: int, task: Task, sampling: SamplingConfig
 ) -> CutoffPlan:
     """Place cutoffs so every label window is fully observed and splits never overlap.
 
-    ``data_end`` is exclusive (last event time + 1 s).
+    ``data_end`` is exclusive (last event time + 1 s). Explicit cutoffs in ``sampling`` win;
+    otherwise test is the last midnight with a full label window after it, validation one
+    window earlier, and training cutoffs every ``cutoff_every`` before that (from
+    ``train_start`` when set, else ``n_train_cutoffs`` of them).
     """
-    h = task.horizon_seconds
-    if sampling.test_cutoff is not None:
-        test = parse_instant(sampling.test_cutoff)
+    h = task.label_window_seconds
+    if sampling.test_cutoffs:
+        test = sorted(parse_instant(c) for c in sampling.test_cutoffs)
+    elif sampling.test_cutoff is not None:
+        test = [parse_instant(sampling.test_cutoff)]
     else:
-        test = (data_end - h) // 86_400 * 86_400  # last midnight with a full horizon after it
-    if test + h > data_end:
+        test = [(data_end - h) // 86_400 * 86_400]  # last midnight with a full window after it
+    if max(test) + h > data_end:
         raise ValueError(
-            f"test cutoff {format_instant(test)} + horizon {task.horizon} ends after the data "
-            f"({format_instant(data_end)}): its labels would be censored. Use an earlier "
-            "test_cutoff or a shorter horizon."
+            f"test cutoff {format_instant(max(test))} + label window {h // 3600} h ends after "
+            f"the data ({format_instant(data_end)}): its labels would be censored. Use an "
+            "earlier test cutoff or a shorter horizon."
         )
-    val = test - h
+    if sampling.val_cutoffs:
+        val = sorted(parse_instant(c) for c in sampling.val_cutoffs)
+    else:
+        val = [min(test) - h]
     step = parse_duration(sampling.cutoff_every)
-    train = [val - h - i * step for i in range(sampling.n_train_cutoffs)]
+    last_train = min(val) - h
+    if sampling.train_cutoffs:
+        train = sorted(parse_instant(c) for c in sampling.train_cutoffs)
+    elif sampling.train_start is not None:
+        first = parse_instant(sampling.train_start)
+        train = list(range(last_train, first - 1, -step))[::-1]
+    else:
+        train = [last_train - i * step for i in range(sampling.n_train_cutoffs)][::-1]
     kept = [c for c in train if c > data_start]
     if 0 < len(kept) < len(train):
         log.warning(
             "only %d of %d training cutoffs fall after the data start %s; using %d",
             len(kept), len(train), format_instant(data_start), len(kept),
         )  # fmt: skip
-    if not kept or val <= data_start:
+    if not kept or min(val) <= data_start:
         raise ValueError(
             f"data from {format_instant(data_start)} to {format_instant(data_end)} is too short "
-            f"for horizon {task.horizon}: train/val/test need three non-overlapping label "
-            "windows after some history. Use a shorter horizon or more data."
+            f"for a {h // 3600} h label window: train/val/test need three non-overlapping "
+            "label windows after some history. Use a shorter horizon, other cutoffs or more data."
         )
-    return CutoffPlan(train=tuple(sorted(kept)), val=(val,), test=(test,), horizon_seconds=h)
+    return CutoffPlan(train=tuple(kept), val=tuple(val), test=tuple(test), horizon_seconds=h)
 
 
 def clean_events(events: pl.LazyFrame) -> pl.LazyFrame:
@@ -246,7 +346,7 @@ def cutoff_time_features(cutoff: int) -> list[pl.Expr]:
 
 
 def samples_at_cutoff(
-    events: pl.LazyFrame, task: HorizonTask, cutoff: int, split: str, max_len: int
+    events: pl.LazyFrame, task: Task, cutoff: int, split: str, max_len: int
 ) -> pl.LazyFrame:
     """Samples for every user with at least one event before ``cutoff``.
 
@@ -256,20 +356,12 @@ def samples_at_cutoff(
     history = events.filter(pl.col("ts") < cutoff).with_columns(cutoff_time_features(cutoff))
     features = history.group_by("user_key").agg(
         pl.len().alias("n_history"),
+        (cutoff - pl.col("ts").max()).alias("seconds_since_last"),
         *[pl.col(c).tail(max_len) for c in sequence_columns(events)],
     )
-    label_window = events.filter(
-        (pl.col("ts") >= cutoff)
-        & (pl.col("ts") < cutoff + task.horizon_seconds)
-        & pl.col("event_type").is_in(list(task.targets))
-    )
-    labels = label_window.group_by("user_key").agg(
-        (pl.col("event_type") == target).any().alias(column)
-        for target, column in zip(task.targets, task.label_columns, strict=True)
-    )
     return (
-        features.join(labels, on="user_key", how="left")
-        .with_columns(pl.col(c).fill_null(False) for c in task.label_columns)
+        features.join(task.labels_at_cutoff(events, cutoff), on="user_key", how="left")
+        .with_columns(task.fill_missing_labels())
         .with_columns(
             pl.lit(split).alias("split"),
             pl.lit(cutoff, dtype=pl.Int64).alias("cutoff"),
@@ -277,9 +369,7 @@ def samples_at_cutoff(
     )
 
 
-def build_samples(
-    events: pl.LazyFrame, task: HorizonTask, plan: CutoffPlan, max_len: int
-) -> pl.LazyFrame:
+def build_samples(events: pl.LazyFrame, task: Task, plan: CutoffPlan, max_len: int) -> pl.LazyFrame:
     """All samples of all splits as one lazy plan (collect once), sorted by split, cutoff, user."""
     prepared = with_gap_feature(clean_events(events))
     parts = [samples_at_cutoff(prepared, task, c, split, max_len) for split, c in plan.items()]
@@ -288,6 +378,7 @@ def build_samples(
         "cutoff",
         "user_key",
         "n_history",
+        "seconds_since_last",
         *sequence_columns(events),
         *task.label_columns,
     ]

@@ -30,7 +30,7 @@ from engage_seq.data import EncodedSamples, EventDataModule, Vocabulary, encode_
 from engage_seq.io import write_json_atomic, write_text_atomic
 from engage_seq.module import EngagementLitModule, metric_mode
 from engage_seq.sample_cache import prepare_samples
-from engage_seq.sequences import FEATURE_DEFINITIONS, SPLITS, TIME_FEATURES
+from engage_seq.sequences import FEATURE_DEFINITIONS, SPLITS, TIME_FEATURES, HorizonTask
 
 log = logging.getLogger(__name__)
 GOLDEN_BATCH_SIZE = 256
@@ -79,6 +79,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     mapping = instantiate(cfg.data.columns)
     ingest = instantiate(cfg.data.ingest)
     task = instantiate(cfg.task)
+    if not isinstance(task, HorizonTask):
+        raise ValueError(
+            f"engage-train trains horizon tasks for now; {type(task).__name__} samples are built "
+            "by engage_seq.sample_cache.prepare_samples (the next-event head is planned)"
+        )
     prepared = prepare_samples(source, task, sampling, cfg.cache_dir, mapping, ingest)
     write_json_atomic(run_dir / "data_report.json", prepared.report)
     prepare_seconds = time.perf_counter() - started

@@ -10,7 +10,7 @@ import pytest
 
 import engage_seq.sample_cache as sample_cache
 from engage_seq.schema import ColumnMapping, EventSchemaError
-from engage_seq.sequences import HorizonTask, SamplingConfig
+from engage_seq.sequences import HorizonTask, NextEventTask, SamplingConfig
 
 TASK = HorizonTask()
 SAMPLING = SamplingConfig(max_len=16, n_train_cutoffs=2)
@@ -94,3 +94,28 @@ def test_split_without_positives_is_refused(tiny_events, tmp_path: Path) -> None
     task = HorizonTask(targets=("unsubscribe",), horizon="1h", name="rare")
     with pytest.raises(ValueError, match=r"no positive label for target 'unsubscribe'"):
         sample_cache.prepare_samples(FrameSource(tiny_events), task, SAMPLING, tmp_path)
+
+
+def test_eligibility_rules_are_counted_and_holdout_users_are_disjoint(
+    tiny_source, tmp_path: Path
+) -> None:
+    sampling = SamplingConfig(
+        max_len=16, n_train_cutoffs=2, active_within="14d", holdout_user_fraction=0.3
+    )
+    prepared = sample_cache.prepare_samples(tiny_source, TASK, sampling, tmp_path)
+    dropped = prepared.report["samples_dropped"]
+    assert set(dropped) == {"min_history_events", "inactive", "holdout_users"}
+    assert sum(dropped["inactive"].values()) > 0
+    samples = prepared.samples
+    assert (samples["seconds_since_last"] <= 14 * 86_400).all()
+    train_users = set(prepared.split("train")["user_key"])
+    assert not train_users & set(prepared.split("test")["user_key"])
+    assert not train_users & set(prepared.split("val")["user_key"])
+
+
+def test_next_event_samples_from_the_same_builder(tiny_source, tmp_path: Path) -> None:
+    prepared = sample_cache.prepare_samples(tiny_source, NextEventTask("3d"), SAMPLING, tmp_path)
+    assert prepared.samples["label_next_event"].null_count() == 0
+    assert (prepared.samples["label_next_hours"] < 72).all()
+    assert sum(prepared.report["samples_dropped"]["no_next_event_within_max_gap"].values()) > 0
+    assert "median_hours_to_next_event" in prepared.report["splits"]["test"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -14,6 +15,7 @@ from engage_seq.schema import to_canonical
 from engage_seq.sequences import (
     CutoffPlan,
     HorizonTask,
+    NextEventTask,
     SamplingConfig,
     build_samples,
     clean_events,
@@ -220,3 +222,56 @@ def test_split_label_windows_never_reach_the_next_split(tiny_events) -> None:
     assert bounds["train"][1] + h <= bounds["val"][0]
     assert bounds["val"][1] + h <= bounds["test"][0]
     assert samples.select((pl.col("ts").list.max() < pl.col("cutoff")).all()).item()
+
+
+def test_next_event_labels_on_three_users() -> None:
+    events = with_gap_feature(clean_events(to_canonical(three_users().lazy())))
+    task = NextEventTask(max_gap="7d")
+    out = samples_at_cutoff(events, task, C, "train", 2).collect()
+    keys = to_canonical(three_users().lazy()).select("user_key").collect()["user_key"]
+    a, b = keys[0], keys[5]
+    row_a = out.filter(pl.col("user_key") == a).row(0, named=True)
+    assert row_a["label_next_event"] == "purchase"  # exactly at the cutoff: it is the next one
+    assert row_a["label_next_hours"] == 0.0
+    row_b = out.filter(pl.col("user_key") == b).row(0, named=True)
+    assert row_b["label_next_event"] is None  # next event at exactly C + 7d is beyond max_gap
+
+
+def test_explicit_and_rolling_cutoffs() -> None:
+    start, end = parse_instant("2026-01-01"), parse_instant("2026-04-01")
+    explicit = SamplingConfig(
+        train_cutoffs=("2026-02-01", "2026-02-10"),
+        val_cutoffs=("2026-03-01",),
+        test_cutoffs=("2026-03-15",),
+    )
+    plan = plan_cutoffs(start, end, TASK, explicit)
+    assert plan.train == (parse_instant("2026-02-01"), parse_instant("2026-02-10"))
+    assert plan.test == (parse_instant("2026-03-15"),)
+    rolling = SamplingConfig(train_start="2026-02-01", cutoff_every="2d")
+    plan = plan_cutoffs(start, end, TASK, rolling)
+    assert plan.train[0] >= parse_instant("2026-02-01")
+    assert all(b - a == 2 * D for a, b in itertools.pairwise(plan.train))
+    assert plan.train[-1] == plan.val[0] - 7 * D
+    with pytest.raises(ValueError, match="leakage"):
+        plan_cutoffs(start, end, TASK, SamplingConfig(train_cutoffs=("2026-03-15",),
+                                                      test_cutoffs=("2026-03-25",)))  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=event_rows, cutoff=st.integers(1, 40 * D), gap_h=st.integers(1, 10 * 24))
+def test_next_event_label_is_the_first_event_at_or_after_the_cutoff(rows, cutoff, gap_h) -> None:
+    frame = pl.DataFrame(
+        rows, schema=["user_key", "ts", "event_type", "channel"], orient="row"
+    ).with_columns(pl.col("user_key").cast(pl.UInt64))
+    events = with_gap_feature(clean_events(frame.lazy()))
+    task = NextEventTask(max_gap=f"{gap_h}h")
+    out = samples_at_cutoff(events, task, cutoff, "train", 4).collect()
+    for sample in out.to_dicts():
+        mine = sorted((r for r in rows if r[0] == sample["user_key"]), key=lambda r: r[1])
+        after = [r for r in mine if cutoff <= r[1] < cutoff + gap_h * H]
+        assert all(t < cutoff for t in sample["ts"])
+        if after:
+            assert sample["label_next_event"] == after[0][2]
+            assert sample["label_next_hours"] == pytest.approx((after[0][1] - cutoff) / H)
+        else:
+            assert sample["label_next_event"] is None
