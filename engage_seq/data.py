@@ -19,42 +19,62 @@ import polars as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from engage_seq.sequences import TIME_FEATURES
+from engage_seq.sequences import TIME_FEATURES, signed_log1p
 
 PAD_ID = 0
 UNKNOWN_ID = 1
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+# (event_ids, channel_ids, attribute_ids, numeric, time_features, lengths, labels)
+Batch = tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]
 
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Token -> id maps fitted on the training period; ids start at 2 (0 pad, 1 unknown)."""
+    """Token -> id maps fitted on the training period; ids start at 2 (0 pad, 1 unknown).
 
-    event_types: tuple[str, ...]
-    channels: tuple[str, ...]
+    ``tokens`` maps each categorical column (event_type, channel, then ``cat_*`` attributes,
+    in that order) to its sorted known values.
+    """
+
+    tokens: dict[str, tuple[str, ...]]
 
     @classmethod
     def from_lists(cls, fitted: dict[str, list[str]]) -> Vocabulary:
-        return cls(tuple(fitted["event_type"]), tuple(fitted["channel"]))
+        return cls({column: tuple(values) for column, values in fitted.items()})
 
     @property
     def n_event_ids(self) -> int:
-        return len(self.event_types) + 2
+        return len(self.tokens["event_type"]) + 2
 
     @property
     def n_channel_ids(self) -> int:
-        return len(self.channels) + 2
+        return len(self.tokens["channel"]) + 2
+
+    @property
+    def attributes(self) -> list[str]:
+        return [c for c in self.tokens if c not in ("event_type", "channel")]
+
+    @property
+    def attribute_sizes(self) -> list[int]:
+        return [len(self.tokens[c]) + 2 for c in self.attributes]
+
+    def ids(self, column: str) -> dict[str, int]:
+        return {token: i + 2 for i, token in enumerate(self.tokens[column])}
 
     def to_dict(self) -> dict[str, list[str]]:
-        return {"event_type": list(self.event_types), "channel": list(self.channels)}
+        return {column: list(values) for column, values in self.tokens.items()}
 
 
 @dataclass
 class EncodedSamples:
-    """Dense arrays for one split; N samples, T = max_len, K time features, L labels."""
+    """Dense arrays for one split: N samples, T = max_len, C categorical attributes,
+    F numeric attributes, K time features, L labels."""
 
     event_ids: np.ndarray  # (N, T) int64, 0 = pad
     channel_ids: np.ndarray  # (N, T) int64, 0 = pad
+    attribute_ids: np.ndarray  # (N, T, C) int64, 0 = pad
+    numeric: np.ndarray  # (N, T, F) float32, scaled, 0 at pads and for missing values
     time_features: np.ndarray  # (N, T, K) float32, 0 at pads
     lengths: np.ndarray  # (N,) int64, >= 1
     labels: np.ndarray  # (N, L) float32
@@ -68,6 +88,8 @@ class EncodedSamples:
         return (
             torch.from_numpy(self.event_ids[indices, :width]),
             torch.from_numpy(self.channel_ids[indices, :width]),
+            torch.from_numpy(self.attribute_ids[indices, :width]),
+            torch.from_numpy(self.numeric[indices, :width]),
             torch.from_numpy(self.time_features[indices, :width]),
             torch.from_numpy(self.lengths[indices]),
             torch.from_numpy(self.labels[indices]),
@@ -85,39 +107,66 @@ def _pad_lists(column: pl.Series, lengths: np.ndarray, width: int, dtype: type) 
     return out
 
 
+def _stack(arrays: list[np.ndarray], n: int, width: int, dtype: type) -> np.ndarray:
+    if not arrays:
+        return np.zeros((n, width, 0), dtype=dtype)
+    return np.stack(arrays, axis=-1)
+
+
 def encode_samples(
     samples: pl.DataFrame,
     vocabulary: Vocabulary,
     max_len: int,
     label_columns: Sequence[str],
+    numeric_scaling: dict[str, dict[str, float]] | None = None,
 ) -> EncodedSamples:
-    """Map tokens to ids (unknown -> 1) and pad; samples come from `sequences.build_samples`."""
-    event_map = {tok: i + 2 for i, tok in enumerate(vocabulary.event_types)}
-    channel_map = {tok: i + 2 for i, tok in enumerate(vocabulary.channels)}
-    ids = samples.select(
-        pl.col("event_type").list.eval(
-            pl.element().replace_strict(event_map, default=UNKNOWN_ID, return_dtype=pl.Int64)
-        ),
-        pl.col("channel").list.eval(
-            pl.element().replace_strict(channel_map, default=UNKNOWN_ID, return_dtype=pl.Int64)
-        ),
-    )
+    """Map tokens to ids (unknown -> 1), scale numerics, pad; input from `build_samples`.
+
+    Numeric attributes become ``clip((signed_log1p(x) - mean) / std, -5, 5)`` with training-
+    period statistics; missing values become 0 (the training mean).
+    """
+    numeric_scaling = numeric_scaling or {}
     lengths = samples["event_type"].list.len().to_numpy().astype(np.int64)
     if lengths.size and (lengths.min() < 1 or lengths.max() > max_len):
         raise ValueError(
             f"sequence lengths must be within [1, {max_len}], got [{lengths.min()}, "
             f"{lengths.max()}]; were the samples built with this max_len?"
         )
-    time_features = np.stack(
-        [_pad_lists(samples[c], lengths, max_len, np.float32) for c in TIME_FEATURES], axis=-1
+    ids = samples.select(
+        pl.col(column).list.eval(
+            pl.element().replace_strict(
+                vocabulary.ids(column), default=UNKNOWN_ID, return_dtype=pl.Int64
+            )
+        )
+        for column in vocabulary.tokens
     )
+    scaled = samples.select(
+        pl.col(column).list.eval(
+            ((signed_log1p(pl.element()) - stats["mean"]) / stats["std"])
+            .clip(-5.0, 5.0)
+            .fill_null(0.0)
+            .fill_nan(0.0)
+            .cast(pl.Float32)
+        )
+        for column, stats in numeric_scaling.items()
+    )
+    n = lengths.size
+
+    def pad(column: pl.Series, dtype: type) -> np.ndarray:
+        return _pad_lists(column, lengths, max_len, dtype)
+
     labels = samples.select(pl.col(c).cast(pl.Float32) for c in label_columns).to_numpy()
+    attributes = [pad(ids[c], np.int64) for c in vocabulary.attributes]
+    numerics = [pad(scaled[c], np.float32) for c in scaled.columns]
+    times = [pad(samples[c], np.float32) for c in TIME_FEATURES]
     return EncodedSamples(
-        event_ids=_pad_lists(ids["event_type"], lengths, max_len, np.int64),
-        channel_ids=_pad_lists(ids["channel"], lengths, max_len, np.int64),
-        time_features=time_features,
+        event_ids=pad(ids["event_type"], np.int64),
+        channel_ids=pad(ids["channel"], np.int64),
+        attribute_ids=_stack(attributes, n, max_len, np.int64),
+        numeric=_stack(numerics, n, max_len, np.float32),
+        time_features=_stack(times, n, max_len, np.float32),
         lengths=lengths,
-        labels=np.ascontiguousarray(labels, dtype=np.float32).reshape(len(lengths), -1),
+        labels=np.ascontiguousarray(labels, dtype=np.float32).reshape(n, -1),
     )
 
 

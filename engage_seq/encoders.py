@@ -22,13 +22,29 @@ def gather_last(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return states.gather(1, index).squeeze(1)
 
 
+class _NoNumeric(nn.Module):
+    """Stands in for the numeric projection when no numeric attribute is declared."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, numeric: torch.Tensor) -> torch.Tensor:
+        return numeric.new_zeros(numeric.shape[0], numeric.shape[1], self.dim)
+
+
 class EventEmbedding(nn.Module):
-    """Sum of event-type, channel and projected time-feature embeddings, layer-normalised."""
+    """Sum of event-type, channel, categorical-attribute, numeric and time embeddings.
+
+    Sizes come from the fitted vocabularies; id 0 (padding) embeds to zero.
+    """
 
     def __init__(
         self,
         n_event_ids: int,
         n_channel_ids: int,
+        attribute_sizes: list[int],
+        n_numeric: int,
         n_time_features: int,
         dim: int,
         dropout: float,
@@ -36,6 +52,10 @@ class EventEmbedding(nn.Module):
         super().__init__()
         self.event = nn.Embedding(n_event_ids, dim, padding_idx=0)
         self.channel = nn.Embedding(n_channel_ids, dim, padding_idx=0)
+        self.attributes = nn.ModuleList(
+            nn.Embedding(size, dim, padding_idx=0) for size in attribute_sizes
+        )
+        self.numeric: nn.Module = nn.Linear(n_numeric, dim) if n_numeric > 0 else _NoNumeric(dim)
         self.time = nn.Linear(n_time_features, dim)
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
@@ -44,9 +64,14 @@ class EventEmbedding(nn.Module):
         self,
         event_ids: torch.Tensor,  # (B, T) int64
         channel_ids: torch.Tensor,  # (B, T) int64
+        attribute_ids: torch.Tensor,  # (B, T, C) int64
+        numeric: torch.Tensor,  # (B, T, F) float
         time_features: torch.Tensor,  # (B, T, K) float
     ) -> torch.Tensor:  # (B, T, dim)
         x = self.event(event_ids) + self.channel(channel_ids) + self.time(time_features)
+        for i, embedding in enumerate(self.attributes):
+            x = x + embedding(attribute_ids[:, :, i])
+        x = x + self.numeric(numeric)
         return self.dropout(self.norm(x))
 
 

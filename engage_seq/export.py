@@ -27,7 +27,7 @@ import torch
 
 from engage_seq import __version__
 from engage_seq.io import atomic_path
-from engage_seq.model import EngagementModel, ProbabilityModel
+from engage_seq.model import MODEL_INPUTS, EngagementModel, ProbabilityModel
 
 METADATA_FILE = "metadata.json"
 ARTIFACT_FORMAT_VERSION = 1
@@ -117,26 +117,16 @@ def check_parity(
     n_single: int = 8,
 ) -> dict[str, float]:
     """Max abs differences: scripted vs eager vs Lightning, and batch of 1 vs batch of N."""
-    inputs = (
-        golden["event_ids"],
-        golden["channel_ids"],
-        golden["time_features"],
-        golden["lengths"],
-    )
+    inputs = [golden[name] for name in MODEL_INPUTS]
+    lengths = golden["lengths"]
     with torch.inference_mode():
         eager_probs = eager(*inputs)
         scripted_probs = scripted(*inputs)
         singles = []
-        for i in range(min(n_single, inputs[0].shape[0])):
-            width = int(inputs[3][i])
-            singles.append(
-                scripted(
-                    inputs[0][i : i + 1, :width],
-                    inputs[1][i : i + 1, :width],
-                    inputs[2][i : i + 1, :width],
-                    inputs[3][i : i + 1],
-                )
-            )
+        for i in range(min(n_single, lengths.shape[0])):
+            width = int(lengths[i])
+            row = [t[i : i + 1, :width] if t.dim() > 1 else t[i : i + 1] for t in inputs]
+            singles.append(scripted(*row))
     return {
         "eager_vs_lightning": _max_diff(eager_probs, golden["probabilities"]),
         "torchscript_vs_eager": _max_diff(scripted_probs, eager_probs),
@@ -168,6 +158,9 @@ def export_artifact(run: str | Path, out: str | Path, atol: float = 1e-5) -> Exp
             "forward": [
                 "event_ids (B, T) int64: vocabulary.event_type index + 2; 0 pad, 1 unknown",
                 "channel_ids (B, T) int64: vocabulary.channel index + 2; 0 pad, 1 unknown",
+                "attribute_ids (B, T, C) int64: per categorical_attributes, vocabulary index + 2",
+                "numeric (B, T, F) float32: clip((sign(x)*log1p(|x|) - mean) / std, -5, 5), "
+                "null -> 0, statistics in numeric_scaling (in that order)",
                 "time_features (B, T, K) float32: in the order of time_features",
                 "lengths (B,) int64: real events per row, 1..max_len",
             ],

@@ -14,6 +14,15 @@ from torch import nn
 from engage_seq.encoders import EventEmbedding, LSTMEncoder, TransformerEncoder
 
 ENCODERS = ("lstm", "transformer")
+# Argument order of forward(), for the artifact, the parity batch and the docs.
+MODEL_INPUTS = (
+    "event_ids",
+    "channel_ids",
+    "attribute_ids",
+    "numeric",
+    "time_features",
+    "lengths",
+)
 
 
 class EngagementModel(nn.Module):
@@ -26,6 +35,8 @@ class EngagementModel(nn.Module):
         n_time_features: int,
         n_outputs: int,
         max_len: int,
+        attribute_sizes: list[int] | tuple[int, ...] = (),
+        n_numeric: int = 0,
         encoder: str = "lstm",
         embed_dim: int = 32,
         hidden: int = 64,
@@ -43,6 +54,8 @@ class EngagementModel(nn.Module):
             "n_time_features": n_time_features,
             "n_outputs": n_outputs,
             "max_len": max_len,
+            "attribute_sizes": list(attribute_sizes),
+            "n_numeric": n_numeric,
             "encoder": encoder,
             "embed_dim": embed_dim,
             "hidden": hidden,
@@ -52,7 +65,13 @@ class EngagementModel(nn.Module):
             "pool": pool,
         }
         self.embedding = EventEmbedding(
-            n_event_ids, n_channel_ids, n_time_features, embed_dim, dropout
+            n_event_ids,
+            n_channel_ids,
+            list(attribute_sizes),
+            n_numeric,
+            n_time_features,
+            embed_dim,
+            dropout,
         )
         self.encoder: nn.Module
         if encoder == "lstm":
@@ -69,10 +88,12 @@ class EngagementModel(nn.Module):
         self,
         event_ids: torch.Tensor,  # (B, T) int64, 0 = pad, 1 = unknown
         channel_ids: torch.Tensor,  # (B, T) int64, 0 = pad, 1 = unknown
+        attribute_ids: torch.Tensor,  # (B, T, C) int64, 0 = pad, 1 = unknown
+        numeric: torch.Tensor,  # (B, T, F) float32, scaled
         time_features: torch.Tensor,  # (B, T, K) float32
         lengths: torch.Tensor,  # (B,) int64, >= 1
     ) -> torch.Tensor:  # (B, n_outputs) logits
-        x = self.embedding(event_ids, channel_ids, time_features)
+        x = self.embedding(event_ids, channel_ids, attribute_ids, numeric, time_features)
         return self.head(self.encoder(x, lengths))
 
 
@@ -88,10 +109,14 @@ class ProbabilityModel(nn.Module):
         self,
         event_ids: torch.Tensor,
         channel_ids: torch.Tensor,
+        attribute_ids: torch.Tensor,
+        numeric: torch.Tensor,
         time_features: torch.Tensor,
         lengths: torch.Tensor,
     ) -> torch.Tensor:  # (B, n_outputs) probabilities
-        logits = self.model(event_ids, channel_ids, time_features.float(), lengths)
+        logits = self.model(
+            event_ids, channel_ids, attribute_ids, numeric.float(), time_features.float(), lengths
+        )
         return torch.sigmoid(logits.float())
 
     @torch.jit.export

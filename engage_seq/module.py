@@ -101,8 +101,7 @@ class EngagementLitModule(L.LightningModule):
         self.last_metrics: dict[str, float] = {}
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        event_ids, channel_ids, time_features, lengths, _ = batch
-        return self.model(event_ids, channel_ids, time_features, lengths)
+        return self.model(*batch[:-1])
 
     def _with_unknown_tokens(self, batch: Batch) -> Batch:
         """Replace a few real tokens by the unknown id, so its embedding is trained.
@@ -113,12 +112,12 @@ class EngagementLitModule(L.LightningModule):
         rate = float(self.hparams["unknown_token_rate"])
         if rate <= 0:
             return batch
-        event_ids, channel_ids, time_features, lengths, labels = batch
+        event_ids, channel_ids, attribute_ids, numeric, time_features, lengths, labels = batch
         ids = []
-        for tokens in (event_ids, channel_ids):
+        for tokens in (event_ids, channel_ids, attribute_ids):
             drop = (torch.rand(tokens.shape, device=tokens.device) < rate) & (tokens != PAD_ID)
             ids.append(torch.where(drop, torch.full_like(tokens, UNKNOWN_ID), tokens))
-        return ids[0], ids[1], time_features, lengths, labels
+        return ids[0], ids[1], ids[2], numeric, time_features, lengths, labels
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         batch = self._with_unknown_tokens(batch)

@@ -29,6 +29,7 @@ from engage_seq.sequences import (
     SamplingConfig,
     Task,
     build_samples,
+    fit_numeric_scaling,
     fit_vocabulary,
     parse_duration,
     plan_cutoffs,
@@ -49,6 +50,7 @@ class PreparedSamples:
 
     samples: pl.DataFrame
     vocabulary: dict[str, list[str]]
+    numeric_scaling: dict[str, dict[str, float]]
     plan: CutoffPlan
     report: dict[str, Any]
     cache_dir: Path
@@ -150,7 +152,8 @@ def build_prepared(
     validated = validate_events(source.scan(), mapping, ingest or IngestConfig(), where)
     events = validated.events
     plan = plan_cutoffs(validated.ts_min, validated.ts_max + 1, task, sampling)
-    vocabulary = fit_vocabulary(events, before=max(plan.train))
+    vocabulary = fit_vocabulary(events, max(plan.train), sampling.min_category_count)
+    numeric_scaling = fit_numeric_scaling(events, max(plan.train))
     unknown_targets = sorted(set(task.targets) - set(vocabulary["event_type"]))
     if unknown_targets:
         raise ValueError(
@@ -180,6 +183,7 @@ def build_prepared(
         "train_cutoffs_requested": sampling.n_train_cutoffs,
         "samples_dropped": dropped,
         "vocabulary_sizes": {k: len(v) for k, v in vocabulary.items()},
+        "numeric_scaling": numeric_scaling,
         "splits": _split_report(samples, task),
     }
     return samples, vocabulary, plan, report
@@ -245,6 +249,7 @@ def prepare_samples(
     return PreparedSamples(
         samples=pl.read_parquet(entry / "samples.parquet"),
         vocabulary=manifest["vocabulary"],
+        numeric_scaling=manifest["report"]["numeric_scaling"],
         plan=plan,
         report=manifest["report"],
         cache_dir=entry,

@@ -189,6 +189,8 @@ class SamplingConfig:
     cutoff_every: str = "7d"
     min_history_events: int = 1
     test_cutoff: str | None = None
+    # Categorical values seen fewer times in the training period map to the unknown id.
+    min_category_count: int = 1
     # Rolling training cutoffs: every cutoff_every from train_start (replaces n_train_cutoffs).
     train_start: str | None = None
     # Explicit cutoffs (ISO dates) per split; each replaces the derived ones of its split.
@@ -385,20 +387,53 @@ def build_samples(events: pl.LazyFrame, task: Task, plan: CutoffPlan, max_len: i
     return pl.concat(parts).select(columns).sort(["cutoff", "user_key"])
 
 
-def fit_vocabulary(events: pl.LazyFrame, before: int) -> dict[str, list[str]]:
-    """Event types and channels seen before ``before`` (the end of the training period).
+def categorical_columns(events: pl.LazyFrame) -> list[str]:
+    """event_type, channel, then declared categorical attributes (``cat_*``)."""
+    names = events.collect_schema().names()
+    return ["event_type", "channel", *[c for c in names if c.startswith("cat_")]]
+
+
+def numeric_columns(events: pl.LazyFrame) -> list[str]:
+    return [c for c in events.collect_schema().names() if c.startswith("num_")]
+
+
+def signed_log1p(x: pl.Expr) -> pl.Expr:
+    """sign(x) * log1p(|x|): tames heavy tails (order values, dwell times) before scaling."""
+    return x.sign() * x.abs().log1p()
+
+
+def fit_vocabulary(events: pl.LazyFrame, before: int, min_count: int = 1) -> dict[str, list[str]]:
+    """Per categorical column, the values seen at least ``min_count`` times before ``before``
+    (the end of the training period). Rarer values map to the unknown id.
 
     Sorted so ids are stable across runs; id 0 is padding and 1 unknown (see data.Vocabulary).
     """
-    seen = (
-        events.filter(pl.col("ts") < before)
-        .select(
-            pl.col("event_type").drop_nulls().unique().sort().implode(),
-            pl.col("channel").drop_nulls().unique().sort().implode(),
-        )
-        .collect()
-    )
-    return {
-        "event_type": seen["event_type"][0].to_list(),
-        "channel": seen["channel"][0].to_list(),
-    }
+    train = events.filter(pl.col("ts") < before)
+    columns = categorical_columns(events)
+    counted = [
+        train.group_by(pl.col(c).alias("value"))
+        .len()
+        .filter(pl.col("value").is_not_null() & (pl.col("len") >= min_count))
+        .select(pl.lit(c).alias("column"), "value")
+        for c in columns
+    ]
+    found = pl.concat(counted).sort("column", "value").collect()
+    return {c: found.filter(pl.col("column") == c)["value"].to_list() for c in columns}
+
+
+def fit_numeric_scaling(events: pl.LazyFrame, before: int) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation of signed_log1p(x) per numeric attribute, training period
+    only; serving applies ``clip((signed_log1p(x) - mean) / std, -5, 5)``, null -> 0."""
+    columns = numeric_columns(events)
+    if not columns:
+        return {}
+    train = events.filter(pl.col("ts") < before)
+    stats = train.select(
+        *[signed_log1p(pl.col(c)).mean().alias(f"{c}|mean") for c in columns],
+        *[signed_log1p(pl.col(c)).std().alias(f"{c}|std") for c in columns],
+    ).collect()
+    out = {}
+    for c in columns:
+        mean, std = stats[f"{c}|mean"].item(), stats[f"{c}|std"].item()
+        out[c] = {"mean": float(mean or 0.0), "std": float(std) if std else 1.0}
+    return out

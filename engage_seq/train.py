@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from engage_seq.data import EncodedSamples, EventDataModule, Vocabulary, encode_samples
 from engage_seq.io import write_json_atomic, write_text_atomic
+from engage_seq.model import MODEL_INPUTS
 from engage_seq.module import EngagementLitModule, metric_mode
 from engage_seq.sample_cache import prepare_samples
 from engage_seq.sequences import FEATURE_DEFINITIONS, SPLITS, TIME_FEATURES, HorizonTask
@@ -90,7 +91,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     vocabulary = Vocabulary.from_lists(prepared.vocabulary)
     encoded = {
         split: encode_samples(
-            prepared.split(split), vocabulary, sampling.max_len, task.label_columns
+            prepared.split(split),
+            vocabulary,
+            sampling.max_len,
+            task.label_columns,
+            prepared.numeric_scaling,
         )
         for split in SPLITS
     }
@@ -102,12 +107,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         cfg.model,
         n_event_ids=vocabulary.n_event_ids,
         n_channel_ids=vocabulary.n_channel_ids,
+        attribute_sizes=vocabulary.attribute_sizes,
+        n_numeric=len(prepared.numeric_scaling),
         n_time_features=len(TIME_FEATURES),
         n_outputs=len(task.targets),
         max_len=sampling.max_len,
     )
     metadata = {
         "vocabulary": vocabulary.to_dict(),
+        "categorical_attributes": vocabulary.attributes,
+        "numeric_scaling": prepared.numeric_scaling,
         "time_features": list(TIME_FEATURES),
         "feature_definitions": FEATURE_DEFINITIONS,
         "max_len": sampling.max_len,
@@ -195,13 +204,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         enable_model_summary=False,
     )
     (probabilities,) = reference.predict(module, dataloaders=golden)
-    event_ids, channel_ids, time_features, lengths, _ = next(iter(golden))
+    inputs = next(iter(golden))[:-1]
     torch.save(
         {
-            "event_ids": event_ids,
-            "channel_ids": channel_ids,
-            "time_features": time_features,
-            "lengths": lengths,
+            **dict(zip(MODEL_INPUTS, inputs, strict=True)),
             "probabilities": probabilities.float(),
         },
         run_dir / "golden_batch.pt",

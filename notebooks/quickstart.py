@@ -40,7 +40,9 @@ print(prepared.split("train").select("n_history", "event_type", "log_age_h").hea
 # %%
 vocab = Vocabulary.from_lists(prepared.vocabulary)
 encoded = {
-    s: encode_samples(prepared.split(s), vocab, sampling.max_len, task.label_columns)
+    s: encode_samples(
+        prepared.split(s), vocab, sampling.max_len, task.label_columns, prepared.numeric_scaling
+    )
     for s in SPLITS
 }
 model = EngagementModel(
@@ -67,7 +69,5 @@ print({k: round(v, 4) for k, v in module.last_metrics.items() if k.startswith("t
 # %%
 with quiet_jit_deprecation():  # TorchScript is deprecated upstream but is our artifact format
     scripted = torch.jit.script(ProbabilityModel(model.eval(), list(task.targets)))
-event_ids, channel_ids, time_features, lengths, labels = encoded["test"].batch(
-    torch.arange(8).numpy()
-)
-print(scripted.output_names(), scripted(event_ids, channel_ids, time_features, lengths).squeeze(1))
+*inputs, labels = encoded["test"].batch(torch.arange(8).numpy())
+print(scripted.output_names(), scripted(*inputs).squeeze(1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 
 from engage_seq.data import (
     PAD_ID,
@@ -24,14 +25,22 @@ def hand_samples() -> pl.DataFrame:
     }
     lengths = [2, 1, 3]
     cols = {f: [[float(i + 1)] * n for i, n in enumerate(lengths)] for f in TIME_FEATURES}
-    return pl.DataFrame({**seqs, **cols, "label_purchase": [True, False, True]})
+    attrs = {
+        "cat_device": [["ios", "ios"], ["tv"], ["web", "ios", "web"]],
+        "num_value": [[None, 9.0], [0.0], [1.0, -1.0, 1e9]],
+    }
+    return pl.DataFrame({**seqs, **cols, **attrs, "label_purchase": [True, False, True]})
 
 
-VOCAB = Vocabulary(event_types=("cart", "purchase", "view"), channels=("app", "web"))
+VOCAB = Vocabulary.from_lists(
+    {"event_type": ["cart", "purchase", "view"], "channel": ["app", "web"],
+     "cat_device": ["ios", "web"]}
+)  # fmt: skip
+SCALING = {"num_value": {"mean": 1.0, "std": 2.0}}
 
 
 def test_encode_pads_right_and_maps_unknowns() -> None:
-    enc = encode_samples(hand_samples(), VOCAB, max_len=4, label_columns=["label_purchase"])
+    enc = encode_samples(hand_samples(), VOCAB, 4, ["label_purchase"], SCALING)
     cart, purchase, view = 2, 3, 4
     app, web = 2, 3
     assert enc.event_ids.tolist() == [
@@ -48,6 +57,16 @@ def test_encode_pads_right_and_maps_unknowns() -> None:
     assert enc.time_features.shape == (3, 4, len(TIME_FEATURES))
     assert enc.time_features[2, :, 0].tolist() == [3.0, 3.0, 3.0, 0.0]
     assert enc.labels.tolist() == [[1.0], [0.0], [1.0]]
+    ios, web = 2, 3
+    assert enc.attribute_ids[:, :, 0].tolist() == [
+        [ios, ios, 0, 0], [UNKNOWN_ID, 0, 0, 0], [web, ios, web, 0]
+    ]  # fmt: skip
+    # (sign(x) log1p|x| - 1) / 2, clipped to [-5, 5]; missing -> 0; pads 0
+    expected = [[0.0, (np.log1p(9.0) - 1) / 2], [-0.5], [(np.log1p(1) - 1) / 2,
+                (-np.log1p(1) - 1) / 2, 5.0]]  # fmt: skip
+    for row, values in enumerate(expected):
+        assert enc.numeric[row, : len(values), 0] == pytest.approx(values, abs=1e-6)
+        assert (enc.numeric[row, len(values) :, 0] == 0).all()
     events = enc.batch(np.array([0, 1]))[0]
     assert events.shape == (2, 2)  # trimmed to the longest sequence in the batch
 
@@ -69,9 +88,9 @@ def test_bucket_sampler_covers_every_index_once_and_is_seeded() -> None:
 
 
 def test_eval_loader_is_length_sorted_and_complete() -> None:
-    enc = encode_samples(hand_samples(), VOCAB, max_len=4, label_columns=["label_purchase"])
+    enc = encode_samples(hand_samples(), VOCAB, 4, ["label_purchase"], SCALING)
     dm = EventDataModule(enc, enc, enc, batch_size=2, eval_batch_size=2)
     batches = list(dm.val_dataloader())
-    assert sum(b[3].shape[0] for b in batches) == 3
-    assert batches[0][3].tolist() == [1, 2]
+    assert sum(b[5].shape[0] for b in batches) == 3
+    assert batches[0][5].tolist() == [1, 2]  # lengths, shortest first
     assert isinstance(enc, EncodedSamples)

@@ -37,9 +37,9 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
 extra = {"metadata.json": ""}
 module = torch.jit.load(sys.argv[1], _extra_files=extra)
 golden = torch.load(sys.argv[2], weights_only=True)
+names = ["event_ids", "channel_ids", "attribute_ids", "numeric", "time_features", "lengths"]
 with torch.inference_mode():
-    probs = module(golden["event_ids"], golden["channel_ids"], golden["time_features"],
-                   golden["lengths"])
+    probs = module(*[golden[n] for n in names])
 print(json.dumps({
     "max_diff": float((probs - golden["probabilities"]).abs().max()),
     "shape": list(probs.shape),

@@ -13,7 +13,10 @@ K = 6
 
 def make_model(encoder: str, **kwargs) -> EngagementModel:
     torch.manual_seed(0)
-    defaults = dict(n_event_ids=10, n_channel_ids=6, n_time_features=K, n_outputs=2, max_len=12)
+    defaults = dict(
+        n_event_ids=10, n_channel_ids=6, n_time_features=K, n_outputs=2, max_len=12,
+        attribute_sizes=[5, 7], n_numeric=2,
+    )  # fmt: skip
     return EngagementModel(encoder=encoder, **{**defaults, **kwargs}).eval()
 
 
@@ -25,13 +28,15 @@ def make_batch(lengths: list[int], width: int | None = None, seed: int = 0):
     real = torch.arange(width).unsqueeze(0) < lengths_t.unsqueeze(1)
     events = torch.randint(2, 10, (b, width), generator=g) * real
     channels = torch.randint(2, 6, (b, width), generator=g) * real
+    attributes = torch.randint(2, 5, (b, width, 2), generator=g) * real.unsqueeze(-1)
+    numeric = torch.randn(b, width, 2, generator=g) * real.unsqueeze(-1)
     times = torch.randn(b, width, K, generator=g) * real.unsqueeze(-1)
-    return events, channels, times, lengths_t
+    return events, channels, attributes, numeric, times, lengths_t
 
 
 ENCODERS = [
     ("lstm", {}),
-    ("lstm", {"num_layers": 2}),
+    ("lstm", {"num_layers": 2, "attribute_sizes": [], "n_numeric": 0}),
     ("transformer", {}),
     ("transformer", {"pool": "last", "hidden": 32, "num_heads": 2}),
 ]
@@ -69,10 +74,10 @@ def test_batch_size_invariance(encoder, kwargs) -> None:
 def test_sequence_order_matters() -> None:
     """A sequence model must see order: reversing a history changes the LSTM's output."""
     model = make_model("lstm")
-    events, channels, times, lengths = make_batch([8])
+    batch = make_batch([8])
     with torch.no_grad():
-        forward = model(events, channels, times, lengths)
-        backward = model(events.flip(1), channels.flip(1), times.flip(1), lengths)
+        forward = model(*batch)
+        backward = model(*(t.flip(1) if t.dim() > 1 else t for t in batch))
     assert not torch.allclose(forward, backward)
 
 

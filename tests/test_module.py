@@ -22,10 +22,13 @@ def test_unknown_token_replacement_touches_only_real_tokens() -> None:
     model = EngagementModel(10, 6, 6, 1, max_len=8)
     module = EngagementLitModule(model, ["purchase"], unknown_token_rate=1.0)
     events = torch.tensor([[4, 5, 0], [3, 0, 0]])
-    batch = (events, events.clone(), torch.zeros(2, 3, 6), torch.tensor([2, 1]), torch.zeros(2, 1))
+    attributes = events.unsqueeze(-1).clone()
+    batch = (events, events.clone(), attributes, torch.zeros(2, 3, 0), torch.zeros(2, 3, 6),
+             torch.tensor([2, 1]), torch.zeros(2, 1))  # fmt: skip
     out = module._with_unknown_tokens(batch)
     assert out[0].tolist() == [[1, 1, 0], [1, 0, 0]]
     assert out[1].tolist() == [[1, 1, 0], [1, 0, 0]]
+    assert out[2].squeeze(-1).tolist() == [[1, 1, 0], [1, 0, 0]]
     module.hparams["unknown_token_rate"] = 0.0
     assert module._with_unknown_tokens(batch)[0] is events
 

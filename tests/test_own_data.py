@@ -25,6 +25,14 @@ def dirty_export(path: Path) -> list[str]:
         pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias("event_time"),
         pl.col("event_type").alias("action"),
         pl.col("channel").alias("touchpoint"),
+        # attributes: a categorical device and a numeric order value on purchases only
+        pl.when(pl.col("channel") == "app")
+        .then(pl.lit("ios"))
+        .otherwise(pl.lit("desktop"))
+        .alias("device"),
+        pl.when(pl.col("event_type") == "purchase")
+        .then((pl.col("timestamp").dt.second() + 5) * 3.5)
+        .alias("order_value"),
     )
     dirt = pl.concat(
         [
@@ -51,6 +59,8 @@ def test_dirty_parquet_trains_with_only_a_data_config(tmp_path: Path) -> None:
             "data.columns.timestamp=event_time",
             "data.columns.event_type=action",
             "data.columns.channel=touchpoint",
+            "data.columns.categorical=[device]",
+            "data.columns.numeric=[order_value]",
             "data.sampling.max_len=32",
             "data.sampling.n_train_cutoffs=3",
             "trainer=smoke",
@@ -69,6 +79,8 @@ def test_dirty_parquet_trains_with_only_a_data_config(tmp_path: Path) -> None:
     assert report["rows_dropped"]["unparseable_timestamp"] == 5
     assert report["user_keys"] == "hmac-sha256"
     assert json.loads((run / "metrics.json").read_text())["test/n_samples"] > 0
+    assert report["vocabulary_sizes"]["cat_device"] == 2
+    assert report["numeric_scaling"]["num_order_value"]["std"] > 0
 
     # No raw id in any file the run wrote: text, checkpoint, TensorBoard, cache, artifact.
     subprocess.run([str(VENV_BIN / "engage-export"), str(run)], check=True, capture_output=True)
