@@ -199,7 +199,8 @@ def _write_entry(
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
     try:
-        samples.write_parquet(tmp / "samples.parquet")
+        # lz4: a cache is read back soon and often; it writes ~25% faster than zstd
+        samples.write_parquet(tmp / "samples.parquet", compression="lz4")
         manifest = {
             "vocabulary": vocabulary,
             "plan": {
@@ -235,9 +236,10 @@ def prepare_samples(
     entry = Path(cache_dir) / f"samples-{cache_key(source, mapping, task, sampling, ingest)}"
     if not (entry / "manifest.json").exists():
         log.info("building samples into %s", entry)
-        _write_entry(entry, *build_prepared(source, mapping, task, sampling, ingest))
-    else:
-        log.info("reusing cached samples from %s", entry)
+        samples, vocabulary, plan, report = build_prepared(source, mapping, task, sampling, ingest)
+        _write_entry(entry, samples, vocabulary, plan, report)
+        return PreparedSamples(samples, vocabulary, report["numeric_scaling"], plan, report, entry)
+    log.info("reusing cached samples from %s", entry)
     manifest = json.loads((entry / "manifest.json").read_text())
     plan_raw = manifest["plan"]
     plan = CutoffPlan(

@@ -115,21 +115,20 @@ class HorizonTask:
         """How far after a cutoff labels may look: splits are separated by at least this."""
         return self.horizon_seconds
 
-    def labels_at_cutoff(self, events: pl.LazyFrame, cutoff: int) -> pl.LazyFrame:
-        """user_key + one boolean per target, for users with a target event in the window."""
-        window = events.filter(
-            (pl.col("ts") >= cutoff)
-            & (pl.col("ts") < cutoff + self.horizon_seconds)
-            & pl.col("event_type").is_in(list(self.targets))
-        )
-        return window.group_by("user_key").agg(
-            (pl.col("event_type") == target).any().alias(column)
-            for target, column in zip(self.targets, self.label_columns, strict=True)
-        )
+    def label_exprs(self, cutoff: int) -> list[pl.Expr]:
+        """One boolean per target from a user's history lists (see `user_histories`).
 
-    def fill_missing_labels(self) -> list[pl.Expr]:
-        """Users absent from `labels_at_cutoff` did none of the targets: negatives."""
-        return [pl.col(c).fill_null(False) for c in self.label_columns]
+        ``n_history`` events lie before the cutoff; the label window is the next events up to
+        ``cutoff + horizon``, found by counting, so no row is filtered or regrouped.
+        """
+        window_end = pl.col("ts").list.eval(pl.element() < cutoff + self.horizon_seconds).list.sum()
+        window = pl.col("event_type").list.slice(
+            pl.col("n_history"), window_end - pl.col("n_history")
+        )
+        return [
+            window.list.contains(target).alias(column)
+            for target, column in zip(self.targets, self.label_columns, strict=True)
+        ]
 
 
 @dataclass(frozen=True)
@@ -158,18 +157,17 @@ class NextEventTask:
     def label_window_seconds(self) -> int:
         return parse_duration(self.max_gap)
 
-    def labels_at_cutoff(self, events: pl.LazyFrame, cutoff: int) -> pl.LazyFrame:
-        window = events.filter(
-            (pl.col("ts") >= cutoff) & (pl.col("ts") < cutoff + self.label_window_seconds)
-        )
-        # events are in canonical order, so first() is the next event (input order on ties)
-        return window.group_by("user_key").agg(
-            pl.col("event_type").first().alias("label_next_event"),
-            ((pl.col("ts").first() - cutoff) / 3600.0).cast(pl.Float32).alias("label_next_hours"),
-        )
-
-    def fill_missing_labels(self) -> list[pl.Expr]:
-        return []  # no next event within max_gap: label stays null, the sample is dropped
+    def label_exprs(self, cutoff: int) -> list[pl.Expr]:
+        """The event right after the history (index ``n_history``), if within ``max_gap``;
+        null otherwise (such samples are counted and dropped)."""
+        next_ts = pl.col("ts").list.get(pl.col("n_history"), null_on_oob=True)
+        in_window = next_ts < cutoff + self.label_window_seconds
+        next_type = pl.col("event_type").list.get(pl.col("n_history"), null_on_oob=True)
+        hours = ((next_ts - cutoff) / 3600.0).cast(pl.Float32)
+        return [
+            pl.when(in_window).then(next_type).alias("label_next_event"),
+            pl.when(in_window).then(hours).alias("label_next_hours"),
+        ]
 
 
 Task = HorizonTask | NextEventTask
@@ -332,14 +330,12 @@ def with_gap_feature(events: pl.LazyFrame) -> pl.LazyFrame:
     return events.with_columns(gap_hours.log1p().cast(pl.Float32).alias("log_gap_h"))
 
 
-def cutoff_time_features(cutoff: int) -> list[pl.Expr]:
-    """Time features relative to one cutoff; ``ts`` is epoch seconds UTC."""
-    age_hours = (pl.lit(cutoff, dtype=pl.Int64) - pl.col("ts")) / 3600.0
+def calendar_features() -> list[pl.Expr]:
+    """UTC hour of day and weekday on the unit circle; ``ts`` is epoch seconds."""
     hour = (pl.col("ts") % 86_400) / 3600.0
     dow = ((pl.col("ts") // 86_400) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
     tau = 2.0 * math.pi
     return [
-        age_hours.log1p().cast(pl.Float32).alias("log_age_h"),
         (hour * tau / 24).sin().cast(pl.Float32).alias("hour_sin"),
         (hour * tau / 24).cos().cast(pl.Float32).alias("hour_cos"),
         (dow * tau / 7).sin().cast(pl.Float32).alias("dow_sin"),
@@ -347,24 +343,42 @@ def cutoff_time_features(cutoff: int) -> list[pl.Expr]:
     ]
 
 
+def user_histories(events: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per user: every per-event column as a list, oldest first.
+
+    Everything that does not depend on a cutoff (gap, calendar features) is computed here,
+    once; each cutoff then only counts and slices these lists.
+    """
+    prepared = with_gap_feature(clean_events(events)).with_columns(calendar_features())
+    columns = [c for c in sequence_columns(events) if c != "log_age_h"]
+    # group_by keeps the row order inside each group, so lists stay in canonical order;
+    # maintain_order keeps users in key order, so samples need no sort afterwards
+    return prepared.group_by("user_key", maintain_order=True).agg(pl.col(c) for c in columns)
+
+
 def samples_at_cutoff(
-    events: pl.LazyFrame, task: Task, cutoff: int, split: str, max_len: int
+    histories: pl.LazyFrame, task: Task, cutoff: int, split: str, max_len: int
 ) -> pl.LazyFrame:
     """Samples for every user with at least one event before ``cutoff``.
 
-    ``events`` must come from `with_gap_feature(clean_events(...))`: group_by keeps the row order
-    inside each group, so ``tail`` takes the most recent events.
+    ``histories`` comes from `user_histories`. The history end is a count of events before the
+    cutoff (lists are time-sorted); the features are the last ``max_len`` of them.
     """
-    history = events.filter(pl.col("ts") < cutoff).with_columns(cutoff_time_features(cutoff))
-    features = history.group_by("user_key").agg(
-        pl.len().alias("n_history"),
-        (cutoff - pl.col("ts").max()).alias("seconds_since_last"),
-        *[pl.col(c).tail(max_len) for c in sequence_columns(events)],
-    )
+    n_history = pl.col("ts").list.eval(pl.element() < cutoff).list.sum()
+    start = (pl.col("n_history").cast(pl.Int64) - max_len).clip(lower_bound=0)  # no u32 wrap
+    length = pl.col("n_history") - start
+    per_event = [c for c in histories.collect_schema().names() if c != "user_key"]
+    age_hours = (cutoff - pl.element()) / 3600.0
     return (
-        features.join(task.labels_at_cutoff(events, cutoff), on="user_key", how="left")
-        .with_columns(task.fill_missing_labels())
+        histories.with_columns(n_history.cast(pl.UInt32).alias("n_history"))
+        .filter(pl.col("n_history") > 0)
         .with_columns(
+            (cutoff - pl.col("ts").list.get(pl.col("n_history") - 1)).alias("seconds_since_last"),
+            *task.label_exprs(cutoff),
+        )
+        .with_columns(pl.col(c).list.slice(start, length) for c in per_event)
+        .with_columns(
+            pl.col("ts").list.eval(age_hours.log1p().cast(pl.Float32)).alias("log_age_h"),
             pl.lit(split).alias("split"),
             pl.lit(cutoff, dtype=pl.Int64).alias("cutoff"),
         )
@@ -372,9 +386,9 @@ def samples_at_cutoff(
 
 
 def build_samples(events: pl.LazyFrame, task: Task, plan: CutoffPlan, max_len: int) -> pl.LazyFrame:
-    """All samples of all splits as one lazy plan (collect once), sorted by split, cutoff, user."""
-    prepared = with_gap_feature(clean_events(events))
-    parts = [samples_at_cutoff(prepared, task, c, split, max_len) for split, c in plan.items()]
+    """All samples of all splits as one lazy plan (collect once), ordered by cutoff, user."""
+    histories = user_histories(events)
+    parts = [samples_at_cutoff(histories, task, c, split, max_len) for split, c in plan.items()]
     columns = [
         "split",
         "cutoff",
@@ -384,7 +398,7 @@ def build_samples(events: pl.LazyFrame, task: Task, plan: CutoffPlan, max_len: i
         *sequence_columns(events),
         *task.label_columns,
     ]
-    return pl.concat(parts).select(columns).sort(["cutoff", "user_key"])
+    return pl.concat(parts).select(columns)  # plan.items() is in cutoff order
 
 
 def categorical_columns(events: pl.LazyFrame) -> list[str]:

@@ -18,13 +18,12 @@ from engage_seq.sequences import (
     NextEventTask,
     SamplingConfig,
     build_samples,
-    clean_events,
     fit_vocabulary,
     parse_duration,
     parse_instant,
     plan_cutoffs,
     samples_at_cutoff,
-    with_gap_feature,
+    user_histories,
 )
 
 H = 3600
@@ -57,7 +56,7 @@ def three_users() -> pl.DataFrame:
 
 
 def _sample(frame: pl.DataFrame, max_len: int = 2) -> dict[str, dict]:
-    events = with_gap_feature(clean_events(to_canonical(frame.lazy())))
+    events = user_histories(to_canonical(frame.lazy()))
     out = samples_at_cutoff(events, TASK, C, "train", max_len).collect()
     keys = to_canonical(frame.lazy()).select("user_key", pl.col("user_key").alias("k")).collect()
     ids = dict(zip(frame["user_id"], keys["k"], strict=True))
@@ -159,7 +158,7 @@ def test_no_leakage_and_exact_truncation(rows, cutoff, horizon_h, max_len) -> No
     frame = pl.DataFrame(
         rows, schema=["user_key", "ts", "event_type", "channel"], orient="row"
     ).with_columns(pl.col("user_key").cast(pl.UInt64))
-    events = with_gap_feature(clean_events(frame.lazy()))
+    events = user_histories(frame.lazy())
     out = samples_at_cutoff(events, task, cutoff, "train", max_len).collect()
     horizon = horizon_h * H
     for user in range(5):
@@ -225,7 +224,7 @@ def test_split_label_windows_never_reach_the_next_split(tiny_events) -> None:
 
 
 def test_next_event_labels_on_three_users() -> None:
-    events = with_gap_feature(clean_events(to_canonical(three_users().lazy())))
+    events = user_histories(to_canonical(three_users().lazy()))
     task = NextEventTask(max_gap="7d")
     out = samples_at_cutoff(events, task, C, "train", 2).collect()
     keys = to_canonical(three_users().lazy()).select("user_key").collect()["user_key"]
@@ -263,7 +262,7 @@ def test_next_event_label_is_the_first_event_at_or_after_the_cutoff(rows, cutoff
     frame = pl.DataFrame(
         rows, schema=["user_key", "ts", "event_type", "channel"], orient="row"
     ).with_columns(pl.col("user_key").cast(pl.UInt64))
-    events = with_gap_feature(clean_events(frame.lazy()))
+    events = user_histories(frame.lazy())
     task = NextEventTask(max_gap=f"{gap_h}h")
     out = samples_at_cutoff(events, task, cutoff, "train", 4).collect()
     for sample in out.to_dicts():
