@@ -1,0 +1,41 @@
+"""Benchmarks keep working: each runs tiny and ends with one parseable JSON line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def last_json(args: list[str], cwd: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_bench_sequences_small(tmp_path: Path) -> None:
+    record = last_json(
+        [str(SCRIPTS / "bench_sequences.py"), "--events", "30000", "--max-len", "16"], tmp_path
+    )
+    (result,) = record["results"]
+    assert result["samples"] > 0 and result["engage_seq_seconds"] > 0
+    if "same_samples" in result:  # pandas reference installed (pip install -e '.[bench]')
+        assert result["same_samples"] is True
+    assert record["machine"]["cpus"] >= 1 and "polars" in record["versions"]
+
+
+def test_bench_encoders_small(tmp_path: Path) -> None:
+    record = last_json(
+        [str(SCRIPTS / "bench_encoders.py"), "--users", "300", "--steps", "2", "--warmup", "1"],
+        tmp_path,
+    )
+    assert record["lstm_padded_vs_packed_max_abs_diff"] < 1e-5
+    assert record["lstm_padded_ms_per_step"] > 0
