@@ -122,8 +122,39 @@ class ValidatedEvents:
 
     events: pl.LazyFrame
     report: dict[str, Any]
-    ts_min: int
-    ts_max: int
+    ts_min: int | None
+    ts_max: int | None
+
+
+def check_drops(
+    rows_dropped: dict[str, int],
+    rows_kept: int,
+    config: IngestConfig,
+    where: str,
+    example: str = "",
+) -> None:
+    """Refuse empty input, all rows dropped, or more than ``max_drop_fraction`` dropped."""
+    rows_read = rows_kept + sum(rows_dropped.values())
+    if rows_read == 0:
+        raise EventSchemaError(f"{where} is empty: no rows to build samples from")
+    worst = max(rows_dropped, key=rows_dropped.__getitem__)
+    if rows_kept == 0:
+        raise EventSchemaError(
+            f"{where}: all {rows_read} rows were dropped, mostly for {worst} "
+            f"({rows_dropped[worst]} rows){example}. "
+            "Check the column mapping, timezone/epoch_unit and the date range."
+        )
+    dropped = rows_read - rows_kept
+    if dropped > config.max_drop_fraction * rows_read:
+        raise EventSchemaError(
+            f"{where}: {dropped} of {rows_read} rows ({dropped / rows_read:.1%}) would be "
+            f"dropped, above max_drop_fraction={config.max_drop_fraction}; largest reason "
+            f"{worst} ({rows_dropped[worst]} rows){example}. "
+            f"All reasons: {rows_dropped}. Fix the data or mapping, or raise max_drop_fraction."
+        )
+    if dropped:
+        log.warning("%s: dropped %d of %d rows: %s", where, dropped, rows_read,
+                    {k: v for k, v in rows_dropped.items() if v})  # fmt: skip
 
 
 def salt_fingerprint(config: IngestConfig) -> str:
@@ -177,8 +208,13 @@ def validate_events(
     mapping: ColumnMapping | None = None,
     config: IngestConfig | None = None,
     where: str = "event table",
+    partial: bool = False,
 ) -> ValidatedEvents:
-    """Flag, count and drop unusable rows; pseudonymise users. One pass collects the counts."""
+    """Flag, count and drop unusable rows; pseudonymise users. One pass collects the counts.
+
+    ``partial``: the table is one user-hash shard of a larger one; the whole-table checks
+    (`check_drops`) are then left to the caller, on the merged counts.
+    """
     mapping = mapping or ColumnMapping()
     config = config or IngestConfig()
     canonical = to_canonical(raw, mapping, where)
@@ -221,7 +257,7 @@ def validate_events(
     kept_frame = flagged.filter(pl.col("drop_reason").is_null())
     stats = kept_frame.select(
         pl.col("user_id").n_unique().alias("users"),
-        pl.col("event_type").n_unique().alias("event_types"),
+        pl.col("event_type").unique().sort().implode().alias("event_types"),
         pl.col("ts").min().alias("ts_min"),
         pl.col("ts").max().alias("ts_max"),
     )
@@ -235,29 +271,17 @@ def validate_events(
         else:
             by_reason[reason] = n
     rows_read = rows_kept + sum(by_reason.values())
-    if rows_read == 0:
-        raise EventSchemaError(f"{where} is empty: no rows to build samples from")
-    if rows_kept == 0:
+    if not partial:
         worst = max(by_reason, key=by_reason.__getitem__)
-        raise EventSchemaError(
-            f"{where}: all {rows_read} rows were dropped, mostly for {worst} "
-            f"({by_reason[worst]} rows){_example(raw, canonical, worst, mapping)}. "
-            "Check the column mapping, timezone/epoch_unit and the date range."
-        )
-    dropped = rows_read - rows_kept
-    if dropped > config.max_drop_fraction * rows_read:
-        worst = max(by_reason, key=by_reason.__getitem__)
-        raise EventSchemaError(
-            f"{where}: {dropped} of {rows_read} rows ({dropped / rows_read:.1%}) would be "
-            f"dropped, above max_drop_fraction={config.max_drop_fraction}; largest reason "
-            f"{worst} ({by_reason[worst]} rows){_example(raw, canonical, worst, mapping)}. "
-            f"All reasons: {by_reason}. Fix the data or mapping, or raise max_drop_fraction."
-        )
+        example = _example(raw, canonical, worst, mapping) if rows_kept < rows_read else ""
+        check_drops(by_reason, rows_kept, config, where, example)
     salt = os.environ.get(config.salt_env, "")
     if salt:
         users = kept.select("user_id").unique().collect()["user_id"]
         keys = pl.DataFrame({"user_id": users, "user_key": _hmac_keys(users, salt.encode())})
-        kept = kept.drop("user_key").join(keys.lazy(), on="user_id", how="left")
+        kept = kept.drop("user_key").join(
+            keys.lazy(), on="user_id", how="left", maintain_order="left"
+        )
     ts_min, ts_max = stats["ts_min"].item(), stats["ts_max"].item()
     report = {
         "source": where,
@@ -265,13 +289,13 @@ def validate_events(
         "rows_kept": rows_kept,
         "rows_dropped": by_reason,
         "users": stats["users"].item(),
-        "event_types": stats["event_types"].item(),
-        "time_span": [format_instant(ts_min), format_instant(ts_max)],
+        "event_types": stats["event_types"].item().to_list(),
+        "time_span": [
+            format_instant(ts_min) if ts_min is not None else None,
+            format_instant(ts_max) if ts_max is not None else None,
+        ],
         "user_keys": "hmac-sha256" if salt else "unkeyed-hash",
     }
-    if dropped:
-        log.warning("%s: dropped %d of %d rows: %s", where, dropped, rows_read,
-                    {k: v for k, v in by_reason.items() if v})  # fmt: skip
     columns = [ROW_INDEX, "user_key", "ts", "event_type", "channel"]
     columns += [c for c in kept.collect_schema().names() if c.startswith(("cat_", "num_"))]
     return ValidatedEvents(kept.select(columns), report, ts_min, ts_max)

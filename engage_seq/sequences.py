@@ -189,6 +189,9 @@ class SamplingConfig:
     test_cutoff: str | None = None
     # Categorical values seen fewer times in the training period map to the unknown id.
     min_category_count: int = 1
+    # Out of core: build in this many user-hash shards, one in memory at a time, and write one
+    # sample file per shard. 1 = everything in memory (fastest when it fits).
+    shards: int = 1
     # Rolling training cutoffs: every cutoff_every from train_start (replaces n_train_cutoffs).
     train_start: str | None = None
     # Explicit cutoffs (ISO dates) per split; each replaces the derived ones of its split.
@@ -216,6 +219,8 @@ class SamplingConfig:
             raise ValueError(f"max_len must be >= 1, got {self.max_len}")
         if self.n_train_cutoffs < 1:
             raise ValueError(f"n_train_cutoffs must be >= 1, got {self.n_train_cutoffs}")
+        if self.shards < 1:
+            raise ValueError(f"shards must be >= 1, got {self.shards}")
         if self.min_history_events < 1:
             raise ValueError(f"min_history_events must be >= 1, got {self.min_history_events}")
         parse_duration(self.cutoff_every)
@@ -416,38 +421,69 @@ def signed_log1p(x: pl.Expr) -> pl.Expr:
     return x.sign() * x.abs().log1p()
 
 
-def fit_vocabulary(events: pl.LazyFrame, before: int, min_count: int = 1) -> dict[str, list[str]]:
-    """Per categorical column, the values seen at least ``min_count`` times before ``before``
-    (the end of the training period). Rarer values map to the unknown id.
-
-    Sorted so ids are stable across runs; id 0 is padding and 1 unknown (see data.Vocabulary).
-    """
+def count_tokens(events: pl.LazyFrame, before: int) -> dict[str, dict[str, int]]:
+    """Per categorical column, how often each value occurs before ``before`` (mergeable
+    across user-hash shards by adding counts)."""
     train = events.filter(pl.col("ts") < before)
-    columns = categorical_columns(events)
     counted = [
         train.group_by(pl.col(c).alias("value"))
         .len()
-        .filter(pl.col("value").is_not_null() & (pl.col("len") >= min_count))
-        .select(pl.lit(c).alias("column"), "value")
-        for c in columns
+        .filter(pl.col("value").is_not_null())
+        .select(pl.lit(c).alias("column"), "value", "len")
+        for c in categorical_columns(events)
     ]
-    found = pl.concat(counted).sort("column", "value").collect()
-    return {c: found.filter(pl.col("column") == c)["value"].to_list() for c in columns}
+    found = pl.concat(counted).collect()
+    out: dict[str, dict[str, int]] = {c: {} for c in categorical_columns(events)}
+    for column, value, n in found.iter_rows():
+        out[column][value] = n
+    return out
 
 
-def fit_numeric_scaling(events: pl.LazyFrame, before: int) -> dict[str, dict[str, float]]:
-    """Mean and standard deviation of signed_log1p(x) per numeric attribute, training period
-    only; serving applies ``clip((signed_log1p(x) - mean) / std, -5, 5)``, null -> 0."""
+def vocabulary_from_counts(
+    counts: dict[str, dict[str, int]], min_count: int = 1
+) -> dict[str, list[str]]:
+    """Values seen at least ``min_count`` times, sorted (stable ids; 0 pad, 1 unknown)."""
+    return {
+        c: sorted(v for v, n in values.items() if n >= min_count) for c, values in counts.items()
+    }
+
+
+def fit_vocabulary(events: pl.LazyFrame, before: int, min_count: int = 1) -> dict[str, list[str]]:
+    """Per categorical column, the values seen at least ``min_count`` times before ``before``
+    (the end of the training period). Rarer values map to the unknown id."""
+    return vocabulary_from_counts(count_tokens(events, before), min_count)
+
+
+def numeric_moments(events: pl.LazyFrame, before: int) -> dict[str, dict[str, float]]:
+    """n, sum and sum of squares of signed_log1p(x) per numeric attribute, training period
+    only (mergeable across shards by adding)."""
     columns = numeric_columns(events)
     if not columns:
         return {}
     train = events.filter(pl.col("ts") < before)
-    stats = train.select(
-        *[signed_log1p(pl.col(c)).mean().alias(f"{c}|mean") for c in columns],
-        *[signed_log1p(pl.col(c)).std().alias(f"{c}|std") for c in columns],
+    moments = train.select(
+        *[signed_log1p(pl.col(c)).count().alias(f"{c}|n") for c in columns],
+        *[signed_log1p(pl.col(c)).sum().alias(f"{c}|sum") for c in columns],
+        *[(signed_log1p(pl.col(c)) ** 2).sum().alias(f"{c}|sumsq") for c in columns],
     ).collect()
+    return {
+        c: {k: float(moments[f"{c}|{k}"].item() or 0.0) for k in ("n", "sum", "sumsq")}
+        for c in columns
+    }
+
+
+def scaling_from_moments(moments: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and (sample) standard deviation; serving applies
+    ``clip((signed_log1p(x) - mean) / std, -5, 5)``, null -> 0. A constant column gets std 1."""
     out = {}
-    for c in columns:
-        mean, std = stats[f"{c}|mean"].item(), stats[f"{c}|std"].item()
-        out[c] = {"mean": float(mean or 0.0), "std": float(std) if std else 1.0}
+    for c, m in moments.items():
+        n = m["n"]
+        mean = m["sum"] / n if n else 0.0
+        var = (m["sumsq"] - n * mean * mean) / (n - 1) if n > 1 else 0.0
+        out[c] = {"mean": mean, "std": math.sqrt(var) if var > 1e-12 else 1.0}
     return out
+
+
+def fit_numeric_scaling(events: pl.LazyFrame, before: int) -> dict[str, dict[str, float]]:
+    """Training-period scaling statistics per numeric attribute (see `scaling_from_moments`)."""
+    return scaling_from_moments(numeric_moments(events, before))

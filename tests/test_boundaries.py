@@ -14,6 +14,8 @@ FORBIDDEN = {
     "engage_seq.schema": {"torch", "lightning", "hydra"},
     "engage_seq.sequences": {"torch", "lightning", "hydra"},
     "engage_seq.sample_cache": {"torch", "lightning", "hydra"},
+    "engage_seq.ingest": {"torch", "lightning", "hydra"},
+    "engage_seq.build": {"torch", "lightning", "hydra"},
     # exported modules import torch only
     "engage_seq.encoders": {"lightning", "hydra", "polars"},
     "engage_seq.model": {"lightning", "hydra", "polars"},

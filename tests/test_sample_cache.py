@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 import engage_seq.sample_cache as sample_cache
+from engage_seq.ingest import FileEventSource
 from engage_seq.schema import ColumnMapping, EventSchemaError
 from engage_seq.sequences import HorizonTask, NextEventTask, SamplingConfig
 
@@ -34,7 +35,8 @@ def test_second_prepare_reuses_the_cache(tiny_source, tmp_path: Path, monkeypatc
     def must_not_build(*args, **kwargs):
         raise AssertionError("rebuilt samples although the cache entry exists")
 
-    monkeypatch.setattr(sample_cache, "build_prepared", must_not_build)
+    monkeypatch.setattr(sample_cache, "build_in_memory", must_not_build)
+    monkeypatch.setattr(sample_cache, "build_sharded", must_not_build)
     second = sample_cache.prepare_samples(tiny_source, TASK, SAMPLING, tmp_path)
     assert second.samples.equals(first.samples)
     assert second.vocabulary == first.vocabulary
@@ -118,4 +120,30 @@ def test_next_event_samples_from_the_same_builder(tiny_source, tmp_path: Path) -
     assert prepared.samples["label_next_event"].null_count() == 0
     assert (prepared.samples["label_next_hours"] < 72).all()
     assert sum(prepared.report["samples_dropped"]["no_next_event_within_max_gap"].values()) > 0
-    assert "median_hours_to_next_event" in prepared.report["splits"]["test"]
+    assert prepared.report["splits"]["test"]["mean_hours_to_next_event"] < 72
+
+
+@pytest.mark.parametrize("task", [TASK, NextEventTask("3d")], ids=["horizon", "next_event"])
+def test_sharded_build_equals_in_memory_build(tiny_events, tmp_path: Path, task) -> None:
+    """Out-of-core shards give exactly the in-memory samples, vocabulary and counts."""
+    path = tmp_path / "events.parquet"
+    tiny_events.with_columns(
+        pl.when(pl.col("event_type") == "purchase").then(pl.col("timestamp").dt.second() * 2.5)
+        .alias("value")
+    ).write_parquet(path)  # fmt: skip
+    source = FileEventSource(str(path))
+    mapping = ColumnMapping(numeric=("value",))
+    whole = sample_cache.prepare_samples(source, task, SAMPLING, tmp_path / "a", mapping)
+    sharded_cfg = SamplingConfig(max_len=16, n_train_cutoffs=2, shards=3)
+    sharded = sample_cache.prepare_samples(source, task, sharded_cfg, tmp_path / "b", mapping)
+    assert len(sharded.files) == 3
+    key = ["cutoff", "user_key"]
+    assert sharded.samples.sort(key).equals(whole.samples.sort(key))
+    assert sharded.vocabulary == whole.vocabulary
+    for column, stats in whole.numeric_scaling.items():
+        assert sharded.numeric_scaling[column] == pytest.approx(stats, rel=1e-9)
+    for field in ("rows_read", "rows_kept", "rows_dropped", "users", "samples_dropped"):
+        assert sharded.report[field] == whole.report[field], field
+    for split, figures in whole.report["splits"].items():  # float sums: order may differ
+        assert sharded.report["splits"][split] == pytest.approx(figures, rel=1e-6)  # f32 sums
+    assert not list((tmp_path / "b").rglob("_work"))  # raw-id temp shards are gone
