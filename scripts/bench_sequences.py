@@ -34,7 +34,7 @@ from pathlib import Path
 
 EVENTS_PER_USER = 47.1  # what the synthetic generator yields on average over 120 days
 USERS_PER_CHUNK = 100_000
-HIDDEN = ("worker", "data", "out", "cutoffs")  # internal worker arguments
+HIDDEN = ("worker", "data", "out", "cutoffs", "shards_for_run")  # internal worker arguments
 
 
 def generate(n_events: int, out: Path) -> int:
@@ -55,7 +55,9 @@ def generate(n_events: int, out: Path) -> int:
     return rows
 
 
-def run_engage_seq(data: Path, out: Path, max_len: int, train_cutoffs: int) -> dict[str, float]:
+def run_engage_seq(
+    data: Path, out: Path, max_len: int, train_cutoffs: int, shards: int
+) -> dict[str, float]:
     import polars as pl
 
     from engage_seq.ingest import FileEventSource, IngestConfig
@@ -66,17 +68,20 @@ def run_engage_seq(data: Path, out: Path, max_len: int, train_cutoffs: int) -> d
     prepared = prepare_samples(
         FileEventSource(str(data)),
         HorizonTask(),
-        SamplingConfig(max_len=max_len, n_train_cutoffs=train_cutoffs),
+        SamplingConfig(max_len=max_len, n_train_cutoffs=train_cutoffs, shards=shards),
         out,
         ingest=IngestConfig(max_drop_fraction=1.0),
     )
     seconds = time.perf_counter() - start
-    by_split = prepared.samples.group_by("split").agg(
-        pl.len().alias("n"), pl.col("label_purchase").sum().alias("pos")
+    by_split = (
+        prepared.scan()
+        .group_by("split")
+        .agg(pl.len().alias("n"), pl.col("label_purchase").sum().alias("pos"))
+        .collect()
     )
     return {
         "seconds": seconds,
-        "samples": prepared.samples.height,
+        "samples": int(by_split["n"].sum()),
         "check": {r["split"]: [r["n"], r["pos"]] for r in by_split.to_dicts()},
         "cutoffs": [c for _, c in prepared.plan.items()],
     }
@@ -142,7 +147,8 @@ def run_pandas(
 def worker(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if args.worker == "engage_seq":
-        result = run_engage_seq(Path(args.data), out, args.max_len, args.train_cutoffs)
+        shards = int(args.shards_for_run)
+        result = run_engage_seq(Path(args.data), out, args.max_len, args.train_cutoffs, shards)
     else:
         result = run_pandas(
             Path(args.data), out, args.max_len, json.loads(args.cutoffs), 7 * 86_400
@@ -187,12 +193,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-len", type=int, default=64)
     parser.add_argument("--train-cutoffs", type=int, default=1, help="training cutoffs")
     parser.add_argument("--pandas-max-events", type=int, default=10_000_000)
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        help="user-hash shards for engage_seq (0: one per ~12M events, in memory below that)",
+    )
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas reference")
     parser.add_argument("--workdir", default=None, help="keep generated data here (reused)")
     parser.add_argument("--worker", choices=["engage_seq", "pandas"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--cutoffs", help=argparse.SUPPRESS)
+    parser.add_argument("--shards-for-run", default="1", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args)
@@ -215,13 +228,17 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             rows = generate(n, data)
             print(f"generated {rows:,} events in {time.perf_counter() - started:.1f} s -> {data}")
-        ours = spawn("engage_seq", data, workdir / f"out_engage_{n}", args)
+        shards = args.shards or max(1, math.ceil(n / 12_000_000))
+        ours = spawn(
+            "engage_seq", data, workdir / f"out_engage_{n}", args, **{"shards-for-run": str(shards)}
+        )
         row = {
             "events": n,
             "engage_seq_seconds": ours["seconds"],
             "engage_seq_events_per_s": n / ours["seconds"],
             "engage_seq_peak_rss_gb": ours["peak_rss_gb"],
             "samples": ours["samples"],
+            "shards": shards,
         }
         if have_pandas and n <= args.pandas_max_events:
             splits = ["train"] * args.train_cutoffs + ["val", "test"]

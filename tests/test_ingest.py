@@ -157,3 +157,14 @@ def test_attributes_are_carried_and_ties_keep_input_order() -> None:
     c2 = events.filter(pl.col("ts") == T0 + 30)
     assert c2["event_type"].to_list() == ["view", "open"]  # same second: input order
     assert c2["channel"].to_list() == ["web", "none"]  # null channel -> 'none'
+
+
+def test_uncoercible_types_are_named() -> None:
+    frame = pl.DataFrame(
+        {"user_id": ["a"], "timestamp": [True], "event_type": ["x"], "value": [[1, 2]]}
+    )
+    with pytest.raises(EventSchemaError, match=r"timestamp column 'timestamp' has type Boolean"):
+        validated(frame, ColumnMapping(channel=None))
+    ok = frame.with_columns(pl.lit("2026-03-02").alias("timestamp"))
+    with pytest.raises(EventSchemaError, match=r"numeric column 'value' has type List"):
+        validated(ok, ColumnMapping(channel=None, numeric=("value",)))

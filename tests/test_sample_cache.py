@@ -147,3 +147,9 @@ def test_sharded_build_equals_in_memory_build(tiny_events, tmp_path: Path, task)
     for split, figures in whole.report["splits"].items():  # float sums: order may differ
         assert sharded.report["splits"][split] == pytest.approx(figures, rel=1e-6)  # f32 sums
     assert not list((tmp_path / "b").rglob("_work"))  # raw-id temp shards are gone
+
+
+def test_a_split_left_empty_is_named(tiny_source, tmp_path: Path) -> None:
+    demanding = SamplingConfig(max_len=16, n_train_cutoffs=2, min_history_events=10_000)
+    with pytest.raises(ValueError, match=r"the train split is empty \(cutoffs \["):
+        sample_cache.prepare_samples(tiny_source, TASK, demanding, tmp_path)
