@@ -109,23 +109,15 @@ def split_sums(samples: pl.DataFrame, task: Task) -> dict[str, dict[str, float]]
     return {row.pop("split"): row for row in rows.to_dicts()}
 
 
-def merge_sums(parts: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    merged: dict[str, dict[str, float]] = {}
+def add_nested(parts: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Sum two-level dicts key by key: how shard statistics (split sums, eligibility drops,
+    token counts, numeric moments) become the statistics of the whole table."""
+    merged: dict[str, dict[str, Any]] = {}
     for part in parts:
-        for split, values in part.items():
-            target = merged.setdefault(split, {})
+        for outer, values in part.items():
+            target = merged.setdefault(outer, {})
             for key, value in values.items():
                 target[key] = target.get(key, 0) + value
-    return merged
-
-
-def merge_dropped(parts: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
-    merged: dict[str, dict[str, int]] = {}
-    for part in parts:
-        for rule, by_split in part.items():
-            target = merged.setdefault(rule, {})
-            for split, n in by_split.items():
-                target[split] = target.get(split, 0) + n
     return merged
 
 
@@ -306,25 +298,11 @@ def build_sharded(
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    tokens: dict[str, dict[str, int]] = {}
-    for part in token_parts:
-        for column, values in part.items():
-            target = tokens.setdefault(column, {})
-            for value, n in values.items():
-                target[value] = target.get(value, 0) + n
-    vocabulary = vocabulary_from_counts(tokens, sampling.min_category_count)
+    vocabulary = vocabulary_from_counts(add_nested(token_parts), sampling.min_category_count)
     _check_targets(task, vocabulary)
-    moments: dict[str, dict[str, float]] = {}
-    for part in moment_parts:
-        for column, values in part.items():
-            target = moments.setdefault(column, {"n": 0.0, "sum": 0.0, "sumsq": 0.0})
-            for key, value in values.items():
-                target[key] += value
-    scaling = scaling_from_moments(moments)
-    splits = split_report(merge_sums(sums), task, plan)
-    report = _report(
-        ingest_report, plan, sampling, vocabulary, scaling, merge_dropped(drops), splits
-    )
+    scaling = scaling_from_moments(add_nested(moment_parts))
+    splits = split_report(add_nested(sums), task, plan)
+    report = _report(ingest_report, plan, sampling, vocabulary, scaling, add_nested(drops), splits)
     log.info("built %d shards from %s (%s .. %s)", len(files), where,
              format_instant(plan.train[0]), format_instant(plan.test[-1]))  # fmt: skip
     return BuildResult(vocabulary, scaling, plan, report, None, files)

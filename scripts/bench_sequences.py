@@ -94,6 +94,8 @@ def run_pandas(
     import numpy as np
     import pandas as pd
 
+    from engage_seq.sequences import SEQUENCE_COLUMNS
+
     start = time.perf_counter()
     df = pd.read_parquet(data)
     df = df.dropna(subset=["user_id", "timestamp", "event_type"]).drop_duplicates()
@@ -108,17 +110,7 @@ def run_pandas(
     df["hour_cos"] = np.cos(2 * np.pi * hour / 24).astype("float32")
     df["dow_sin"] = np.sin(2 * np.pi * dow / 7).astype("float32")
     df["dow_cos"] = np.cos(2 * np.pi * dow / 7).astype("float32")
-    columns = [
-        "event_type",
-        "channel",
-        "ts",
-        "log_gap_h",
-        "log_age_h",
-        "hour_sin",
-        "hour_cos",
-        "dow_sin",
-        "dow_cos",
-    ]
+    columns = list(SEQUENCE_COLUMNS)  # the same per-event columns engage_seq builds
     parts = []
     for split, cutoff in cutoffs:
         history = df[df["ts"] < cutoff].copy()
