@@ -34,7 +34,6 @@ from engage_seq.schema import (
 from engage_seq.sequences import format_instant, parse_instant
 
 log = logging.getLogger(__name__)
-CANONICAL_FLAGS = DROP_REASONS[:5]  # set by schema.to_canonical
 
 
 @dataclass(frozen=True)

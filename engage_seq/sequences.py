@@ -482,8 +482,3 @@ def scaling_from_moments(moments: dict[str, dict[str, float]]) -> dict[str, dict
         var = (m["sumsq"] - n * mean * mean) / (n - 1) if n > 1 else 0.0
         out[c] = {"mean": mean, "std": math.sqrt(var) if var > 1e-12 else 1.0}
     return out
-
-
-def fit_numeric_scaling(events: pl.LazyFrame, before: int) -> dict[str, dict[str, float]]:
-    """Training-period scaling statistics per numeric attribute (see `scaling_from_moments`)."""
-    return scaling_from_moments(numeric_moments(events, before))
