@@ -33,6 +33,7 @@ from engage_seq.sequences import (
     Task,
     build_samples,
     count_tokens,
+    fit_vocabulary,
     format_instant,
     numeric_moments,
     parse_duration,
@@ -199,12 +200,10 @@ def build_in_memory(
 ) -> BuildResult:
     """Validate, plan, fit, build and write one samples file, all in memory."""
     validated = validate_events(source.scan(), mapping, ingest, describe(source))
-    events = validated.events
+    events = validated.events.collect().lazy()  # used three times below: resolve joins once
     assert validated.ts_min is not None and validated.ts_max is not None  # checked by validate
     plan = plan_cutoffs(validated.ts_min, validated.ts_max + 1, task, sampling)
-    vocabulary = vocabulary_from_counts(
-        count_tokens(events, max(plan.train)), sampling.min_category_count
-    )
+    vocabulary = fit_vocabulary(events, max(plan.train), sampling.min_category_count)
     _check_targets(task, vocabulary)
     scaling = scaling_from_moments(numeric_moments(events, max(plan.train)))
     samples = build_samples(events, task, plan, sampling.max_len).collect()
@@ -277,6 +276,9 @@ def build_sharded(
             clean.append(path)
         ingest_report = _merge_ingest(ingest_reports, where)
         check_drops(ingest_report["rows_dropped"], ingest_report["rows_kept"], ingest, where)
+        # fail before the expensive phase on a target that never occurs at all (the precise
+        # training-period check follows once the token counts are merged)
+        _check_targets(task, {"event_type": ingest_report["event_types"]})
         plan = plan_cutoffs(min(s[0] for s in spans), max(s[1] for s in spans) + 1, task, sampling)
         train_end = max(plan.train)
 

@@ -160,7 +160,7 @@ def export_artifact(run: str | Path, out: str | Path, atol: float = 1e-5) -> Exp
                 "channel_ids (B, T) int64: vocabulary.channel index + 2; 0 pad, 1 unknown",
                 "attribute_ids (B, T, C) int64: per categorical_attributes, vocabulary index + 2",
                 "numeric (B, T, F) float32: clip((sign(x)*log1p(|x|) - mean) / std, -5, 5), "
-                "null -> 0, statistics in numeric_scaling (in that order)",
+                "null -> 0, in the order of numeric_attributes, statistics in numeric_scaling",
                 "time_features (B, T, K) float32: in the order of time_features",
                 "lengths (B,) int64: real events per row, 1..max_len",
             ],

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,9 +131,12 @@ def check_drops(
     rows_kept: int,
     config: IngestConfig,
     where: str,
-    example: str = "",
+    example: Callable[[str], str] = lambda reason: "",
 ) -> None:
-    """Refuse empty input, all rows dropped, or more than ``max_drop_fraction`` dropped."""
+    """Refuse empty input, all rows dropped, or more than ``max_drop_fraction`` dropped.
+
+    ``example(reason)`` describes one offending value; it is only called to raise an error.
+    """
     rows_read = rows_kept + sum(rows_dropped.values())
     if rows_read == 0:
         raise EventSchemaError(f"{where} is empty: no rows to build samples from")
@@ -140,7 +144,7 @@ def check_drops(
     if rows_kept == 0:
         raise EventSchemaError(
             f"{where}: all {rows_read} rows were dropped, mostly for {worst} "
-            f"({rows_dropped[worst]} rows){example}. "
+            f"({rows_dropped[worst]} rows){example(worst)}. "
             "Check the column mapping, timezone/epoch_unit and the date range."
         )
     dropped = rows_read - rows_kept
@@ -148,7 +152,7 @@ def check_drops(
         raise EventSchemaError(
             f"{where}: {dropped} of {rows_read} rows ({dropped / rows_read:.1%}) would be "
             f"dropped, above max_drop_fraction={config.max_drop_fraction}; largest reason "
-            f"{worst} ({rows_dropped[worst]} rows){example}. "
+            f"{worst} ({rows_dropped[worst]} rows){example(worst)}. "
             f"All reasons: {rows_dropped}. Fix the data or mapping, or raise max_drop_fraction."
         )
     if dropped:
@@ -184,7 +188,15 @@ def _opt_out_ids(path: str, mapping: ColumnMapping) -> pl.LazyFrame:
     source = FileEventSource(path)
     frame = source.scan()
     names = frame.collect_schema().names()
-    column = mapping.user_id if mapping.user_id in names else names[0]
+    if mapping.user_id in names:
+        column = mapping.user_id
+    elif len(names) == 1:
+        column = names[0]  # a bare list of ids
+    else:
+        raise EventSchemaError(
+            f"opt-out list {path!r} has no column {mapping.user_id!r} (columns: {names}); "
+            "name the user-id column like the event table's, or keep a single column"
+        )
     return frame.select(pl.col(column).cast(pl.String).alias("user_id")).unique()
 
 
@@ -271,9 +283,9 @@ def validate_events(
             by_reason[reason] = n
     rows_read = rows_kept + sum(by_reason.values())
     if not partial:
-        worst = max(by_reason, key=by_reason.__getitem__)
-        example = _example(raw, canonical, worst, mapping) if rows_kept < rows_read else ""
-        check_drops(by_reason, rows_kept, config, where, example)
+        check_drops(
+            by_reason, rows_kept, config, where, lambda r: _example(raw, canonical, r, mapping)
+        )
     salt = os.environ.get(config.salt_env, "")
     if salt:
         users = kept.select("user_id").unique().collect()["user_id"]

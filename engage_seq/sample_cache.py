@@ -23,7 +23,7 @@ import polars as pl
 
 from engage_seq import __version__
 from engage_seq.build import BuildResult, EventSource, build_in_memory, build_sharded
-from engage_seq.ingest import IngestConfig, salt_fingerprint
+from engage_seq.ingest import FileEventSource, IngestConfig, salt_fingerprint
 from engage_seq.schema import ColumnMapping
 from engage_seq.sequences import CutoffPlan, SamplingConfig, Task
 
@@ -57,10 +57,10 @@ class PreparedSamples:
 
 def _code_fingerprint() -> str:
     """Hash of the modules that decide sample contents: editing them invalidates the cache."""
-    from engage_seq import build, ingest, schema, sequences
+    from engage_seq import build, ingest, schema, sequences, synthetic
 
     digest = hashlib.sha256()
-    for module in (schema, ingest, sequences, build):
+    for module in (schema, ingest, sequences, build, synthetic):
         digest.update(Path(module.__file__ or "").read_bytes())
     return digest.hexdigest()[:16]
 
@@ -82,6 +82,10 @@ def cache_key(
         "task": {"type": type(task).__name__, **asdict(task)},
         "sampling": asdict(sampling),
         "ingest": asdict(ingest),
+        # an edited opt-out list must rebuild: cached samples would still hold those users
+        "opt_out": (
+            FileEventSource(ingest.opt_out_path).fingerprint() if ingest.opt_out_path else None
+        ),
         "salt": salt_fingerprint(ingest),
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()

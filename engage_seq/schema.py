@@ -95,7 +95,7 @@ class ColumnMapping:
 def _epoch_seconds_from_integers(col: pl.Expr, unit: str) -> pl.Expr:
     if unit != "auto":
         return col.cast(pl.Int64) // _EPOCH_DIVISORS[unit]
-    magnitude = col.cast(pl.Int64).abs().max()
+    magnitude = col.cast(pl.Int64).abs()  # per value: one stray ms row cannot shift the rest
     return (
         pl.when(magnitude < 10**11)
         .then(col.cast(pl.Int64))
@@ -143,6 +143,11 @@ def timestamp_to_epoch_seconds(name: str, dtype: pl.DataType, mapping: ColumnMap
     )
 
 
+def _finite(x: pl.Expr) -> pl.Expr:
+    """NaN and ±inf become missing: one of them would otherwise poison the scaling statistics."""
+    return pl.when(x.is_finite()).then(x)
+
+
 def check_columns(schema: pl.Schema, mapping: ColumnMapping, where: str) -> None:
     """Raise EventSchemaError naming every mapped column the table lacks."""
     missing = {role: col for role, col in mapping.required().items() if col not in schema}
@@ -152,6 +157,14 @@ def check_columns(schema: pl.Schema, mapping: ColumnMapping, where: str) -> None
             f"{where} lacks required column(s): {wanted}. Available: {list(schema.names())}. "
             "Set the column mapping (data.columns in the config) to the names your table uses."
         )
+    if mapping.consent is not None:
+        dtype = schema[mapping.consent]
+        if not (dtype == pl.Boolean or dtype.is_integer()):
+            raise EventSchemaError(
+                f"{where}: consent column {mapping.consent!r} has type {dtype}; it must be "
+                "boolean (true = consent given) or 0/1. Convert it, or list opted-out users in "
+                "data.ingest.opt_out_path instead."
+            )
     for column in mapping.numeric:
         dtype = schema[column]
         if not (dtype.is_numeric() or dtype == pl.String or dtype == pl.Boolean):
@@ -204,7 +217,10 @@ def to_canonical(
             pl.col(c).cast(pl.String).fill_null(NO_CHANNEL).alias(f"cat_{c}")
             for c in mapping.categorical
         ],
-        *[pl.col(c).cast(pl.Float64, strict=False).alias(f"num_{c}") for c in mapping.numeric],
+        *[
+            _finite(pl.col(c).cast(pl.Float64, strict=False)).alias(f"num_{c}")
+            for c in mapping.numeric
+        ],
         pl.col(mapping.user_id).is_null().alias("null_user"),
         pl.col(ts_name).is_null().alias("null_timestamp"),
         (pl.col(ts_name).is_not_null() & ts.is_null()).alias("unparseable_timestamp"),

@@ -116,6 +116,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     metadata = {
         "vocabulary": vocabulary.to_dict(),
         "categorical_attributes": vocabulary.attributes,
+        "numeric_attributes": list(prepared.numeric_scaling),  # the order of numeric's last axis
         "numeric_scaling": prepared.numeric_scaling,
         "time_features": list(TIME_FEATURES),
         "feature_definitions": FEATURE_DEFINITIONS,

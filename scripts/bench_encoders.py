@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from engage_seq.data import LengthBucketBatchSampler
-from engage_seq.encoders import gather_last
+from engage_seq.encoders import LSTMEncoder, padding_mask
 from engage_seq.model import EngagementModel
 from engage_seq.schema import to_canonical
 from engage_seq.sequences import HorizonTask, SamplingConfig, build_samples, plan_cutoffs
@@ -61,15 +61,6 @@ class PackedLSTM(nn.Module):
         return h_n[-1]
 
 
-class PaddedLSTM(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(dim, hidden, batch_first=True)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return gather_last(self.lstm(x)[0], lengths)
-
-
 class StockTransformer(nn.Module):
     """nn.TransformerEncoderLayer (dropout also on attention weights), same width/depth."""
 
@@ -82,7 +73,7 @@ class StockTransformer(nn.Module):
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        pad = torch.arange(x.size(1), device=x.device).unsqueeze(0) >= lengths.unsqueeze(1)
+        pad = padding_mask(lengths, x.size(1))
         h = self.layers(self.input(x), src_key_padding_mask=pad)
         h = torch.where(pad.unsqueeze(-1), torch.zeros_like(h), h)
         return h.sum(1) / lengths.unsqueeze(1)
@@ -139,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         batches.append((x, n))
 
     results: dict[str, float] = {}
-    padded = PaddedLSTM(args.dim, args.hidden).to(device)
+    padded = LSTMEncoder(args.dim, args.hidden, num_layers=1, dropout=0.0).to(device)  # shipped
     packed = PackedLSTM(args.dim, args.hidden).to(device)
     packed.load_state_dict(padded.state_dict())
     with torch.no_grad():

@@ -168,3 +168,34 @@ def test_uncoercible_types_are_named() -> None:
     ok = frame.with_columns(pl.lit("2026-03-02").alias("timestamp"))
     with pytest.raises(EventSchemaError, match=r"numeric column 'value' has type List"):
         validated(ok, ColumnMapping(channel=None, numeric=("value",)))
+
+
+def test_epoch_unit_is_decided_per_value() -> None:
+    """One stray millisecond row must not turn the seconds rows into 1970."""
+    frame = pl.DataFrame(
+        {"user_id": ["a", "a", "a"], "timestamp": [T0, (T0 + 60) * 1000, T0 + 120],
+         "event_type": ["x", "y", "z"]}
+    )  # fmt: skip
+    events, _ = validated(frame, ColumnMapping(channel=None))
+    assert events["ts"].to_list() == [T0, T0 + 60, T0 + 120]
+
+
+def test_nan_and_inf_numerics_are_missing_values() -> None:
+    frame = user_table().with_columns(
+        pl.Series("order_value", [float("nan"), 30.5, float("inf"), None, 2.0])
+    )
+    events, _ = validated(frame)
+    assert events["num_order_value"].to_list() == [None, 30.5, None, None, 2.0]
+
+
+def test_string_consent_column_is_refused_clearly() -> None:
+    frame = user_table().with_columns(pl.lit("yes").alias("consent"))
+    mapping = ColumnMapping(**{**MAPPING.__dict__, "consent": "consent"})
+    with pytest.raises(EventSchemaError, match=r"consent column 'consent' has type String"):
+        validated(frame, mapping)
+
+
+def test_opt_out_list_needs_an_identifiable_column(tmp_path: Path) -> None:
+    pl.DataFrame({"id": ["c3"], "reason": ["gdpr"]}).write_csv(tmp_path / "optout.csv")
+    with pytest.raises(EventSchemaError, match=r"no column 'customer'.*\['id', 'reason'\]"):
+        validated(user_table(), opt_out_path=str(tmp_path / "optout.csv"), max_drop_fraction=1.0)

@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from engage_seq.export import load_artifact
 from engage_seq.synthetic import SyntheticEventSource
 
 pytestmark = pytest.mark.slow
@@ -84,6 +85,9 @@ def test_dirty_parquet_trains_with_only_a_data_config(tmp_path: Path) -> None:
 
     # No raw id in any file the run wrote: text, checkpoint, TensorBoard, cache, artifact.
     subprocess.run([str(VENV_BIN / "engage-export"), str(run)], check=True, capture_output=True)
+    _, meta = load_artifact(run / "artifact.pt")
+    assert meta["numeric_attributes"] == ["num_order_value"]
+    assert meta["categorical_attributes"] == ["cat_device"]
     needles = [i.encode() for i in raw_ids] + [b"customer-7f3a9c1e"]
     written = [p for p in [*run.rglob("*"), *(tmp_path / "cache").rglob("*")] if p.is_file()]
     assert any(p.name == "artifact.pt" for p in written)

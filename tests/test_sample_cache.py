@@ -153,3 +153,14 @@ def test_a_split_left_empty_is_named(tiny_source, tmp_path: Path) -> None:
     demanding = SamplingConfig(max_len=16, n_train_cutoffs=2, min_history_events=10_000)
     with pytest.raises(ValueError, match=r"the train split is empty \(cutoffs \["):
         sample_cache.prepare_samples(tiny_source, TASK, demanding, tmp_path)
+
+
+def test_editing_the_opt_out_list_invalidates_the_cache(tiny_source, tmp_path: Path) -> None:
+    from engage_seq.ingest import IngestConfig
+
+    optout = tmp_path / "optout.csv"
+    pl.DataFrame({"user_id": ["u000"]}).write_csv(optout)
+    ingest = IngestConfig(opt_out_path=str(optout))
+    key = sample_cache.cache_key(tiny_source, ColumnMapping(), TASK, SAMPLING, ingest)
+    pl.DataFrame({"user_id": ["u000", "u001", "u002"]}).write_csv(optout)
+    assert sample_cache.cache_key(tiny_source, ColumnMapping(), TASK, SAMPLING, ingest) != key
