@@ -47,8 +47,12 @@ SAMPLE_FILE = "samples-{:05d}.parquet"
 
 
 class EventSource(Protocol):
+    """Anything that yields a raw event table: `scan` it, `describe` it in messages, and
+    `fingerprint` what determines its content (for cache keys)."""
+
     def fingerprint(self) -> dict[str, object]: ...
     def scan(self) -> pl.LazyFrame: ...
+    def describe(self) -> str: ...
 
 
 @dataclass
@@ -59,10 +63,6 @@ class BuildResult:
     report: dict[str, Any]
     samples: pl.DataFrame | None = None  # in-memory builds hand the frame back
     files: list[Path] = field(default_factory=list)
-
-
-def describe(source: EventSource) -> str:
-    return source.describe() if hasattr(source, "describe") else type(source).__name__
 
 
 # --- eligibility and per-split sums (mergeable across shards) ------------------------------
@@ -207,7 +207,7 @@ def build_in_memory(
     out_dir: Path,
 ) -> BuildResult:
     """Validate, plan, fit, build and write one samples file, all in memory."""
-    validated = validate_events(source.scan(), mapping, ingest, describe(source))
+    validated = validate_events(source.scan(), mapping, ingest, source.describe())
     events = validated.events.collect().lazy()  # used three times below: resolve joins once
     assert validated.ts_min is not None and validated.ts_max is not None  # checked by validate
     plan = plan_cutoffs(validated.ts_min, validated.ts_max + 1, task, sampling)
@@ -253,7 +253,7 @@ def build_sharded(
     The temporary shard files hold raw rows (raw ids included) and live only inside
     ``out_dir/_work``, which is removed before this returns, even on error.
     """
-    where = describe(source)
+    where = source.describe()
     raw = source.scan()
     check_columns(raw.collect_schema(), mapping, where)
     work = out_dir / "_work"

@@ -28,6 +28,9 @@ class FrameSource:
     def scan(self) -> pl.LazyFrame:
         return self.frame.lazy()
 
+    def describe(self) -> str:
+        return f"in-memory frame {self.tag!r}"
+
 
 def test_second_prepare_reuses_the_cache(tiny_source, tmp_path: Path, monkeypatch) -> None:
     first = sample_cache.prepare_samples(tiny_source, TASK, SAMPLING, tmp_path)
