@@ -35,6 +35,7 @@ from engage_seq.sequences import (
     count_tokens,
     fit_vocabulary,
     format_instant,
+    next_event_part,
     numeric_moments,
     parse_duration,
     plan_cutoffs,
@@ -74,7 +75,7 @@ def eligibility_rules(task: Task, sampling: SamplingConfig) -> list[tuple[str, p
     if sampling.active_within is not None:
         recent = pl.col("seconds_since_last") <= parse_duration(sampling.active_within)
         rules.append(("inactive", recent))
-    if isinstance(task, NextEventTask):
+    if isinstance(task, NextEventTask):  # a MultiTask keeps them (masked in the loss)
         rules.append(("no_next_event_within_max_gap", pl.col("label_next_event").is_not_null()))
     if sampling.holdout_user_fraction > 0:
         held_out = (pl.col("user_key") % 10_000) < round(sampling.holdout_user_fraction * 10_000)
@@ -105,10 +106,12 @@ def apply_eligibility(
 def split_sums(samples: pl.DataFrame, task: Task) -> dict[str, dict[str, float]]:
     """Per split: samples, users, total history events and label sums (all additive; users
     are additive across shards because a user lives in exactly one shard)."""
-    if isinstance(task, NextEventTask):
-        labels = [pl.col("label_next_hours").sum().alias("hours_to_next_event_sum")]
-    else:
-        labels = [pl.col(c).sum().alias(f"positives/{c[6:]}") for c in task.label_columns]
+    labels = [pl.col(f"label_{t}").sum().alias(f"positives/{t}") for t in task.targets]
+    if next_event_part(task) is not None:
+        labels += [
+            pl.col("label_next_hours").sum().alias("hours_to_next_event_sum"),
+            pl.col("label_next_hours").is_not_null().sum().alias("with_next_event"),
+        ]
     rows = samples.group_by("split").agg(
         pl.len().alias("samples"),
         pl.col("user_key").n_unique().alias("users"),
@@ -158,8 +161,10 @@ def split_report(
                     "undefined. Use a longer horizon, other cutoffs or more data."
                 )
             row[f"positive_rate/{target}"] = positives / n
-        if isinstance(task, NextEventTask):
-            row["mean_hours_to_next_event"] = values["hours_to_next_event_sum"] / n
+        if next_event_part(task) is not None:
+            with_next = values["with_next_event"]
+            row["with_next_event"] = int(with_next)
+            row["mean_hours_to_next_event"] = values["hours_to_next_event_sum"] / max(with_next, 1)
         report[split] = row
     return report
 

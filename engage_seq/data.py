@@ -113,6 +113,32 @@ def _stack(arrays: list[np.ndarray], n: int, width: int, dtype: type) -> np.ndar
     return np.stack(arrays, axis=-1)
 
 
+NO_NEXT_EVENT = -1.0  # next-event class when a sample has none within max_gap (masked)
+
+
+def label_expr(column: str, vocabulary: Vocabulary) -> pl.Expr:
+    """Label column -> float32. The next event type becomes its class: event id - 1, so
+    class 0 is an unknown type and class i is ``vocabulary.tokens["event_type"][i - 1]``;
+    a missing next event becomes -1 and a missing time NaN (both masked in the loss)."""
+    if column == "label_next_event":
+        ids = pl.col(column).replace_strict(
+            vocabulary.ids("event_type"), default=UNKNOWN_ID, return_dtype=pl.Int64
+        )
+        return (
+            pl.when(pl.col(column).is_null())
+            .then(pl.lit(NO_NEXT_EVENT))
+            .otherwise(ids - 1)
+            .cast(pl.Float32)
+            .alias(column)
+        )
+    return pl.col(column).cast(pl.Float32).fill_null(float("nan"))
+
+
+def next_event_classes(vocabulary: Vocabulary) -> list[str]:
+    """Names of the next-event classes, in output order (see `label_expr`)."""
+    return ["<unknown>", *vocabulary.tokens["event_type"]]
+
+
 def encode_samples(
     samples: pl.DataFrame,
     vocabulary: Vocabulary,
@@ -155,7 +181,7 @@ def encode_samples(
     def pad(column: pl.Series, dtype: type) -> np.ndarray:
         return _pad_lists(column, lengths, max_len, dtype)
 
-    labels = samples.select(pl.col(c).cast(pl.Float32) for c in label_columns).to_numpy()
+    labels = samples.select(label_expr(c, vocabulary) for c in label_columns).to_numpy()
     attributes = [pad(ids[c], np.int64) for c in vocabulary.attributes]
     numerics = [pad(scaled[c], np.float32) for c in scaled.columns]
     times = [pad(samples[c], np.float32) for c in TIME_FEATURES]
@@ -175,7 +201,17 @@ class LengthBucketBatchSampler(Sampler[np.ndarray]):
 
     Indices are shuffled, cut into chunks of ``bucket_factor`` batches, sorted by length
     inside each chunk, batched, and the batches shuffled. Deterministic given the seed and
-    epoch. With ``shuffle=False`` batches are simply length-sorted (for evaluation).
+    the epoch, which Lightning sets through `set_epoch` (so a resumed run sees the same order).
+    With ``shuffle=False`` batches are simply length-sorted (for evaluation).
+
+    Distributed: for training every rank builds the same batch list and keeps every
+    ``world_size``-th batch from ``rank`` on, so no sample is seen twice; each rank gets the same
+    number of batches (DDP steps in lockstep), so up to ``world_size - 1`` batches are left out
+    per epoch, different ones each epoch. Evaluation deals samples (not batches) round-robin
+    and keeps every one (metrics are gathered as sums and concatenations, never per step).
+
+    ``skip`` batches at the start of epoch ``skip_epoch`` are left out once: how a run resumed
+    from a mid-epoch checkpoint continues where it stopped instead of replaying the epoch.
     """
 
     def __init__(
@@ -185,34 +221,60 @@ class LengthBucketBatchSampler(Sampler[np.ndarray]):
         shuffle: bool,
         seed: int = 0,
         bucket_factor: int = 50,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.lengths = lengths
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.bucket_factor = bucket_factor
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
+        self.skip = 0
+        self.skip_epoch = -1
 
-    def __len__(self) -> int:
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _n_batches(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        n = len(self.lengths)
-        if not self.shuffle:
-            order = np.argsort(self.lengths, kind="stable")
-            yield from np.array_split(order, len(self))
-            return
+    def __len__(self) -> int:
+        # The full epoch even when resuming: Lightning counts the skipped batches as done.
+        if self.shuffle:
+            return self._n_batches() // self.world_size
+        return -(-len(self._eval_indices()) // self.batch_size)
+
+    def _eval_indices(self) -> np.ndarray:
+        """This rank's samples for evaluation: every world_size-th by length, so each rank
+        gets at least one batch whenever there are at least world_size samples."""
+        return np.argsort(self.lengths, kind="stable")[self.rank :: self.world_size]
+
+    def _all_batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng((self.seed, self.epoch))
-        self.epoch += 1
-        perm = rng.permutation(n)
+        perm = rng.permutation(len(self.lengths))
         chunk = self.batch_size * self.bucket_factor
         batches: list[np.ndarray] = []
-        for start in range(0, n, chunk):
+        for start in range(0, perm.size, chunk):
             part = perm[start : start + chunk]
             part = part[np.argsort(self.lengths[part], kind="stable")]
             batches.extend(np.split(part, range(self.batch_size, part.size, self.batch_size)))
-        for i in rng.permutation(len(batches)):
-            yield batches[i]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if not self.shuffle:
+            order = self._eval_indices()
+            yield from np.array_split(order, len(self)) if order.size else []
+            return
+        batches = self._all_batches()[self.rank :: self.world_size][: len(self)]
+        if self.epoch == self.skip_epoch:
+            batches = batches[self.skip :]
+            self.skip, self.skip_epoch = 0, -1
+        yield from batches
 
 
 class _BatchDataset(Dataset[Batch]):
@@ -229,7 +291,12 @@ class _BatchDataset(Dataset[Batch]):
 
 
 class EventDataModule(L.LightningDataModule):
-    """Serves pre-encoded splits; build it from `encode_samples` output (no Hydra needed)."""
+    """Serves pre-encoded splits; build it from `encode_samples` output (no Hydra needed).
+
+    Each loader shards its batches by the trainer's rank (see `LengthBucketBatchSampler`), so
+    run the Trainer with ``use_distributed_sampler=False``. Its ``state_dict`` records how far
+    the current training epoch got, so a mid-epoch checkpoint resumes exactly there.
+    """
 
     def __init__(
         self,
@@ -245,11 +312,29 @@ class EventDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches already done)
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader[Batch]:
         encoded = self.splits[split]
         size = self.batch_size if shuffle else self.eval_batch_size
-        sampler = LengthBucketBatchSampler(encoded.lengths, size, shuffle, self.seed)
+        rank, world_size = self._rank()
+        sampler = LengthBucketBatchSampler(
+            encoded.lengths, size, shuffle, self.seed, rank=rank, world_size=world_size
+        )
+        trainer = getattr(self, "trainer", None)
+        if shuffle and trainer is not None:
+            # Lightning draws the first batch before its first set_epoch call, so a resumed
+            # run must start from the restored epoch here.
+            sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
+        if shuffle and self._resume_at is not None:
+            sampler.skip_epoch, sampler.skip = self._resume_at
+            self._resume_at = None
         # Batches are already tensors; worker processes would only add IPC on 2 cores.
         return DataLoader(_BatchDataset(encoded), sampler=sampler, batch_size=None)
 
@@ -261,3 +346,16 @@ class EventDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader[Batch]:
         return self._loader("test", shuffle=False)
+
+    def state_dict(self) -> dict[str, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        loop = trainer.fit_loop
+        # At a mid-epoch save (on_train_batch_end) the current batch counts as processed.
+        done = loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": loop.epoch_progress.current.processed, "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        if state_dict:
+            self._resume_at = (int(state_dict["epoch"]), int(state_dict["batches_done"]))

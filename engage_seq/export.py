@@ -145,7 +145,7 @@ def export_artifact(run: str | Path, out: str | Path, atol: float = 1e-5) -> Exp
             f"no parity reference {golden_path}; export needs the run folder written by "
             "engage-train (it records test inputs and the Lightning predictions there)"
         )
-    output_names = list(meta["target_names"])
+    output_names = list(meta.get("output_names", meta["target_names"]))
     eager = ProbabilityModel(model, output_names).eval()
     metrics_path = run_dir / "metrics.json"
     metadata = {
@@ -164,10 +164,12 @@ def export_artifact(run: str | Path, out: str | Path, atol: float = 1e-5) -> Exp
                 "time_features (B, T, K) float32: in the order of time_features",
                 "lengths (B,) int64: real events per row, 1..max_len",
             ],
-            "returns": "(B, n_outputs) float32 probabilities, columns as output_names",
+            "returns": "(B, n_outputs) float32 probabilities, columns as output_names: "
+            "horizon targets are independent sigmoids; next_event/<type> columns are one "
+            "softmax (they sum to 1)",
         },
         "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else {},
-        **{k: v for k, v in meta.items() if k != "target_names"},
+        **{k: v for k, v in meta.items() if k not in ("target_names", "output_names")},
     }
     golden = torch.load(golden_path, map_location="cpu", weights_only=True)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import polars as pl
@@ -170,7 +170,50 @@ class NextEventTask:
         ]
 
 
-Task = HorizonTask | NextEventTask
+@dataclass(frozen=True)
+class MultiTask:
+    """Both heads on one encoder: horizon labels plus, where one exists, the next event.
+
+    Unlike `NextEventTask` alone, samples without a next event within ``max_gap`` are kept
+    (their next-event label is null and masked out of that head's loss), so the horizon
+    head sees exactly the population it would see on its own.
+    """
+
+    horizon: HorizonTask = field(default_factory=HorizonTask)
+    next_event: NextEventTask = field(default_factory=NextEventTask)
+    name: str = "multitask"
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.horizon.targets
+
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        return (*self.horizon.label_columns, *self.next_event.label_columns)
+
+    @property
+    def label_window_seconds(self) -> int:
+        return max(self.horizon.label_window_seconds, self.next_event.label_window_seconds)
+
+    def label_exprs(self, cutoff: int) -> list[pl.Expr]:
+        return [*self.horizon.label_exprs(cutoff), *self.next_event.label_exprs(cutoff)]
+
+
+Task = HorizonTask | NextEventTask | MultiTask
+
+
+def horizon_part(task: Task) -> HorizonTask | None:
+    """The horizon (propensity) part of a task, if it has one."""
+    if isinstance(task, MultiTask):
+        return task.horizon
+    return task if isinstance(task, HorizonTask) else None
+
+
+def next_event_part(task: Task) -> NextEventTask | None:
+    """The next-event part of a task, if it has one."""
+    if isinstance(task, MultiTask):
+        return task.next_event
+    return task if isinstance(task, NextEventTask) else None
 
 
 @dataclass(frozen=True)

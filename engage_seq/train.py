@@ -18,20 +18,35 @@ from typing import Any
 import hydra
 import lightning as L
 import numpy as np
+import polars as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
-from engage_seq.data import EncodedSamples, EventDataModule, Vocabulary, encode_samples
+from engage_seq.data import (
+    EncodedSamples,
+    EventDataModule,
+    Vocabulary,
+    encode_samples,
+    label_expr,
+    next_event_classes,
+)
 from engage_seq.io import write_json_atomic, write_text_atomic
+from engage_seq.metrics import score_probabilities
 from engage_seq.model import MODEL_INPUTS
 from engage_seq.module import EngagementLitModule, metric_mode
 from engage_seq.sample_cache import prepare_samples
-from engage_seq.sequences import FEATURE_DEFINITIONS, SPLITS, TIME_FEATURES, HorizonTask
+from engage_seq.sequences import (
+    FEATURE_DEFINITIONS,
+    SPLITS,
+    TIME_FEATURES,
+    Task,
+    horizon_part,
+    next_event_part,
+)
 
 log = logging.getLogger(__name__)
 GOLDEN_BATCH_SIZE = 256
@@ -58,37 +73,94 @@ def resolve_precision(precision: str | int) -> str | int:
     return "32-true"
 
 
-def _golden_loader(encoded: EncodedSamples) -> DataLoader[Any]:
-    indices = np.arange(min(GOLDEN_BATCH_SIZE, len(encoded)))
-    return DataLoader([encoded.batch(indices)], batch_size=None)
+def main_metric(task: Task) -> str:
+    """The validation metric that selects checkpoints when ``monitor: auto``."""
+    return "val/auroc" if horizon_part(task) is not None else "val/nll"
+
+
+def output_names(task: Task, vocabulary: Vocabulary) -> list[str]:
+    """Artifact columns: horizon targets, then ``next_event/<type>`` per next-event class."""
+    names = list(task.targets)
+    if next_event_part(task) is not None:
+        names += [f"next_event/{c}" for c in next_event_classes(vocabulary)]
+    return names
+
+
+def _selected(cfg: DictConfig, key: str, task: Task) -> str:
+    name = cfg[key]
+    return main_metric(task) if name == "auto" else str(name)
+
+
+def _is_baseline(cfg: DictConfig) -> bool:
+    return str(cfg.model.get("_target_", "")).startswith("engage_seq.baselines.")
+
+
+class ResumeCheckpoint(Callback):
+    """Writes ``checkpoints/resume.ckpt`` every ``every_n_steps`` optimizer steps and at the end
+    of every epoch (after validation), atomically: a kill mid-write leaves the previous one.
+
+    ``engage-train ... resume=true`` (same ``hydra.run.dir``) continues from it, mid-epoch
+    included (the data module skips the batches already done).
+    """
+
+    def __init__(self, path: Path, every_n_steps: int) -> None:
+        self.path = path
+        self.every_n_steps = every_n_steps
+
+    def _save(self, trainer: L.Trainer) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)  # writes on rank 0 only, with a barrier
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("resume_checkpoint")
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
+            if trainer.fit_loop.epoch_loop._should_accumulate():
+                return  # mid-accumulation: the optimizer state would not match the step
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer)
+
+
+def _prepare(cfg: DictConfig, run_dir: Path, task: Task) -> tuple[Any, Any, Vocabulary]:
+    source = instantiate(cfg.data.source)
+    sampling = instantiate(cfg.data.sampling)
+    mapping = instantiate(cfg.data.columns)
+    ingest = instantiate(cfg.data.ingest)
+    prepared = prepare_samples(source, task, sampling, cfg.cache_dir, mapping, ingest)
+    if _is_zero_rank():
+        write_json_atomic(run_dir / "data_report.json", prepared.report)
+    return prepared, sampling, Vocabulary.from_lists(prepared.vocabulary)
+
+
+def _is_zero_rank() -> bool:
+    """True outside DDP and on global rank 0 (the launcher sets RANK for the others)."""
+    return int(os.environ.get("RANK", os.environ.get("GLOBAL_RANK", "0"))) == 0
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     """Build (or reuse) samples, fit, evaluate the best checkpoint on val and test."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    monitor_mode = metric_mode(cfg.monitor)  # fail before any work on a bad metric name
-    metric_mode(cfg.optimized_metric)
     started = time.perf_counter()
+    task = instantiate(cfg.task)
+    monitor = _selected(cfg, "monitor", task)
+    monitor_mode = metric_mode(monitor)  # fail before any work on a bad metric name
+    metric_mode(_selected(cfg, "optimized_metric", task))
+    if _is_zero_rank():
+        write_text_atomic(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-    source = instantiate(cfg.data.source)
-    sampling = instantiate(cfg.data.sampling)
-    mapping = instantiate(cfg.data.columns)
-    ingest = instantiate(cfg.data.ingest)
-    task = instantiate(cfg.task)
-    if not isinstance(task, HorizonTask):
-        raise ValueError(
-            f"engage-train trains horizon tasks for now; {type(task).__name__} samples are built "
-            "by engage_seq.sample_cache.prepare_samples (the next-event head is planned)"
-        )
-    prepared = prepare_samples(source, task, sampling, cfg.cache_dir, mapping, ingest)
-    write_json_atomic(run_dir / "data_report.json", prepared.report)
+    prepared, sampling, vocabulary = _prepare(cfg, run_dir, task)
+    if _is_baseline(cfg):
+        return _train_baseline(cfg, run_dir, task, prepared, vocabulary, started)
     prepare_seconds = time.perf_counter() - started
-    vocabulary = Vocabulary.from_lists(prepared.vocabulary)
     encoded = {
         split: encode_samples(
             prepared.split(split),
@@ -102,7 +174,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     datamodule = EventDataModule(
         **encoded, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, seed=cfg.seed
     )
-
+    next_event = next_event_part(task)
     model = instantiate(
         cfg.model,
         n_event_ids=vocabulary.n_event_ids,
@@ -111,47 +183,38 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         n_numeric=len(prepared.numeric_scaling),
         n_time_features=len(TIME_FEATURES),
         n_outputs=len(task.targets),
+        n_next_classes=len(next_event_classes(vocabulary)) if next_event is not None else 0,
         max_len=sampling.max_len,
     )
     metadata = {
-        "vocabulary": vocabulary.to_dict(),
-        "categorical_attributes": vocabulary.attributes,
-        "numeric_attributes": list(prepared.numeric_scaling),  # the order of numeric's last axis
-        "numeric_scaling": prepared.numeric_scaling,
-        "time_features": list(TIME_FEATURES),
-        "feature_definitions": FEATURE_DEFINITIONS,
-        "max_len": sampling.max_len,
-        "padding": "right",
-        "truncation": "keep_most_recent",
-        "task": {
-            "type": "horizon",
-            "name": task.name,
-            "targets": list(task.targets),
-            "horizon": task.horizon,
-            "horizon_seconds": task.horizon_seconds,
-        },
-        "cutoffs": prepared.plan.to_dict(),
-        "data_fingerprint": prepared.cache_dir.name,
+        **_data_metadata(task, prepared, vocabulary, sampling.max_len),
+        "output_names": output_names(task, vocabulary),
     }
     module = EngagementLitModule(
         model,
         target_names=list(task.targets),
-        lr=cfg.optim.lr,
-        weight_decay=cfg.optim.weight_decay,
         unknown_token_rate=cfg.unknown_token_rate,
         metadata=metadata,
+        seed=cfg.seed,
+        **cfg.optim,
+        **cfg.loss,
     )
 
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
-        monitor=cfg.monitor,
+        monitor=monitor,
         mode=monitor_mode,
         save_top_k=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    early_stopping = EarlyStopping(monitor=cfg.monitor, mode=monitor_mode, patience=cfg.patience)
+    resume_path = run_dir / "checkpoints" / "resume.ckpt"
+    callbacks = [
+        checkpoint,
+        EarlyStopping(monitor=monitor, mode=monitor_mode, patience=cfg.patience),
+        ResumeCheckpoint(resume_path, cfg.checkpoint_every_n_steps),
+    ]
     logger = TensorBoardLogger(
         save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False
     )
@@ -159,63 +222,193 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=logger,
-        callbacks=[checkpoint, early_stopping],
+        callbacks=callbacks,
         precision=resolve_precision(cfg.trainer.precision),
+        use_distributed_sampler=False,  # EventDataModule shards batches by rank itself
     )
+    ckpt_path = None
+    if cfg.resume:
+        if resume_path.is_file():
+            ckpt_path = str(resume_path)
+            log.info("resuming from %s", resume_path)
+        else:
+            log.info("resume=true but %s does not exist: starting from scratch", resume_path)
     fit_started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - fit_started
-
-    # Report val/test of the best checkpoint in fp32 whatever the training precision, so the
-    # figures describe the exported (fp32) model rather than its bf16-autocast twin.
-    evaluator = L.Trainer(
-        accelerator=cfg.trainer.accelerator,
-        devices=1,
-        precision="32-true",
-        logger=logger,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-    module.load_state_dict(best["state_dict"])
-    evaluator.validate(module, datamodule=datamodule, verbose=False)
-    evaluator.test(module, datamodule=datamodule, verbose=False)
-    metrics: dict[str, float] = dict(module.last_metrics)
+    metrics = _evaluate_best(cfg, trainer, module, datamodule, checkpoint.best_model_path)
     metrics.update(
         {
             "train/n_samples": float(len(encoded["train"])),
             "train/epochs": float(trainer.current_epoch),
-            "train/best_epoch": float(best.get("epoch", -1)),
+            "train/steps": float(trainer.global_step),
+            "train/best_epoch": float(
+                torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True).get(
+                    "epoch", -1
+                )
+            ),
             "train/fit_seconds": round(fit_seconds, 2),
+            "train/world_size": float(trainer.world_size),
+            "data/prepare_seconds": round(prepare_seconds, 2),
+        }
+    )
+    if trainer.is_global_zero:
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        _write_golden_batch(module, encoded["test"], run_dir / "golden_batch.pt")
+        logger.log_hyperparams(_flat_hparams(cfg), metrics=dict(metrics))
+        log.info("metrics: %s", json.dumps(metrics, indent=1))
+    return metrics
+
+
+def _data_metadata(
+    task: Task, prepared: Any, vocabulary: Vocabulary, max_len: int
+) -> dict[str, Any]:
+    """What serving needs to rebuild inputs, and what the run was trained on."""
+    horizon, next_event = horizon_part(task), next_event_part(task)
+    return {
+        "vocabulary": vocabulary.to_dict(),
+        "categorical_attributes": vocabulary.attributes,
+        "numeric_attributes": list(prepared.numeric_scaling),  # the order of numeric's last axis
+        "numeric_scaling": prepared.numeric_scaling,
+        "time_features": list(TIME_FEATURES),
+        "feature_definitions": FEATURE_DEFINITIONS,
+        "max_len": max_len,
+        "padding": "right",
+        "truncation": "keep_most_recent",
+        "task": {
+            "type": type(task).__name__,
+            "name": task.name,
+            "targets": list(task.targets),
+            "horizon": horizon.horizon if horizon else None,
+            "horizon_seconds": horizon.horizon_seconds if horizon else None,
+            "next_event_max_gap": next_event.max_gap if next_event else None,
+            "next_event_classes": next_event_classes(vocabulary) if next_event else [],
+        },
+        "cutoffs": prepared.plan.to_dict(),
+        "data_fingerprint": prepared.cache_dir.name,
+    }
+
+
+def _evaluate_best(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: EngagementLitModule,
+    datamodule: EventDataModule,
+    best_path: str,
+) -> dict[str, float]:
+    """Val/test metrics of the best checkpoint.
+
+    On one device they are computed in fp32 whatever the training precision, so the figures
+    describe the exported (fp32) model rather than its bf16-autocast twin. Under DDP the
+    training trainer evaluates (its precision), every rank scoring its own share of batches and
+    the metric states gathered across ranks.
+    """
+    if trainer.world_size > 1:
+        trainer.validate(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+        return dict(module.last_metrics)
+    evaluator = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        precision="32-true",
+        logger=trainer.logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(best["state_dict"])
+    evaluator.validate(module, datamodule=datamodule, verbose=False)
+    evaluator.test(module, datamodule=datamodule, verbose=False)
+    return dict(module.last_metrics)
+
+
+def _write_golden_batch(module: EngagementLitModule, test: EncodedSamples, path: Path) -> None:
+    """Parity reference for export: the module's predictions for the first test samples, on
+    CPU in fp32 whatever the training device and precision, because that is how the artifact
+    is served (a bf16-trained GPU run would otherwise fail the 1e-5 parity check)."""
+    batch = test.batch(np.arange(min(GOLDEN_BATCH_SIZE, len(test))))
+    module = module.cpu().float().eval()
+    with torch.inference_mode():
+        probabilities = module.predict_step(batch, 0)
+    torch.save(
+        {
+            **dict(zip(MODEL_INPUTS, batch[:-1], strict=True)),
+            "probabilities": probabilities.float(),
+        },
+        path,
+    )
+
+
+def _train_baseline(
+    cfg: DictConfig,
+    run_dir: Path,
+    task: Task,
+    prepared: Any,
+    vocabulary: Vocabulary,
+    started: float,
+) -> dict[str, float]:
+    """Fit a practitioner's baseline on the same samples and score it with the same metrics."""
+    baseline = instantiate(cfg.model)
+    splits = {split: prepared.split(split) for split in SPLITS}
+    prepare_seconds = time.perf_counter() - started
+    fit_started = time.perf_counter()
+    metrics = fit_and_score_baseline(baseline, task, splits, vocabulary)
+    metrics.update(
+        {
+            "train/n_samples": float(splits["train"].height),
+            "train/fit_seconds": round(time.perf_counter() - fit_started, 2),
             "data/prepare_seconds": round(prepare_seconds, 2),
         }
     )
     write_json_atomic(run_dir / "metrics.json", metrics)
-
-    # Parity reference for export: Lightning predictions of the best checkpoint, made on CPU
-    # in fp32 whatever the training device and precision, because that is how the artifact
-    # is served (a bf16-trained GPU run would otherwise fail the 1e-5 parity check).
-    golden = _golden_loader(encoded["test"])
-    reference = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        precision="32-true",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    write_json_atomic(run_dir / "baseline.json", baseline.to_dict())
+    logger = TensorBoardLogger(
+        save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False
     )
-    (probabilities,) = reference.predict(module, dataloaders=golden)
-    inputs = next(iter(golden))[:-1]
-    torch.save(
-        {
-            **dict(zip(MODEL_INPUTS, inputs, strict=True)),
-            "probabilities": probabilities.float(),
-        },
-        run_dir / "golden_batch.pt",
-    )
-    write_text_atomic(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    logger.log_hyperparams(_flat_hparams(cfg), metrics={k: v for k, v in metrics.items()})
+    logger.log_hyperparams(_flat_hparams(cfg), metrics=dict(metrics))
+    logger.finalize("success")
     log.info("metrics: %s", json.dumps(metrics, indent=1))
+    return metrics
+
+
+def fit_and_score_baseline(
+    baseline: Any, task: Task, splits: dict[str, pl.DataFrame], vocabulary: Vocabulary
+) -> dict[str, float]:
+    """Fit a baseline on ``splits["train"]`` (validation for early stopping where it has it)
+    and return ``split/metric`` for val and test, scored like the neural models."""
+    horizon, next_event = horizon_part(task), next_event_part(task)
+    if baseline.task_type == "horizon":
+        if horizon is None:
+            raise ValueError(
+                f"{type(baseline).__name__} predicts horizon targets; task {task.name!r} has "
+                "none (use model=markov or model=most_frequent)"
+            )
+        baseline.fit(splits["train"], splits["val"], horizon.label_columns)
+    else:
+        if next_event is None:
+            raise ValueError(
+                f"{type(baseline).__name__} predicts the next event; task {task.name!r} has "
+                "no next-event part (use model=rfm_logreg or model=gbm)"
+            )
+        event_types = vocabulary.tokens["event_type"]
+        baseline.fit(splits["train"], splits["val"], ("label_next_event",), event_types=event_types)
+    metrics: dict[str, float] = {}
+    for split in ("val", "test"):
+        frame = splits[split]
+        probs = torch.from_numpy(np.asarray(baseline.predict_proba(frame), dtype=np.float64))
+        if baseline.task_type == "horizon":
+            assert horizon is not None
+            labels = torch.from_numpy(
+                frame.select(pl.col(c).cast(pl.Float64) for c in horizon.label_columns).to_numpy()
+            )
+            values = score_probabilities(list(task.targets), probs, labels)
+        else:
+            classes = torch.from_numpy(
+                frame.select(label_expr("label_next_event", vocabulary)).to_series().to_numpy()
+            ).long()
+            keep = classes >= 0
+            values = score_probabilities([], next_probs=probs[keep], next_classes=classes[keep])
+        metrics.update({f"{split}/{k}": v for k, v in values.items()})
     return metrics
 
 
@@ -239,7 +432,7 @@ def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 def _hydra_main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = train(cfg, run_dir)
-    return metrics[cfg.optimized_metric]
+    return metrics[_selected(cfg, "optimized_metric", instantiate(cfg.task))]
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from engage_seq.data import LengthBucketBatchSampler
-from engage_seq.encoders import LSTMEncoder, padding_mask
+from engage_seq.encoders import RecurrentEncoder, padding_mask
 from engage_seq.model import EngagementModel
 from engage_seq.schema import to_canonical
 from engage_seq.sequences import HorizonTask, SamplingConfig, build_samples, plan_cutoffs
@@ -51,13 +51,13 @@ class PackedLSTM(nn.Module):
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(dim, hidden, batch_first=True)
+        self.rnn = nn.LSTM(dim, hidden, batch_first=True)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         packed = nn.utils.rnn.pack_padded_sequence(
             x, lengths.cpu(), batch_first=True, enforce_sorted=False
         )
-        _, (h_n, _) = self.lstm(packed)
+        _, (h_n, _) = self.rnn(packed)
         return h_n[-1]
 
 
@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         batches.append((x, n))
 
     results: dict[str, float] = {}
-    padded = LSTMEncoder(args.dim, args.hidden, num_layers=1, dropout=0.0).to(device)  # shipped
+    padded = RecurrentEncoder(args.dim, args.hidden, num_layers=1, dropout=0.0).to(
+        device
+    )  # shipped
     packed = PackedLSTM(args.dim, args.hidden).to(device)
     packed.load_state_dict(padded.state_dict())
     with torch.no_grad():

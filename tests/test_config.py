@@ -9,8 +9,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from engage_seq.baselines import BASELINES
 from engage_seq.model import EngagementModel
-from engage_seq.train import CONF_DIR
+from engage_seq.module import metric_mode
+from engage_seq.sequences import next_event_part
+from engage_seq.train import CONF_DIR, _selected
 
 GROUPS = sorted(str(p.relative_to(CONF_DIR)) for p in Path(CONF_DIR).rglob("*") if p.is_dir())
 CHOICES = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))]
@@ -35,15 +38,22 @@ def test_group_option_composes_and_instantiates(group: str, choice: str) -> None
     instantiate(cfg.data.ingest)
     sampling = instantiate(cfg.data.sampling)
     task = instantiate(cfg.task)
-    model = instantiate(
-        cfg.model,
-        n_event_ids=10,
-        n_channel_ids=6,
-        n_time_features=6,
-        n_outputs=len(task.targets),
-        max_len=sampling.max_len,
-    )
-    assert isinstance(model, EngagementModel)
+    if str(cfg.model._target_).startswith("engage_seq.baselines."):
+        model = instantiate(cfg.model)
+        assert type(model) in BASELINES.values()
+    else:
+        has_next = next_event_part(task) is not None
+        model = instantiate(
+            cfg.model,
+            n_event_ids=10,
+            n_channel_ids=6,
+            n_time_features=6,
+            n_outputs=len(task.targets),
+            n_next_classes=9 if has_next else 0,
+            max_len=sampling.max_len,
+        )
+        assert isinstance(model, EngagementModel)
     trainer = instantiate(cfg.trainer, precision="32-true", logger=False)
     assert isinstance(trainer, L.Trainer)
-    assert cfg.optimized_metric.startswith("val/")
+    assert cfg.optimized_metric == "auto" or cfg.optimized_metric.startswith("val/")
+    metric_mode(_selected(cfg, "monitor", task))

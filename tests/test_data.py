@@ -81,10 +81,43 @@ def test_bucket_sampler_covers_every_index_once_and_is_seeded() -> None:
     assert len(first) == len(sampler)
     again = LengthBucketBatchSampler(lengths, batch_size=32, shuffle=True, seed=5, bucket_factor=4)
     assert [b.tolist() for b in again] == first
+    assert [b.tolist() for b in sampler] == first  # same epoch: same order
+    sampler.set_epoch(1)
     assert [b.tolist() for b in sampler] != first  # next epoch: a new order
     # bucketing: within-batch length spread is far below the global spread
     spread = np.mean([np.ptp(lengths[b]) for b in first])
     assert spread < 0.5 * np.ptp(lengths)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_ranks_split_batches_without_duplicates(shuffle: bool) -> None:
+    lengths = np.random.default_rng(1).integers(1, 64, size=1003)  # 32 batches of 32 (last 11)
+    ranks = [
+        LengthBucketBatchSampler(lengths, 32, shuffle, seed=3, rank=r, world_size=3)
+        for r in range(3)
+    ]
+    per_rank = [[i for b in sampler for i in b.tolist()] for sampler in ranks]
+    seen = [i for indices in per_rank for i in indices]
+    assert len(seen) == len(set(seen))  # no sample on two ranks
+    counts = [len(list(sampler)) for sampler in ranks]
+    assert counts == [len(sampler) for sampler in ranks]
+    if shuffle:  # DDP steps in lockstep: equal batch counts, at most world_size-1 left out
+        assert counts == [10, 10, 10]
+    else:  # evaluation keeps everything
+        assert sorted(seen) == list(range(1003))
+
+
+def test_resume_skips_the_batches_already_done_once() -> None:
+    lengths = np.random.default_rng(2).integers(1, 64, size=500)
+    full = LengthBucketBatchSampler(lengths, 50, True, seed=4)
+    full.set_epoch(2)
+    expected = [b.tolist() for b in full]
+    resumed = LengthBucketBatchSampler(lengths, 50, True, seed=4)
+    resumed.set_epoch(2)
+    resumed.skip_epoch, resumed.skip = 2, 3
+    assert len(resumed) == len(full)  # Lightning counts the skipped batches as done
+    assert [b.tolist() for b in resumed] == expected[3:]
+    assert [b.tolist() for b in resumed] == expected  # only once
 
 
 def test_eval_loader_is_length_sorted_and_complete() -> None:

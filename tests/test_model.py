@@ -39,6 +39,11 @@ ENCODERS = [
     ("lstm", {"num_layers": 2, "attribute_sizes": [], "n_numeric": 0}),
     ("transformer", {}),
     ("transformer", {"pool": "last", "hidden": 32, "num_heads": 2}),
+    ("transformer", {"pool": "cls", "positions": "time"}),
+    ("transformer", {"pool": "last", "causal": True, "time_encoding": "linear"}),
+    ("gru", {"num_layers": 2}),
+    ("lstm", {"n_outputs": 0, "n_next_classes": 9, "time_to_next": True}),
+    ("transformer", {"n_next_classes": 9}),
 ]
 
 
@@ -46,7 +51,9 @@ ENCODERS = [
 def test_output_shape_and_gradients(encoder, kwargs) -> None:
     model = make_model(encoder, **kwargs).train()
     logits = model(*make_batch([3, 1, 7]))
-    assert logits.shape == (3, 2)
+    n_next = kwargs.get("n_next_classes", 0)
+    width = kwargs.get("n_outputs", 2) + n_next + 2 * kwargs.get("time_to_next", False)
+    assert logits.shape == (3, width)
     logits.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
@@ -83,20 +90,33 @@ def test_sequence_order_matters() -> None:
 
 @pytest.mark.parametrize(("encoder", "kwargs"), ENCODERS)
 def test_scripted_module_matches_eager(encoder, kwargs) -> None:
-    eager = ProbabilityModel(make_model(encoder, **kwargs), ["purchase", "click"]).eval()
+    model = make_model(encoder, **kwargs)
+    names = [f"out{i}" for i in range(model.n_outputs + model.n_next_classes)]
+    eager = ProbabilityModel(model, names).eval()
     with quiet_jit_deprecation():
         scripted = torch.jit.script(eager)
     batch = make_batch([5, 2, 12])
     with torch.no_grad():
         probs = eager(*batch)
         assert torch.allclose(scripted(*batch), probs, atol=1e-6)
-    assert scripted.output_names() == ["purchase", "click"]
+    assert scripted.output_names() == names
     assert ((probs > 0) & (probs < 1)).all()
+    if model.n_next_classes:  # one softmax over the next-event columns
+        next_probs = probs[:, model.n_outputs :]
+        assert torch.allclose(next_probs.sum(1), torch.ones(3), atol=1e-6)
 
 
 def test_bad_configuration_is_refused() -> None:
     with pytest.raises(ValueError, match="encoder"):
-        make_model("gru")
+        make_model("rnn")
+    with pytest.raises(ValueError, match="causal"):
+        make_model("transformer", pool="cls", causal=True)
+    with pytest.raises(ValueError, match="positions"):
+        make_model("transformer", positions="sinusoid")
+    with pytest.raises(ValueError, match="head"):
+        make_model("lstm", n_outputs=0)
+    with pytest.raises(ValueError, match="time_to_next"):
+        make_model("lstm", time_to_next=True)
     with pytest.raises(ValueError, match="divisible"):
         make_model("transformer", hidden=30, num_heads=4)
     with pytest.raises(ValueError, match="pool"):

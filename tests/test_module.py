@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
 from engage_seq.model import EngagementModel
-from engage_seq.module import EngagementLitModule, _SplitMetrics, metric_mode
+from engage_seq.module import EngagementLitModule, metric_mode, warmup_cosine
 
 
 def test_metric_mode_knows_the_direction_and_refuses_unknown_names() -> None:
     assert metric_mode("val/auroc") == "max"
     assert metric_mode("val/logloss") == "min"
     assert metric_mode("val/brier") == "min"
-    for bad in ("val/loss", "test/auroc", "auroc", "val/accuracy"):
+    assert metric_mode("val/accuracy") == "max"
+    assert metric_mode("val/nll") == "min"
+    for bad in ("val/loss", "test/auroc", "auroc", "val/n_samples"):
         with pytest.raises(ValueError, match="val/auroc"):
             metric_mode(bad)
 
@@ -33,20 +37,33 @@ def test_unknown_token_replacement_touches_only_real_tokens() -> None:
     assert module._with_unknown_tokens(batch)[0] is events
 
 
-def test_split_metrics_match_hand_computation() -> None:
-    metrics = _SplitMetrics(n_targets=2)
-    logits = torch.tensor([[2.0, -1.0], [-2.0, 0.5], [0.0, 1.0], [1.0, -3.0]])
-    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
-    metrics.update(logits[:2], labels[:2])
-    metrics.update(logits[2:], labels[2:])
-    out = metrics.compute(["a", "b"])
-    probs = torch.sigmoid(logits)
-    bce = torch.nn.functional.binary_cross_entropy(probs, labels, reduction="none").mean(0)
-    assert out["n_samples"] == 4
-    assert out["logloss/a"] == pytest.approx(float(bce[0]), rel=1e-5)
-    assert out["brier/b"] == pytest.approx(float(((probs - labels) ** 2).mean(0)[1]), rel=1e-5)
-    assert out["positive_rate"] == pytest.approx(0.5)
-    # target a: positives scored 0.88 and 0.5, negatives 0.12 and 0.73 -> 3 of 4 pairs ordered
-    assert out["auroc/a"] == pytest.approx(0.75)
-    assert out["auroc/b"] == pytest.approx(1.0)
-    assert out["auroc"] == pytest.approx(0.875)
+def test_warmup_then_cosine_schedule() -> None:
+    values = [warmup_cosine(step, warmup_steps=4, total_steps=104, min_ratio=0.1) for step in
+              range(105)]  # fmt: skip
+    assert values[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert values[54] == pytest.approx(0.55)  # half way through the decay
+    assert values[104] == pytest.approx(0.1)
+    assert all(a >= b for a, b in itertools.pairwise(values[3:]))
+
+
+def test_multitask_loss_masks_samples_without_a_next_event() -> None:
+    torch.manual_seed(0)
+    model = EngagementModel(10, 6, 6, 1, max_len=8, n_next_classes=9, time_to_next=True)
+    module = EngagementLitModule(model, ["purchase"])
+    raw = torch.randn(3, 1 + 9 + 2)
+    # labels: purchase, next class (-1 = none), hours (NaN when none)
+    labels = torch.tensor([[1.0, 3.0, 2.5], [0.0, -1.0, float("nan")], [0.0, 0.0, 0.1]])
+    losses = module.loss(raw, labels)
+    keep = torch.tensor([0, 2])
+    expected_ce = torch.nn.functional.cross_entropy(raw[keep, 1:10], torch.tensor([3, 0]))
+    assert losses["next_event"] == pytest.approx(float(expected_ce), rel=1e-5)
+    expected_bce = torch.nn.functional.binary_cross_entropy_with_logits(raw[:, :1], labels[:, :1])
+    assert losses["horizon"] == pytest.approx(float(expected_bce), rel=1e-5)
+    assert torch.isfinite(losses["time"]) and torch.isfinite(losses["loss"])
+    weighted = losses["horizon"] + losses["next_event"] + 0.1 * losses["time"]
+    assert losses["loss"] == pytest.approx(float(weighted), rel=1e-5)
+
+
+def test_mismatched_targets_are_refused() -> None:
+    with pytest.raises(ValueError, match="target names"):
+        EngagementLitModule(EngagementModel(10, 6, 6, 2, max_len=8), ["purchase"])
