@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Protocol
 
@@ -71,8 +71,9 @@ _EMAIL_HOUR = np.array(
      1.0, 0.9, 0.8, 0.7, 0.7, 0.8, 0.9, 0.9, 0.7, 0.5, 0.2, 0.1]
 )  # fmt: skip
 
-# Session kinds.
-_ORGANIC, _EMAIL, _PUSH = 0, 1, 2
+# Session kinds. Due-date visits happen only with replenishment cycles switched on.
+_ORGANIC, _EMAIL, _PUSH, _DUE = 0, 1, 2, 3
+_NEVER = np.iinfo(np.int64).max  # a time that never comes
 
 # Priors of the hidden per-user parameters: the generator draws from them, and the history
 # oracle integrates over them.
@@ -82,6 +83,12 @@ _APP_USER_P = 0.5
 _PUSH_OPEN_BETA = (1.2, 6.0)  # app users only; others never open a push
 _PREFERS_APP_P = 0.6  # app users only: organic sessions happen in the app, not on the web
 _PROPENSITY_SD = 0.7
+
+# Replenishment cycles (opt-in): a member's cycle restarts at each purchase; elapsed time is
+# measured on the organic seasonal clock (`_CycleClock`), in days.
+_DUE_VISITS_PER_CYCLE = 3.0  # expected due-date visits of a cycle that no purchase cuts short
+_DUE_SHAPE = 12.0  # log(elapsed / period) of a due visit ~ Logistic(0, 1 / this): sd 0.15
+_DUE_BUY_BOOST = 7.0  # extra buy log-odds exactly at the due date, fading as above
 
 # Time constants of the per-user state (e-folding, seconds).
 _INTENT_TAU = 4.0 * _SECONDS_PER_DAY
@@ -97,6 +104,14 @@ _FINE_GRID_POINTS = 48
 _NEGLIGIBLE_MASS = 1e-7  # posterior mass the fine grid may leave out on each side
 _LANES_PER_CHUNK = 1 << 20  # (user × replicate) lanes simulated at once; bounds memory
 _SESSIONS_PER_CHUNK = 1 << 15  # past browsing sessions per propensity likelihood block
+# Joint (propensity, log period) grids of replenishment members: a coarse pass locates the mass
+# (propensity on a fixed grid, log period on cell centres over its prior support), a fine one
+# resolves it.
+_COARSE_CYCLE_PROPENSITY = np.linspace(-4.0, 4.0, 33)  # ±5.7 prior sd
+_COARSE_CYCLE_PERIOD_POINTS = 48
+_FINE_CYCLE_PROPENSITY_POINTS = 24
+_FINE_CYCLE_PERIOD_POINTS = 40
+_CELLS_PER_CHUNK = 1 << 22  # (session × grid cell) log-likelihood terms per block
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,11 @@ class SyntheticEventSource:
     organic_sessions_per_day: float = 0.05  # median user; log-normal across users
     emails_per_week: float = 2.0
     pushes_per_week: float = 1.0
+    # Replenishment cycles (off by default): this share of users rebuys on a personal period,
+    # log-uniform between the two bounds (days); see the module docstring.
+    replenishment_share: float = 0.0
+    replenishment_min_days: float = 4.0
+    replenishment_max_days: float = 40.0
 
     def fingerprint(self) -> dict[str, object]:
         """Everything that determines the generated table (used as a cache key)."""
@@ -183,6 +203,7 @@ class _BehaviourState:
     cart_open: np.ndarray  # bool: an add_to_cart not yet followed by a purchase
     cart_t: np.ndarray  # int64: when the open cart was last added to
     unsubscribed: np.ndarray  # bool: e-mail sessions no longer happen visibly
+    last_buy_t: np.ndarray  # int64: start of the last session with a purchase, -1 if none
 
     @classmethod
     def fresh(cls, n: int) -> _BehaviourState:
@@ -192,6 +213,7 @@ class _BehaviourState:
             cart_open=np.zeros(n, bool),
             cart_t=np.zeros(n, np.int64),
             unsubscribed=np.zeros(n, bool),
+            last_buy_t=np.full(n, -1, np.int64),
         )
 
     def take(self, index: np.ndarray) -> _BehaviourState:
@@ -202,6 +224,7 @@ class _BehaviourState:
             cart_open=self.cart_open[index],
             cart_t=self.cart_t[index],
             unsubscribed=self.unsubscribed[index],
+            last_buy_t=self.last_buy_t[index],
         )
 
     def decay_to(self, lanes: np.ndarray | slice, now: np.ndarray) -> None:
@@ -229,13 +252,14 @@ class _BehaviourState:
     def close_session(
         self, lanes: np.ndarray | slice, now: np.ndarray, add: np.ndarray, buy: np.ndarray
     ) -> None:
-        """An add without a buy leaves the cart open from now; a buy closes it and spends
-        2 units of intent."""
+        """An add without a buy leaves the cart open from now; a buy closes it, spends
+        2 units of intent and starts a new replenishment cycle."""
         abandoned = add & ~buy
         self.cart_open[lanes] = (self.cart_open[lanes] | abandoned) & ~buy
         self.cart_t[lanes] = np.where(abandoned, now, self.cart_t[lanes])
         intent = self.intent[lanes]
         self.intent[lanes] = np.where(buy, np.maximum(intent - 2.0, 0.0), intent)
+        self.last_buy_t[lanes] = np.where(buy, now, self.last_buy_t[lanes])
 
 
 def _buy_logit(
@@ -243,6 +267,30 @@ def _buy_logit(
 ) -> np.ndarray:
     """Log-odds that a browsing session ends in a purchase (intent after this session's views)."""
     return -4.0 + propensity + 0.5 * intent + 3.0 * cart_boost + 1.2 * add
+
+
+def _due_boost(log_elapsed: np.ndarray, log_period: np.ndarray) -> np.ndarray:
+    """A replenishment member's extra buy log-odds: `_DUE_BUY_BOOST` at the due date, shaped
+    like the due visits' log-logistic density in log time (4 σ(z) σ(-z), z = shape × log(elapsed
+    / period)), so it halves about 15% before and after the due date. `log_elapsed` is -inf
+    before the first purchase and `log_period` +inf for non-members: no boost either way."""
+    tail = np.exp(-np.abs(_DUE_SHAPE * (log_elapsed - log_period)))
+    return _DUE_BUY_BOOST * 4.0 * tail / (1.0 + tail) ** 2
+
+
+def _due_visits_before(log_elapsed: np.ndarray, log_period: np.ndarray) -> np.ndarray:
+    """Share of a cycle's due visits that come before `log_elapsed` (the log-logistic CDF)."""
+    return _sigmoid(_DUE_SHAPE * (log_elapsed - log_period))
+
+
+def _due_visit_log_elapsed(
+    rng: np.random.Generator, log_period: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """log(elapsed days) of due visits, by inverse CDF from the share range [lo, hi) of the
+    cycle's visits (0 and 1: a whole cycle; else a conditional draw inside a window)."""
+    u = lo + rng.random(log_period.size) * (hi - lo)
+    with np.errstate(divide="ignore"):
+        return log_period + (np.log(u) - np.log1p(-u)) / _DUE_SHAPE
 
 
 @dataclass(frozen=True)
@@ -282,14 +330,17 @@ def _play_session(
     # Marketing sessions open with the message; only some continue into browsing.
     is_email = (kind == _EMAIL) & ~state.unsubscribed[lanes]
     is_push = kind == _PUSH
+    is_due = kind == _DUE
     clicked = is_email & (rng.random(m) < state.click_probability(lanes))
     unsub = is_email & ~clicked & (rng.random(m) < 0.025)
     state.unsubscribe(lanes, unsub)
     push_continues = is_push & (rng.random(m) < 0.5)
-    browsing = (kind == _ORGANIC) | clicked | push_continues
+    browsing = (kind == _ORGANIC) | clicked | push_continues | is_due
 
-    products = np.where(browsing, rng.poisson(state.product_view_rate(lanes)), 0)
-    pages = np.where(browsing, 1 + rng.poisson(0.6, m), 0)
+    # A due-date visit goes straight to the product it replenishes: >= 1 product view and no
+    # page view, so its first event is a product_view (the same draws either way).
+    products = np.where(browsing, rng.poisson(state.product_view_rate(lanes)), 0) + is_due
+    pages = np.where(browsing & ~is_due, 1 + rng.poisson(0.6, m), 0)
     state.view_products(lanes, products)
     cart_boost = state.cart_boost(lanes, now)
     add = (products > 0) & (rng.random(m) < state.add_probability(lanes, products))
@@ -322,6 +373,7 @@ class _Population:
     push_open_p: np.ndarray  # 0 for users without the app
     prefers_app: np.ndarray  # organic sessions in the app rather than on the web
     propensity: np.ndarray  # baseline purchase log-odds offset
+    log_period: np.ndarray  # log(days) of a replenishment member's period, +inf for others
 
 
 @dataclass(frozen=True)
@@ -353,7 +405,11 @@ class _Simulation:
     event_seconds: np.ndarray  # seconds since the period start
 
 
-def _draw_population(rng: np.random.Generator, cfg: SyntheticEventSource) -> _Population:
+def _draw_population(
+    rng: np.random.Generator, cycle_rng: np.random.Generator, cfg: SyntheticEventSource
+) -> _Population:
+    """The hidden parameters. Replenishment draws come from their own stream, so switching
+    the mechanism on leaves everything else about the users as it was."""
     n = cfg.n_users
     organic_rate = cfg.organic_sessions_per_day * rng.lognormal(0.0, _ORGANIC_LOG_SD, n)
     email_open_p = rng.beta(*_EMAIL_OPEN_BETA, n)
@@ -361,7 +417,19 @@ def _draw_population(rng: np.random.Generator, cfg: SyntheticEventSource) -> _Po
     push_open_p = np.where(app_user, rng.beta(*_PUSH_OPEN_BETA, n), 0.0)
     prefers_app = np.where(app_user, rng.random(n) < _PREFERS_APP_P, False)
     propensity = rng.normal(0.0, _PROPENSITY_SD, n)
-    return _Population(organic_rate, email_open_p, app_user, push_open_p, prefers_app, propensity)
+    log_period = np.full(n, np.inf)
+    if cfg.replenishment_share > 0:
+        member = cycle_rng.random(n) < cfg.replenishment_share
+        lo, hi = _log_period_bounds(cfg)
+        log_period = np.where(member, cycle_rng.uniform(lo, hi, n), np.inf)
+    return _Population(
+        organic_rate, email_open_p, app_user, push_open_p, prefers_app, propensity, log_period
+    )
+
+
+def _log_period_bounds(cfg: SyntheticEventSource) -> tuple[float, float]:
+    """Support of the log-uniform period prior, log(days)."""
+    return math.log(cfg.replenishment_min_days), math.log(cfg.replenishment_max_days)
 
 
 def _draw_session_starts(
@@ -390,48 +458,144 @@ def _draw_session_starts(
     return user[order], kind[order], t[order]
 
 
+class _DueVisits:
+    """The generator's pending due-date visits: per user, the current cycle's visit times
+    (ascending, `_NEVER`-padded) and how many of them have been played.
+
+    A cycle's due-date visits are an inhomogeneous Poisson process with intensity
+    `_DUE_VISITS_PER_CYCLE` × the log-logistic density of the elapsed cycle-clock time: drawn
+    whole when the cycle starts (a Poisson number of i.i.d. log-logistic delays is exactly that
+    process) and dropped when a purchase starts the next cycle, which makes the process
+    state-dependent: its intensity at t depends on when the last purchase before t happened.
+    """
+
+    def __init__(self, n_users: int) -> None:
+        self.times = np.full((n_users, 1), _NEVER, np.int64)  # last column stays _NEVER
+        self.played = np.zeros(n_users, np.int64)
+
+    def upcoming(self) -> np.ndarray:
+        """Every user's next due visit (`_NEVER` if none)."""
+        return self.times[np.arange(self.played.size), self.played]
+
+    def restart(
+        self,
+        rng: np.random.Generator,
+        users: np.ndarray,
+        now: np.ndarray,
+        log_period: np.ndarray,
+        clock: _CycleClock,
+    ) -> None:
+        """New cycles for `users`, who purchased at `now`; `log_period` is per user."""
+        count = rng.poisson(_DUE_VISITS_PER_CYCLE, users.size)
+        width = int(count.max(initial=0)) + 1
+        if width > self.times.shape[1]:
+            pad = width - self.times.shape[1]
+            self.times = np.pad(self.times, ((0, 0), (0, pad)), constant_values=_NEVER)
+        self.times[users] = _NEVER
+        self.played[users] = 0
+        owner = np.repeat(np.arange(users.size), count)
+        zero, one = np.zeros(owner.size), np.ones(owner.size)
+        log_elapsed = _due_visit_log_elapsed(rng, log_period[users[owner]], zero, one)
+        when = clock.after(now[owner], np.exp(log_elapsed))
+        order = np.lexsort((when, owner))
+        owner, when = owner[order], when[order]
+        column = np.arange(owner.size) - np.repeat(np.cumsum(count) - count, count)
+        self.times[users[owner], column] = when
+
+
 def _play_sessions(
     rng: np.random.Generator,
+    cycle_rng: np.random.Generator,
     people: _Population,
     user: np.ndarray,
     kind: np.ndarray,
     t: np.ndarray,
+    clock: _CycleClock,
 ) -> _SessionLog:
-    """Outcomes session rank by session rank (all users' 1st session, then 2nd, ...)."""
-    n_sessions = kind.size
-    per_user = np.bincount(user, minlength=people.propensity.size)
+    """Outcomes session rank by session rank (all users' 1st session, then 2nd, ...).
+
+    The planned sessions (`user`, `kind`, `t`: organic, e-mail and push) are merged with the
+    due-date visits that replenishment members' purchases trigger along the way; at each rank
+    every user plays whichever comes first. Without members this is the planned sessions in
+    order, with the random draws of the original generator.
+    """
+    n_users = people.propensity.size
+    per_user = np.bincount(user, minlength=n_users)
     first = np.concatenate([[0], np.cumsum(per_user)[:-1]])
-    counts = {
-        name: np.zeros(n_sessions, dtype)
-        for name, dtype in [
-            ("email_open", np.int8),
-            ("email_click", np.int8),
-            ("unsubscribe", np.int8),
-            ("push_open", np.int8),
-            ("page_view", np.int16),
-            ("product_view", np.int16),
-            ("add_to_cart", np.int8),
-            ("purchase", np.int8),
-        ]
+    member = np.isfinite(people.log_period)
+    cycles = bool(member.any())
+    due = _DueVisits(n_users)
+    planned_played = np.zeros(n_users, np.int64)
+    columns = {
+        "email_open": np.int8,
+        "email_click": np.int8,
+        "unsubscribe": np.int8,
+        "push_open": np.int8,
+        "page_view": np.int16,
+        "product_view": np.int16,
+        "add_to_cart": np.int8,
+        "purchase": np.int8,
     }
-    state = _BehaviourState.fresh(per_user.size)
-    for rank in range(int(per_user.max(initial=0))):
-        users = np.flatnonzero(per_user > rank)
-        s = first[users] + rank
-        now = t[s]
-        played = _play_session(rng, state, users, now, kind[s])
-        buy_p = _sigmoid(played.buy_logit(people.propensity[users]))
-        buy = played.browsing & (rng.random(users.size) < buy_p)
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in [*columns, "user", "kind", "t"]}
+    rank_of: list[np.ndarray] = []
+    state = _BehaviourState.fresh(n_users)
+    rank = 0
+    while True:
+        has_planned = planned_played < per_user
+        next_due = due.upcoming() if cycles else None
+        active = has_planned | (next_due < _NEVER) if next_due is not None else has_planned
+        users = np.flatnonzero(active)
+        if users.size == 0:
+            break
+        s = first[users] + np.minimum(planned_played[users], per_user[users] - 1)
+        planned_t = np.where(has_planned[users], t[s], _NEVER)
+        now, now_kind = planned_t, kind[s]
+        if next_due is not None:
+            take_due = next_due[users] < planned_t
+            now = np.where(take_due, next_due[users], planned_t)
+            now_kind = np.where(take_due, _DUE, now_kind).astype(np.int8)
+            due.played[users[take_due]] += 1
+            planned_played[users[~take_due]] += 1
+        else:
+            planned_played[users] += 1
+        played = _play_session(rng, state, users, now, now_kind)
+        logit = played.buy_logit(people.propensity[users])
+        if cycles:
+            log_elapsed = clock.log_elapsed(state.last_buy_t[users], now)
+            logit = logit + _due_boost(log_elapsed, people.log_period[users])
+        buy = played.browsing & (rng.random(users.size) < _sigmoid(logit))
         state.close_session(users, now, played.add, buy)
-        counts["email_open"][s] = played.is_email
-        counts["email_click"][s] = played.clicked
-        counts["unsubscribe"][s] = played.unsubscribed
-        counts["push_open"][s] = played.is_push
-        counts["page_view"][s] = played.pages
-        counts["product_view"][s] = played.products
-        counts["add_to_cart"][s] = played.add
-        counts["purchase"][s] = buy
-    return _SessionLog(user=user, kind=kind, t=t, **counts)
+        if cycles:
+            restart = buy & member[users]
+            due.restart(cycle_rng, users[restart], now[restart], people.log_period, clock)
+        for name, values in [
+            ("user", users),
+            ("kind", now_kind),
+            ("t", now),
+            ("email_open", played.is_email),
+            ("email_click", played.clicked),
+            ("unsubscribe", played.unsubscribed),
+            ("push_open", played.is_push),
+            ("page_view", played.pages),
+            ("product_view", played.products),
+            ("add_to_cart", played.add),
+            ("purchase", buy),
+        ]:
+            chunks[name].append(values)
+        rank_of.append(np.full(users.size, rank, np.int64))
+        rank += 1
+    if not rank_of:
+        empty = {name: np.zeros(0, dtype) for name, dtype in columns.items()}
+        return _SessionLog(user=user, kind=kind, t=t, **empty)
+    # each user's sessions were played in time order, so (user, rank) sorts them by start
+    order = np.lexsort((np.concatenate(rank_of), np.concatenate(chunks["user"])))
+    merged = {name: np.concatenate(parts)[order] for name, parts in chunks.items()}
+    return _SessionLog(
+        user=merged["user"],
+        kind=merged["kind"].astype(np.int8),
+        t=merged["t"].astype(np.int64),
+        **{name: merged[name].astype(dtype) for name, dtype in columns.items()},
+    )
 
 
 def _simulate(cfg: SyntheticEventSource) -> _Simulation:
@@ -440,10 +604,19 @@ def _simulate(cfg: SyntheticEventSource) -> _Simulation:
         raise ValueError(
             f"SyntheticEventSource needs n_users > 0 and days > 0, got {cfg.n_users}, {cfg.days}"
         )
+    if not 0.0 <= cfg.replenishment_share <= 1.0:
+        raise ValueError(f"replenishment_share must be in [0, 1], got {cfg.replenishment_share}")
+    if not 0.0 < cfg.replenishment_min_days < cfg.replenishment_max_days:
+        raise ValueError(
+            "replenishment periods need 0 < replenishment_min_days < replenishment_max_days, "
+            f"got {cfg.replenishment_min_days} and {cfg.replenishment_max_days}"
+        )
     rng = np.random.default_rng(cfg.seed)
-    people = _draw_population(rng, cfg)
+    cycle_rng = np.random.default_rng([cfg.seed, 1])  # replenishment draws only
+    people = _draw_population(rng, cycle_rng, cfg)
     user, kind, t = _draw_session_starts(rng, cfg, people)
-    log = _play_sessions(rng, people, user, kind, t)
+    log = _play_sessions(rng, cycle_rng, people, user, kind, t, _CycleClock.of(cfg))
+    user, kind, t = log.user, log.kind, log.t
     n_sessions = kind.size
 
     # --- expand sessions into events, in within-session order -----------------------------
@@ -654,23 +827,28 @@ class _Past:
         first_seconds, first_channel = _first_events(sim)
         seen = first_seconds < begin  # sessions the history shows (at least their first event)
         members = np.unique(sim.sessions.user[seen])
-        state, buy_offsets = _replay_history(sim.sessions, seen, source.n_users)
+        state, buy_offsets, last_buy = _replay_history(sim.sessions, seen, source.n_users)
+        clocks = _Clocks.of(source)
         evidence = _HistoryEvidence.of(
-            sim, seen, first_channel, members, buy_offsets, begin, source, _Clocks.of(source)
+            sim, seen, first_channel, members, buy_offsets, begin, source, clocks
         )
+        if source.replenishment_share > 0:
+            evidence = evidence.with_cycles(sim.sessions, seen, last_buy, begin, clocks.cycle)
         return cls(sim.population, members, state, evidence)
 
 
 def _replay_history(
     log: _SessionLog, seen: np.ndarray, n_users: int
-) -> tuple[_BehaviourState, np.ndarray]:
-    """Each user's state at the cutoff, and each seen session's purchase log-odds without the
-    propensity term, rebuilt without random draws from what the events show.
+) -> tuple[_BehaviourState, np.ndarray, np.ndarray]:
+    """Each user's state at the cutoff, and per seen session its purchase log-odds without the
+    propensity and replenishment terms and the start of the user's last purchase session before
+    it (-1 if none), rebuilt without random draws from what the events show.
 
     Why the state is a function of the observed events (so both oracles may condition on it):
 
-    * a session's kind is its first event (email_open, push_open, else page_view), and its
-      product views, add_to_cart and purchase are counted in its events;
+    * a session's kind is its first event (email_open, push_open, page_view, or product_view
+      for a due-date visit), and its product views, add_to_cart and purchase are counted in
+      its events;
     * intent and the cart evolve only through product views, adds and purchases, at session
       starts; the unsubscribed flag is the unsubscribe event;
     * invisible sessions (e-mail after an unsubscribe) only advance the decay clock, and
@@ -689,6 +867,7 @@ def _replay_history(
     per_user = np.bincount(log.user[idx], minlength=n_users)
     first = np.concatenate([[0], np.cumsum(per_user)[:-1]])
     offsets = np.zeros(idx.size)
+    last_buy = np.full(idx.size, -1, np.int64)
     state = _BehaviourState.fresh(n_users)
     for rank in range(int(per_user.max(initial=0))):
         users = np.flatnonzero(per_user > rank)
@@ -701,8 +880,9 @@ def _replay_history(
         state.view_products(users, log.product_view[s])
         cart_boost = state.cart_boost(users, now)
         offsets[position] = _buy_logit(0.0, state.intent[users], cart_boost, add)
+        last_buy[position] = state.last_buy_t[users]
         state.close_session(users, now, add, log.purchase[s] > 0)
-    return state, offsets
+    return state, offsets, last_buy
 
 
 # --- when sessions happen --------------------------------------------------------------------
@@ -749,15 +929,58 @@ class _SeasonalClock:
 
 
 @dataclass(frozen=True)
+class _CycleClock:
+    """The clock replenishment cycles run on: the organic seasonal clock scaled to days, i.e.
+    the expected organic sessions so far of a user with one per day, in days.
+
+    A cycle's due-date visits have intensity (visits per cycle-clock day) × (cycle-clock days
+    per second), so in real time they keep the evening peak and the busier weekends of organic
+    visits, while the number of visits a cycle gets, and every probability the oracle needs, is
+    a closed form in cycle-clock time. On average the clock runs at one day per day."""
+
+    organic: _SeasonalClock
+    days: int
+    before: np.ndarray  # organic share before each hour boundary, (days * 24 + 1,)
+
+    @classmethod
+    def of(cls, cfg: SyntheticEventSource) -> _CycleClock:
+        organic = _SeasonalClock.of(cfg, _ORGANIC_WEEKDAY, _ORGANIC_HOUR)
+        return cls(organic, cfg.days, np.concatenate([[0.0], np.cumsum(organic.cell_mass)]))
+
+    def days_at(self, seconds: np.ndarray | int) -> np.ndarray:
+        """Cycle-clock days at `seconds` since the period start."""
+        return self.days * self.organic.fraction_before(seconds)
+
+    def log_elapsed(self, since: np.ndarray, now: np.ndarray | int) -> np.ndarray:
+        """log(cycle-clock days from `since` to `now`); -inf where `since` is -1 (no purchase)."""
+        elapsed = self.days_at(now) - self.days_at(np.maximum(since, 0))
+        valid = (since >= 0) & (elapsed > 0)
+        return np.log(elapsed, out=np.full(np.shape(elapsed), -np.inf), where=valid)
+
+    def after(self, since: np.ndarray, elapsed_days: np.ndarray) -> np.ndarray:
+        """The whole second at which `elapsed_days` of cycle-clock time have passed since
+        `since` (at least one second later; `_NEVER` past the period's end)."""
+        fraction = (self.days_at(since) + elapsed_days) / self.days
+        inside = fraction < 1.0
+        f = np.where(inside, fraction, 0.0)
+        cell = np.clip(np.searchsorted(self.before, f, side="right") - 1, 0, self.before.size - 2)
+        into = (f - self.before[cell]) / self.organic.cell_mass[cell]
+        seconds = np.floor((cell + np.clip(into, 0.0, 1.0)) * _SECONDS_PER_HOUR).astype(np.int64)
+        return np.where(inside, np.maximum(seconds, since + 1), _NEVER)
+
+
+@dataclass(frozen=True)
 class _Clocks:
     organic: _SeasonalClock
     marketing: _SeasonalClock  # e-mail and push sends share one schedule
+    cycle: _CycleClock
 
     @classmethod
     def of(cls, cfg: SyntheticEventSource) -> _Clocks:
         return cls(
             organic=_SeasonalClock.of(cfg, _ORGANIC_WEEKDAY, _ORGANIC_HOUR),
             marketing=_SeasonalClock.of(cfg, _EMAIL_WEEKDAY, _EMAIL_HOUR),
+            cycle=_CycleClock.of(cfg),
         )
 
 
@@ -809,6 +1032,8 @@ class _HistoryEvidence:
     sessions. The buy outcome of every past browsing session is Bernoulli with log-odds =
     propensity + an offset rebuilt from the events (`_replay_history`). Clicks, unsubscribes,
     page and product counts and adds depend on no hidden parameter, so they carry no evidence.
+    With replenishment cycles, due-date visits are browsing sessions too (and show the channel
+    of organic ones); `cycles` holds what they and the purchase times say about the cycles.
     """
 
     n_organic: np.ndarray
@@ -821,6 +1046,8 @@ class _HistoryEvidence:
     browse_row: np.ndarray  # member row of each past browsing session (ascending)
     browse_offset: np.ndarray
     browse_bought: np.ndarray
+    browse_index: np.ndarray  # each browsing session's index among the seen sessions
+    cycles: _CycleEvidence | None = None  # with replenishment cycles only
 
     @classmethod
     def of(
@@ -842,12 +1069,16 @@ class _HistoryEvidence:
         n = members.size
         email = log.email_open[idx] > 0
         push = log.push_open[idx] > 0
-        browsing = log.page_view[idx] > 0
-        organic = browsing & ~email & ~push  # browsing with no message first
-        on_app = organic & (first_channel[idx] == CHANNELS.index("app"))
+        due = (log.page_view[idx] == 0) & (log.product_view[idx] > 0)  # first event a product
+        browsing = (log.page_view[idx] > 0) | due
+        organic = browsing & ~email & ~push & ~due  # browsing with no message first
+        own_channel = organic | due  # sessions on the user's preferred channel
+        on_app = own_channel & (first_channel[idx] == CHANNELS.index("app"))
         n_organic = np.bincount(row[organic], minlength=n)
         organic_channel = np.where(
-            n_organic > 0, (np.bincount(row[on_app], minlength=n) > 0).astype(np.int8), -1
+            np.bincount(row[own_channel], minlength=n) > 0,
+            (np.bincount(row[on_app], minlength=n) > 0).astype(np.int8),
+            -1,
         )
         unsub = log.unsubscribe[idx] > 0
         visible_until = np.full(n, begin, np.int64)
@@ -866,7 +1097,20 @@ class _HistoryEvidence:
             browse_row=row[browsing],
             browse_offset=buy_offsets[browsing],
             browse_bought=log.purchase[idx][browsing] > 0,
+            browse_index=np.flatnonzero(browsing),
         )
+
+    def with_cycles(
+        self,
+        log: _SessionLog,
+        seen: np.ndarray,
+        last_buy: np.ndarray,
+        begin: int,
+        clock: _CycleClock,
+    ) -> _HistoryEvidence:
+        """This evidence plus the replenishment part (`last_buy` per seen session, from
+        `_replay_history`)."""
+        return replace(self, cycles=_CycleEvidence.of(self, log, seen, last_buy, begin, clock))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ FORBIDDEN = {
     "engage_seq.sample_cache": {"torch", "lightning", "hydra"},
     "engage_seq.ingest": {"torch", "lightning", "hydra"},
     "engage_seq.build": {"torch", "lightning", "hydra"},
+    # baselines run where only Polars and numpy are installed (LightGBM is optional, lazy)
+    "engage_seq.baselines": {"torch", "lightning", "hydra", "lightgbm"},
+    # metrics score models, baselines and oracles alike, without a Trainer
+    "engage_seq.metrics": {"lightning", "hydra", "polars"},
     # exported modules import torch only
     "engage_seq.encoders": {"lightning", "hydra", "polars"},
     "engage_seq.model": {"lightning", "hydra", "polars"},

@@ -39,3 +39,30 @@ def test_bench_encoders_small(tmp_path: Path) -> None:
     )
     assert record["lstm_padded_vs_packed_max_abs_diff"] < 1e-5
     assert record["lstm_padded_ms_per_step"] > 0
+
+
+def test_bench_train_small(tmp_path: Path) -> None:
+    record = last_json(
+        [str(SCRIPTS / "bench_train.py"), "--users", "300", "--steps", "3", "--warmup", "1",
+         "--rounds", "1", "--batch-size", "32", "--cache-dir", str(tmp_path / "cache")],
+        tmp_path,
+    )  # fmt: skip
+    for model in ("lstm", "transformer"):
+        speeds = record[model]["sequences_per_s"]
+        assert set(speeds) == {"lightning", "bare_bucketed", "bare_naive"}
+        assert all(v > 0 for v in speeds.values())
+    assert record["padding_share"]["bucketed"] < record["padding_share"]["naive"]
+
+
+def test_bench_quality_small(tmp_path: Path) -> None:
+    record = last_json(
+        [str(SCRIPTS / "bench_quality.py"), "--seeds", "1", "--models", "lstm,gbm",
+         "--next-event-models", "markov", "--replicates", "16", "--workdir", str(tmp_path),
+         "--override", "data=synthetic_tiny", "--override", "trainer=smoke"],
+        tmp_path,
+    )  # fmt: skip
+    rows = {row["model"]: row for row in record["rows"]}
+    assert {"lstm", "gbm", "oracle", "oracle_latent"} <= set(rows)
+    assert all(0 <= row["roc_auc"] <= 1 for row in rows.values())
+    assert record["next_event_rows"][0]["model"] == "markov"
+    assert "gap_to_oracle" in record["targets"]

@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from engage_seq.export import export_artifact, load_artifact
+from engage_seq.model import MODEL_INPUTS
+
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
 # ~36 steps per epoch on the tiny data; a wider LSTM so an epoch lasts long enough to be
@@ -132,3 +135,14 @@ def test_every_model_and_task_trains_and_reports_its_metrics(
             assert metrics[f"{split}/lift_top10"] >= 0
     if model in ("model=rfm_logreg", "model=gbm"):
         assert json.loads((tmp_path / "run" / "baseline.json").read_text())["type"]
+    if task == "task=purchase_7d_next_event":  # both heads in one artifact
+        result = export_artifact(tmp_path / "run", tmp_path / "multi.pt")
+        artifact, meta = load_artifact(result.path)
+        names = artifact.output_names()
+        assert names[0] == "purchase" and names[1] == "next_event/<unknown>"
+        assert meta["task"]["type"] == "MultiTask"
+        golden = torch.load(tmp_path / "run" / "golden_batch.pt", weights_only=True)
+        with torch.inference_mode():
+            probs = artifact(*[golden[n] for n in MODEL_INPUTS])
+        assert torch.allclose(probs[:, 1:].sum(1), torch.ones(len(probs)), atol=1e-5)
+        assert torch.allclose(probs, golden["probabilities"], atol=1e-5)
