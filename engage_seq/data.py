@@ -341,6 +341,15 @@ class EventDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader[Batch]:
         return self._loader("train", shuffle=True)
 
+    def transfer_batch_to_device(
+        self, batch: Batch, device: torch.device, dataloader_idx: int
+    ) -> Batch:
+        # A batch is a flat tuple of tensors: skip Lightning's generic recursive collection
+        # walk (~0.8 ms per step on CPU, measured in scripts/bench_train.py).
+        if all(t.device == device for t in batch):
+            return batch
+        return tuple(t.to(device, non_blocking=True) for t in batch)  # type: ignore[return-value]
+
     def val_dataloader(self) -> DataLoader[Batch]:
         return self._loader("val", shuffle=False)
 

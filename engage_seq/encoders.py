@@ -45,7 +45,7 @@ class TimeEncoding(nn.Module):
     """
 
     def __init__(
-        self, n_features: int, dim: int, n_log_time: int = 2, n_frequencies: int = 8,
+        self, n_features: int, dim: int, n_log_time: int = 3, n_frequencies: int = 8,
         fourier: bool = True,
     ) -> None:  # fmt: skip
         super().__init__()
@@ -75,8 +75,8 @@ class TimeEncoding(nn.Module):
 class EventEmbedding(nn.Module):
     """Sum of event-type, channel, categorical-attribute, numeric and time embeddings.
 
-    Sizes come from the fitted vocabularies; id 0 (padding) embeds to zero. The first two
-    time features are log1p(gap hours) and log1p(age hours) (see `TimeEncoding`).
+    Sizes come from the fitted vocabularies; id 0 (padding) embeds to zero. The first three
+    time features are log-hours (gap, age, same-type gap; see `TimeEncoding`).
     """
 
     def __init__(

@@ -39,6 +39,22 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def with_unknown_tokens(batch: Batch, rate: float) -> Batch:
+    """Replace a share ``rate`` of real tokens by the unknown id, so its embedding is trained.
+
+    The vocabulary covers every training token, so without this the unknown id would never be
+    seen in training, yet serving and later splits meet unseen values.
+    """
+    if rate <= 0:
+        return batch
+    event_ids, channel_ids, attribute_ids, numeric, time_features, lengths, labels = batch
+    ids = []
+    for tokens in (event_ids, channel_ids, attribute_ids):
+        drop = (torch.rand(tokens.shape, device=tokens.device) < rate) & (tokens != PAD_ID)
+        ids.append(torch.where(drop, torch.full_like(tokens, UNKNOWN_ID), tokens))
+    return ids[0], ids[1], ids[2], numeric, time_features, lengths, labels
+
+
 class EngagementLitModule(L.LightningModule):
     """Trains an `EngagementModel`: BCE for horizon targets, cross-entropy for the next event
     type and a log-normal NLL for the time to it, summed with weights (multi-task).
@@ -91,20 +107,7 @@ class EngagementLitModule(L.LightningModule):
         return self.model(*batch[:-1])
 
     def _with_unknown_tokens(self, batch: Batch) -> Batch:
-        """Replace a few real tokens by the unknown id, so its embedding is trained.
-
-        The vocabulary covers every training token, so without this the unknown id would
-        never be seen in training, yet serving and later splits meet unseen values.
-        """
-        rate = float(self.hparams["unknown_token_rate"])
-        if rate <= 0:
-            return batch
-        event_ids, channel_ids, attribute_ids, numeric, time_features, lengths, labels = batch
-        ids = []
-        for tokens in (event_ids, channel_ids, attribute_ids):
-            drop = (torch.rand(tokens.shape, device=tokens.device) < rate) & (tokens != PAD_ID)
-            ids.append(torch.where(drop, torch.full_like(tokens, UNKNOWN_ID), tokens))
-        return ids[0], ids[1], ids[2], numeric, time_features, lengths, labels
+        return with_unknown_tokens(batch, float(self.hparams["unknown_token_rate"]))
 
     def _split_labels(
         self, labels: torch.Tensor
@@ -146,14 +149,22 @@ class EngagementLitModule(L.LightningModule):
         # Random draws (dropout, unknown tokens) depend only on (seed, rank, epoch, batch), so
         # a run resumed mid-epoch reproduces the uninterrupted run exactly.
         key = (int(self.hparams["seed"]), self.global_rank, self.current_epoch, batch_idx)
-        torch.manual_seed(hash(key) & 0x7FFF_FFFF_FFFF_FFFF)
+        seed = hash(key) & 0x7FFF_FFFF_FFFF_FFFF
+        # Not torch.manual_seed: it also queues lazy CUDA/XPU/MTIA seeding, recording a stack
+        # trace each call (~1 ms per step on CPU, measured in scripts/bench_train.py).
+        torch.default_generator.manual_seed(seed)
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed(seed)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         batch = self._with_unknown_tokens(batch)
         losses = self.loss(self(batch), batch[-1])
         size = batch[-1].shape[0]
-        for name, value in losses.items():
-            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=size)
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)
+        if len(losses) > 2:  # several heads: each one's loss too (one head: it is the loss)
+            for name, value in losses.items():
+                if name != "loss":
+                    self.log(f"train/{name}", value, batch_size=size)
         if not torch.isfinite(losses["loss"]):
             raise FloatingPointError(
                 f"non-finite training loss {float(losses['loss'])} at step {self.global_step} "

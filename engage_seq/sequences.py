@@ -10,6 +10,11 @@ Per-event time features (all float32):
   Gaps span seconds to months, so log hours keep them in a small range. The gap is computed on
   the full history *before* truncation, so a truncated window still knows its first gap.
 * ``log_age_h``  log1p(hours from the event to the cutoff): recency, which drives intent decay.
+* ``log_type_gap_h``  log1p(hours since the user's previous event *of the same type*), -1 for
+  the first of its type. Rhythms live between events of one type (the gap between two
+  purchases is a replenishment period, between two e-mail opens a send cadence), and the
+  previous one of a type is often far outside the ``max_len`` window; computed before
+  truncation like ``log_gap_h``.
 * ``hour_sin/cos``, ``dow_sin/cos``  UTC hour of day and day of week on the unit circle.
 
 Everything here is lazy Polars; the caller collects once.
@@ -30,6 +35,7 @@ from engage_seq.schema import ROW_INDEX
 TIME_FEATURES: tuple[str, ...] = (
     "log_gap_h",
     "log_age_h",
+    "log_type_gap_h",
     "hour_sin",
     "hour_cos",
     "dow_sin",
@@ -41,6 +47,9 @@ FEATURE_DEFINITIONS: dict[str, str] = {
     "log_gap_h": "log1p((ts - previous_ts) / 3600); previous_ts is the user's previous event "
     "in the full history before truncation (0 for the user's first event)",
     "log_age_h": "log1p((cutoff - ts) / 3600)",
+    "log_type_gap_h": "log1p((ts - previous_same_type_ts) / 3600); previous_same_type_ts is the "
+    "user's previous event of the same event_type in the full history before truncation (-1 "
+    "when there is none)",
     "hour_sin": "sin(2*pi*h/24), h = (ts mod 86400) / 3600 (fractional UTC hour)",
     "hour_cos": "cos(2*pi*h/24)",
     "dow_sin": "sin(2*pi*d/7), d = (floor(ts / 86400) + 3) mod 7 (UTC weekday, Monday = 0)",
@@ -373,9 +382,14 @@ def sequence_columns(events: pl.LazyFrame) -> list[str]:
 
 
 def with_gap_feature(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Add ``log_gap_h``; needs `clean_events` order (the gap is cutoff-independent)."""
+    """Add ``log_gap_h`` and ``log_type_gap_h``; needs `clean_events` order (both gaps are
+    cutoff-independent, so they are computed once per event)."""
     gap_hours = pl.col("ts").diff().over("user_key").fill_null(0) / 3600.0
-    return events.with_columns(gap_hours.log1p().cast(pl.Float32).alias("log_gap_h"))
+    type_gap_hours = pl.col("ts").diff().over("user_key", "event_type") / 3600.0
+    return events.with_columns(
+        gap_hours.log1p().cast(pl.Float32).alias("log_gap_h"),
+        type_gap_hours.log1p().fill_null(-1.0).cast(pl.Float32).alias("log_type_gap_h"),
+    )
 
 
 def calendar_features() -> list[pl.Expr]:

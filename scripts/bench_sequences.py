@@ -104,6 +104,8 @@ def run_pandas(
     df = df.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
     gap = df.groupby("user_id", sort=False)["ts"].diff().fillna(0) / 3600.0
     df["log_gap_h"] = np.log1p(gap).astype("float32")
+    type_gap = df.groupby(["user_id", "event_type"], sort=False)["ts"].diff() / 3600.0
+    df["log_type_gap_h"] = np.log1p(type_gap).fillna(-1.0).astype("float32")
     hour = (df["ts"] % 86_400) / 3600.0
     dow = ((df["ts"] // 86_400) + 3) % 7
     df["hour_sin"] = np.sin(2 * np.pi * hour / 24).astype("float32")

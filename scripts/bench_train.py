@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from engage_seq.data import Batch, EncodedSamples, EventDataModule, Vocabulary, encode_samples
 from engage_seq.model import EngagementModel
-from engage_seq.module import EngagementLitModule
+from engage_seq.module import EngagementLitModule, with_unknown_tokens
 from engage_seq.sample_cache import prepare_samples
 from engage_seq.sequences import TIME_FEATURES, HorizonTask, SamplingConfig
 from engage_seq.synthetic import SyntheticEventSource
@@ -61,6 +61,7 @@ MODELS = {
     },
 }
 MODES = ("lightning", "bare_bucketed", "bare_naive")
+UNKNOWN_TOKEN_RATE = 0.01  # conf/train.yaml; the bare loops do the same augmentation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -159,7 +160,7 @@ def time_bare_loop(model: EngagementModel, batches: Iterator[Batch], args: argpa
     for step in range(args.warmup + args.steps):
         if step == args.warmup:
             started, seen = time.perf_counter(), 0
-        batch = next(batches)
+        batch = with_unknown_tokens(next(batches), UNKNOWN_TOKEN_RATE)  # as engage-train does
         logits = model(*batch[:-1])
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch[-1])
         optimizer.zero_grad(set_to_none=True)
@@ -188,7 +189,7 @@ class _Timer(L.Callback):
 
 def time_lightning(model: EngagementModel, encoded: EncodedSamples, args: argparse.Namespace
                    ) -> float:  # fmt: skip
-    module = EngagementLitModule(model, ["purchase"])
+    module = EngagementLitModule(model, ["purchase"], unknown_token_rate=UNKNOWN_TOKEN_RATE)
     timer = _Timer(args.warmup)
     trainer = L.Trainer(
         accelerator="cpu",

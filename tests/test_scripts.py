@@ -58,7 +58,8 @@ def test_bench_quality_small(tmp_path: Path) -> None:
     record = last_json(
         [str(SCRIPTS / "bench_quality.py"), "--seeds", "1", "--models", "lstm,gbm",
          "--next-event-models", "markov", "--replicates", "16", "--workdir", str(tmp_path),
-         "--override", "data=synthetic_tiny", "--override", "trainer=smoke"],
+         "--override", "data=synthetic_tiny", "--override", "trainer=smoke", "--epochs", "1",
+         "--next-event-epochs", "1"],
         tmp_path,
     )  # fmt: skip
     rows = {row["model"]: row for row in record["rows"]}

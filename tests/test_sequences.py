@@ -76,6 +76,7 @@ def test_exact_samples_on_three_users() -> None:
     assert a["label_purchase"] is True  # the purchase AT the cutoff is a label, not a feature
     assert a["log_gap_h"] == pytest.approx([math.log1p(24), math.log1p(47)], rel=1e-6)
     assert a["log_age_h"] == pytest.approx([math.log1p(48), math.log1p(1)], rel=1e-6)
+    assert a["log_type_gap_h"] == [-1.0, -1.0]  # first add_to_cart, first product_view
     # C - 1h is Friday 23:00 UTC: hour 23, weekday 4 (Monday = 0)
     assert a["hour_sin"][1] == pytest.approx(math.sin(2 * math.pi * 23 / 24), abs=1e-6)
     assert a["dow_cos"][1] == pytest.approx(math.cos(2 * math.pi * 4 / 7), abs=1e-6)
@@ -274,3 +275,20 @@ def test_next_event_label_is_the_first_event_at_or_after_the_cutoff(rows, cutoff
             assert sample["label_next_hours"] == pytest.approx((after[0][1] - cutoff) / H)
         else:
             assert sample["label_next_event"] is None
+
+
+def test_same_type_gap_reaches_back_beyond_the_window() -> None:
+    rows = [
+        ("u", C - 20 * D, "purchase", "web"),
+        ("u", C - 9 * D, "page_view", "web"),
+        ("u", C - 6 * D, "purchase", "web"),  # 14 days after the previous purchase
+        ("u", C - 2 * D, "page_view", "web"),  # 7 days after the previous page view
+    ]
+    frame = (
+        pl.DataFrame(rows, schema=["user_id", "ts", "event_type", "channel"], orient="row")
+        .with_columns(pl.from_epoch("ts", time_unit="s").alias("timestamp"))
+        .drop("ts")
+    )
+    sample = _sample(frame, max_len=2)["u"]  # the window holds only the last two events
+    assert sample["event_type"] == ["purchase", "page_view"]
+    assert sample["log_type_gap_h"] == pytest.approx([math.log1p(14 * 24), math.log1p(7 * 24)])
