@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_common import run_record
 
 HORIZON_COLUMNS = {  # metrics.json name -> table / JSON name
     "auroc": "roc_auc",
@@ -220,8 +221,6 @@ def main(argv: list[str] | None = None) -> None:
         print("\nTargets (best sequence model chosen by validation ROC-AUC):")
         for key, value in targets.items():
             print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
-    import polars as pl
-    import torch
 
     record = {
         "benchmark": "bench_quality",
@@ -229,16 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         "next_event_rows": next_rows,
         "targets": targets,
         "seconds": round(time.perf_counter() - started, 1),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.machine(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "polars": pl.__version__,
-        },
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        **run_record(args),
     }
     print(json.dumps(record))
 

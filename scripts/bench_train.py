@@ -24,10 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -37,8 +34,8 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import polars as pl
 import torch
+from bench_common import run_record
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
@@ -294,18 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         **results,
         "train_samples": len(encoded),
         "seconds": round(time.perf_counter() - started, 1),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.machine(),
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "lightning": L.__version__,
-            "polars": pl.__version__,
-        },
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        **run_record(args),
     }
     print(json.dumps(record))
 
