@@ -324,6 +324,11 @@ class EventDataModule(L.LightningDataModule):
         encoded = self.splits[split]
         size = self.batch_size if shuffle else self.eval_batch_size
         rank, world_size = self._rank()
+        if len(encoded) < world_size:
+            raise ValueError(
+                f"the {split} split has {len(encoded)} samples for {world_size} processes; "
+                "every process needs at least one: use fewer devices or more data"
+            )
         sampler = LengthBucketBatchSampler(
             encoded.lengths, size, shuffle, self.seed, rank=rank, world_size=world_size
         )
@@ -361,10 +366,32 @@ class EventDataModule(L.LightningDataModule):
         if trainer is None:
             return {}
         loop = trainer.fit_loop
-        # At a mid-epoch save (on_train_batch_end) the current batch counts as processed.
-        done = loop.epoch_loop.batch_progress.current.processed
-        return {"epoch": loop.epoch_progress.current.processed, "batches_done": done}
+        epochs = loop.epoch_progress.current
+        # At a mid-epoch save (on_train_batch_end) the current batch counts as processed. At an
+        # epoch-end save the epoch already counts as processed: the next one starts afresh.
+        done = (
+            0
+            if epochs.processed > epochs.completed
+            else loop.epoch_loop.batch_progress.current.processed
+        )
+        return {
+            "epoch": epochs.processed,
+            "batches_done": done,
+            "batch_size": self.batch_size,
+            "world_size": trainer.world_size,
+        }
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        if state_dict:
-            self._resume_at = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
+        if not state_dict:
+            return
+        trainer = getattr(self, "trainer", None)
+        world_size = trainer.world_size if trainer is not None else 1
+        saved = (state_dict.get("batch_size", self.batch_size), state_dict.get("world_size", 1))
+        if saved != (self.batch_size, world_size):
+            raise ValueError(
+                f"cannot resume: the checkpoint was written with batch_size={saved[0]} on "
+                f"{saved[1]} process(es), this run has batch_size={self.batch_size} on "
+                f"{world_size}; the batches already done would not line up. Resume with the "
+                "same settings or start a new run"
+            )
+        self._resume_at = (int(state_dict["epoch"]), int(state_dict["batches_done"]))

@@ -217,7 +217,13 @@ class EngagementLitModule(L.LightningModule):
         )
         if self.hparams["schedule"] == "constant":
             return {"optimizer": optimizer}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        estimated = self.trainer.estimated_stepping_batches
+        if not math.isfinite(estimated):
+            raise ValueError(
+                "optim.schedule=cosine needs a finite run to decay over: set trainer.max_epochs "
+                "or trainer.max_steps, or use optim.schedule=constant"
+            )
+        total = max(1, int(estimated))
         warmup = max(1, round(self.hparams["warmup_fraction"] * total))
         min_ratio = float(self.hparams["min_lr_ratio"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(

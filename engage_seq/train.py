@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
@@ -35,7 +35,12 @@ from engage_seq.data import (
     next_event_classes,
 )
 from engage_seq.io import write_json_atomic, write_text_atomic
-from engage_seq.metrics import score_probabilities
+from engage_seq.metrics import (
+    HORIZON_METRICS,
+    NEXT_EVENT_METRICS,
+    TIME_METRICS,
+    score_probabilities,
+)
 from engage_seq.model import MODEL_INPUTS
 from engage_seq.module import EngagementLitModule, metric_mode
 from engage_seq.sample_cache import prepare_samples
@@ -87,8 +92,49 @@ def output_names(task: Task, vocabulary: Vocabulary) -> list[str]:
 
 
 def _selected(cfg: DictConfig, key: str, task: Task) -> str:
-    name = cfg[key]
-    return main_metric(task) if name == "auto" else str(name)
+    """``monitor`` / ``optimized_metric`` resolved: ``auto`` monitors the task's main metric,
+    and an ``auto`` optimized_metric follows the monitor."""
+    name = str(cfg[key])
+    if name != "auto":
+        return name
+    if key != "monitor":
+        return _selected(cfg, "monitor", task)
+    preferred = main_metric(task)  # a next-event baseline on a multi-task task has no AUROC
+    return preferred if preferred in available_metrics(cfg, task) else "val/nll"
+
+
+def available_metrics(cfg: DictConfig, task: Task) -> set[str]:
+    """The ``val/...`` names this model and task will report (checked before any work, so a
+    typo or a metric the run cannot produce fails in seconds, not after training)."""
+    horizon, next_event = horizon_part(task), next_event_part(task)
+    if _is_baseline(cfg):
+        task_type = get_class(cfg.model._target_).task_type
+        horizon = horizon if task_type == "horizon" else None
+        next_event = next_event if task_type == "next_event" else None
+    names: set[str] = set()
+    if horizon is not None:
+        names |= set(HORIZON_METRICS)
+        if len(horizon.targets) > 1:
+            names |= {f"{m}/{t}" for m in HORIZON_METRICS for t in horizon.targets}
+    if next_event is not None:
+        names |= set(NEXT_EVENT_METRICS)
+        if not _is_baseline(cfg) and cfg.model.get("time_to_next", False):
+            names |= set(TIME_METRICS)
+    return {f"val/{name}" for name in names}
+
+
+def _check_selected_metrics(cfg: DictConfig, task: Task) -> str:
+    """Validate ``monitor`` and ``optimized_metric``; returns the resolved monitor."""
+    available = available_metrics(cfg, task)
+    resolved = {key: _selected(cfg, key, task) for key in ("monitor", "optimized_metric")}
+    for key, name in resolved.items():
+        metric_mode(name)  # a known metric name with a direction
+        if name not in available:
+            raise ValueError(
+                f"{key}={name!r}: this run (model {cfg.model._target_.rsplit('.', 1)[-1]}, task "
+                f"{task.name!r}) does not report it; it reports {sorted(available)}"
+            )
+    return resolved["monitor"]
 
 
 def _is_baseline(cfg: DictConfig) -> bool:
@@ -137,8 +183,9 @@ def _prepare(cfg: DictConfig, run_dir: Path, task: Task) -> tuple[Any, Any, Voca
 
 
 def _is_zero_rank() -> bool:
-    """True outside DDP and on global rank 0 (the launcher sets RANK for the others)."""
-    return int(os.environ.get("RANK", os.environ.get("GLOBAL_RANK", "0"))) == 0
+    """True outside DDP and on global rank 0, before any Trainer exists (launchers set RANK,
+    or LOCAL_RANK and NODE_RANK as Lightning's own DDP launcher does)."""
+    return all(int(os.environ.get(name, "0")) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
@@ -147,9 +194,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     task = instantiate(cfg.task)
-    monitor = _selected(cfg, "monitor", task)
-    monitor_mode = metric_mode(monitor)  # fail before any work on a bad metric name
-    metric_mode(_selected(cfg, "optimized_metric", task))
+    monitor = _check_selected_metrics(cfg, task)  # fail before any work on a bad metric
+    monitor_mode = metric_mode(monitor)
     if _is_zero_rank():
         write_text_atomic(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)

@@ -79,6 +79,13 @@ def seed_override(model: str, seed: int) -> list[str]:
 def train_run(run_dir: Path, overrides: list[str], env: dict[str, str]) -> dict[str, float]:
     """One `engage-train` run (reused if its metrics.json exists: the bench can be resumed)."""
     metrics_path = run_dir / "metrics.json"
+    args_path = run_dir / "bench_overrides.json"
+    if metrics_path.is_file() and (
+        not args_path.is_file() or json.loads(args_path.read_text()) != overrides
+    ):
+        raise SystemExit(
+            f"{run_dir} holds a run with other settings than {overrides}; use another --workdir"
+        )
     if not metrics_path.is_file():
         command = [str(BIN / "engage-train"), *overrides, f"hydra.run.dir={run_dir}"]
         started = time.perf_counter()
@@ -86,6 +93,7 @@ def train_run(run_dir: Path, overrides: list[str], env: dict[str, str]) -> dict[
         if result.returncode != 0:
             raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
         print(f"  {run_dir.name}: {time.perf_counter() - started:.0f} s", flush=True)
+        args_path.write_text(json.dumps(overrides))
     return json.loads(metrics_path.read_text())
 
 
@@ -145,6 +153,18 @@ def oracle_metrics(args: argparse.Namespace, env: dict[str, str]) -> dict[str, d
     return out
 
 
+def check_task(args: argparse.Namespace) -> None:
+    """Fail in seconds, not after the training runs, on a task the oracle cannot score."""
+    from hydra import compose, initialize_config_dir
+
+    from engage_seq.train import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=list(args.override))
+    if list(cfg.task.get("targets", [])) != ["purchase"]:
+        raise SystemExit("the oracle covers purchase-within-horizon tasks (task=purchase_7d)")
+
+
 def summarise(runs: list[dict[str, float]], columns: dict[str, str]) -> dict[str, Any]:
     row: dict[str, Any] = {"seeds": len(runs)}
     for source, name in columns.items():
@@ -174,7 +194,10 @@ def print_table(title: str, rows: list[dict[str, Any]], columns: dict[str, str])
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     workdir = args.workdir.resolve()
-    env = {**os.environ, "ENGAGE_SEQ_CACHE_DIR": str(workdir / "cache")}
+    # No salt: the oracle is joined to the samples by the unkeyed user hash.
+    env = {k: v for k, v in os.environ.items() if k != "ENGAGE_SEQ_SALT"}
+    env["ENGAGE_SEQ_CACHE_DIR"] = str(workdir / "cache")
+    check_task(args)
     common = ["trainer.enable_progress_bar=false", *args.override]
     horizon_common = [f"trainer.max_epochs={args.epochs}", *common]
     next_common = [f"trainer.max_epochs={args.next_event_epochs}", *common]

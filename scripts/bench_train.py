@@ -36,6 +36,7 @@ import lightning as L
 import numpy as np
 import torch
 from bench_common import run_record
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
@@ -76,9 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def training_samples(args: argparse.Namespace) -> tuple[EncodedSamples, Vocabulary]:
     cache = args.cache_dir or Path(tempfile.gettempdir()) / "engage_seq_bench_cache"
     sampling = SamplingConfig()
-    prepared = prepare_samples(
-        SyntheticEventSource(n_users=args.users), HorizonTask(), sampling, cache
-    )
+    # the package's default data (conf/data/source/synthetic.yaml): replenishment share 0.6
+    source = SyntheticEventSource(n_users=args.users, replenishment_share=0.6)
+    prepared = prepare_samples(source, HorizonTask(), sampling, cache)
     vocabulary = Vocabulary.from_lists(prepared.vocabulary)
     task = HorizonTask()
     encoded = encode_samples(
@@ -173,6 +174,7 @@ class _Timer(L.Callback):
         self.warmup = warmup
         self.started = 0.0
         self.seen = 0
+        self.stopped = 0.0
 
     def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Batch, i: int) -> None:
         if trainer.global_step == self.warmup and not self.started:
@@ -180,8 +182,11 @@ class _Timer(L.Callback):
         if self.started:
             self.seen += batch[-1].shape[0]
 
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.stopped = time.perf_counter()  # the last batch's end, before Lightning's teardown
+
     def throughput(self) -> float:
-        return self.seen / (time.perf_counter() - self.started)
+        return self.seen / (self.stopped - self.started)
 
 
 def time_lightning(model: EngagementModel, encoded: EncodedSamples, args: argparse.Namespace
@@ -192,7 +197,8 @@ def time_lightning(model: EngagementModel, encoded: EncodedSamples, args: argpar
         accelerator="cpu",
         max_steps=args.warmup + args.steps,
         gradient_clip_val=1.0,
-        logger=False,
+        logger=TensorBoardLogger(tempfile.mkdtemp(prefix="bench_train_tb_")),  # as engage-train
+        log_every_n_steps=50,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,

@@ -13,7 +13,7 @@ from engage_seq.baselines import BASELINES
 from engage_seq.model import EngagementModel
 from engage_seq.module import metric_mode
 from engage_seq.sequences import next_event_part
-from engage_seq.train import CONF_DIR, _selected
+from engage_seq.train import CONF_DIR, _check_selected_metrics, _selected
 
 GROUPS = sorted(str(p.relative_to(CONF_DIR)) for p in Path(CONF_DIR).rglob("*") if p.is_dir())
 CHOICES = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))]
@@ -57,3 +57,25 @@ def test_group_option_composes_and_instantiates(group: str, choice: str) -> None
     assert isinstance(trainer, L.Trainer)
     assert cfg.optimized_metric == "auto" or cfg.optimized_metric.startswith("val/")
     metric_mode(_selected(cfg, "monitor", task))
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def test_selected_metrics_are_checked_against_what_the_run_reports() -> None:
+    cfg = _compose("task=purchase_7d_next_event", "model=markov")
+    task = instantiate(cfg.task)
+    assert _check_selected_metrics(cfg, task) == "val/nll"  # markov has no horizon head
+    assert _selected(cfg, "optimized_metric", task) == "val/nll"  # auto follows the monitor
+    cfg = _compose("task=next_event", "optimized_metric=val/auroc")
+    with pytest.raises(ValueError, match="does not report it"):
+        _check_selected_metrics(cfg, instantiate(cfg.task))
+    cfg = _compose("monitor=val/time_nll", "task=next_event")
+    with pytest.raises(ValueError, match="val/time_nll"):
+        _check_selected_metrics(cfg, instantiate(cfg.task))
+    cfg = _compose("monitor=val/time_nll", "task=next_event", "model.time_to_next=true")
+    assert _check_selected_metrics(cfg, instantiate(cfg.task)) == "val/time_nll"
+    cfg = _compose("task=engagement_7d", "monitor=val/auroc/purchase")
+    assert _check_selected_metrics(cfg, instantiate(cfg.task)) == "val/auroc/purchase"

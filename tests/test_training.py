@@ -53,13 +53,16 @@ def _step_of(checkpoint: Path) -> int:
     return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
 
 
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("saved_at", ["mid_epoch", "epoch_end"])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, saved_at: str) -> None:
     env = _env(tmp_path)
-    reference = _train(tmp_path / "reference", RESUMABLE, env)
+    # epoch_end: no step checkpoints, so the run resumes from the end-of-epoch save
+    args = RESUMABLE if saved_at == "mid_epoch" else [*RESUMABLE, "checkpoint_every_n_steps=0"]
+    reference = _train(tmp_path / "reference", args, env)
     steps_per_epoch = reference["train/steps"] / reference["train/epochs"]
 
     run_dir = tmp_path / "killed"
-    command = [str(VENV_BIN / "engage-train"), *RESUMABLE, f"hydra.run.dir={run_dir}"]
+    command = [str(VENV_BIN / "engage-train"), *args, f"hydra.run.dir={run_dir}"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     resume = run_dir / "checkpoints" / "resume.ckpt"
     killed_at = None
@@ -67,7 +70,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Pa
     while time.monotonic() < deadline and process.poll() is None:
         if resume.is_file():
             step = _step_of(resume)  # safe to read: it is replaced atomically
-            if step > steps_per_epoch and step % steps_per_epoch:  # inside the second epoch
+            inside = step % steps_per_epoch != 0
+            if step >= steps_per_epoch and inside == (saved_at == "mid_epoch"):
                 process.send_signal(signal.SIGKILL)
                 killed_at = step
                 break
@@ -77,7 +81,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Pa
     assert process.returncode == -signal.SIGKILL
     assert not (run_dir / "metrics.json").exists()
 
-    resumed = _train(run_dir, [*RESUMABLE, "resume=true"], env)
+    resumed = _train(run_dir, [*args, "resume=true"], env)
     assert resumed["train/steps"] == reference["train/steps"]
     # random draws are keyed by (seed, epoch, batch) and the data order by (seed, epoch), so
     # the resumed run is the uninterrupted run
