@@ -314,16 +314,11 @@ class EventDataModule(L.LightningDataModule):
         self.seed = seed
         self._resume_at: tuple[int, int] | None = None  # (epoch, batches already done)
 
-    def _rank(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
-
     def _loader(self, split: str, shuffle: bool) -> DataLoader[Batch]:
         encoded = self.splits[split]
         size = self.batch_size if shuffle else self.eval_batch_size
-        rank, world_size = self._rank()
+        trainer = getattr(self, "trainer", None)  # None when used without a Trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         if len(encoded) < world_size:
             raise ValueError(
                 f"the {split} split has {len(encoded)} samples for {world_size} processes; "
@@ -332,7 +327,6 @@ class EventDataModule(L.LightningDataModule):
         sampler = LengthBucketBatchSampler(
             encoded.lengths, size, shuffle, self.seed, rank=rank, world_size=world_size
         )
-        trainer = getattr(self, "trainer", None)
         if shuffle and trainer is not None:
             # Lightning draws the first batch before its first set_epoch call, so a resumed
             # run must start from the restored epoch here.

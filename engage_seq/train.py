@@ -282,17 +282,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     fit_started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - fit_started
-    metrics = _evaluate_best(cfg, trainer, module, datamodule, checkpoint.best_model_path)
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    metrics = _evaluate_best(cfg, trainer, module, datamodule, checkpoint.best_model_path, best)
     metrics.update(
         {
             "train/n_samples": float(len(encoded["train"])),
             "train/epochs": float(trainer.current_epoch),
             "train/steps": float(trainer.global_step),
-            "train/best_epoch": float(
-                torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True).get(
-                    "epoch", -1
-                )
-            ),
+            "train/best_epoch": float(best.get("epoch", -1)),
             "train/fit_seconds": round(fit_seconds, 2),
             "train/world_size": float(trainer.world_size),
             "data/prepare_seconds": round(prepare_seconds, 2),
@@ -341,8 +338,9 @@ def _evaluate_best(
     module: EngagementLitModule,
     datamodule: EventDataModule,
     best_path: str,
+    best: dict[str, Any],
 ) -> dict[str, float]:
-    """Val/test metrics of the best checkpoint.
+    """Val/test metrics of the best checkpoint (``best`` is its loaded content).
 
     On one device they are computed in fp32 whatever the training precision, so the figures
     describe the exported (fp32) model rather than its bf16-autocast twin. Under DDP the
@@ -361,7 +359,6 @@ def _evaluate_best(
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    best = torch.load(best_path, map_location="cpu", weights_only=True)
     module.load_state_dict(best["state_dict"])
     evaluator.validate(module, datamodule=datamodule, verbose=False)
     evaluator.test(module, datamodule=datamodule, verbose=False)
