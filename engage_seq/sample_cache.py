@@ -2,18 +2,22 @@
 
 A sweep of 20 runs over model settings shares one cache entry. An entry is built inside a
 temporary folder and renamed into place, so a crash or a concurrent run never leaves a
-half-written entry that a later run would read. The key covers the input files (size, mtime),
-every setting, the salt in use (never the salt itself) and the builder's source code.
+half-written entry that a later run would read; concurrent runs that need the same entry (a
+sweep on a parallel launcher) wait on a lock file for the first builder instead of each
+building it. The key covers the input files (size, mtime), every setting, the salt in use
+(never the salt itself) and the builder's source code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -133,6 +137,27 @@ def _build_entry(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _build_lock(entry: Path) -> Iterator[None]:
+    """Exclusive while one process builds ``entry`` (POSIX ``flock``; released if it dies).
+
+    Without ``fcntl`` (Windows) concurrent builders stay correct through the atomic rename,
+    only wasteful. Network filesystems without working locks behave the same way.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry.parent / f".{entry.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def prepare_samples(
     source: EventSource,
     task: Task,
@@ -146,17 +171,19 @@ def prepare_samples(
     ingest = ingest or IngestConfig()
     entry = Path(cache_dir) / f"samples-{cache_key(source, mapping, task, sampling, ingest)}"
     if not (entry / "manifest.json").exists():
-        log.info("building samples into %s", entry)
-        result = _build_entry(entry, source, mapping, task, sampling, ingest)
-        return PreparedSamples(
-            result.files,
-            result.vocabulary,
-            result.numeric_scaling,
-            result.plan,
-            result.report,
-            entry,
-            preloaded=result.samples,
-        )
+        with _build_lock(entry):
+            if not (entry / "manifest.json").exists():  # nobody built it while we waited
+                log.info("building samples into %s", entry)
+                result = _build_entry(entry, source, mapping, task, sampling, ingest)
+                return PreparedSamples(
+                    result.files,
+                    result.vocabulary,
+                    result.numeric_scaling,
+                    result.plan,
+                    result.report,
+                    entry,
+                    preloaded=result.samples,
+                )
     log.info("reusing cached samples from %s", entry)
     manifest = json.loads((entry / "manifest.json").read_text())
     plan = manifest["plan"]

@@ -21,8 +21,15 @@ import numpy as np
 import polars as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback as HydraCallback
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+)
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -197,7 +204,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     monitor = _check_selected_metrics(cfg, task)  # fail before any work on a bad metric
     monitor_mode = metric_mode(monitor)
     if _is_zero_rank():
-        write_text_atomic(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_text_atomic(run_dir / "config_resolved.yaml", _resolved_yaml(cfg, task, monitor))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
@@ -260,6 +269,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         checkpoint,
         EarlyStopping(monitor=monitor, mode=monitor_mode, patience=cfg.patience),
         ResumeCheckpoint(resume_path, cfg.checkpoint_every_n_steps),
+        LearningRateMonitor(logging_interval="step"),  # the schedule, next to the loss curve
     ]
     logger = TensorBoardLogger(
         save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False
@@ -298,7 +308,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     if trainer.is_global_zero:
         write_json_atomic(run_dir / "metrics.json", metrics)
         _write_golden_batch(module, encoded["test"], run_dir / "golden_batch.pt")
-        logger.log_hyperparams(_flat_hparams(cfg), metrics=dict(metrics))
+        logger.log_hyperparams(_flat_hparams(cfg), metrics=_final_metrics(metrics))
         log.info("metrics: %s", json.dumps(metrics, indent=1))
     return metrics
 
@@ -408,7 +418,7 @@ def _train_baseline(
     logger = TensorBoardLogger(
         save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False
     )
-    logger.log_hyperparams(_flat_hparams(cfg), metrics=dict(metrics))
+    logger.log_hyperparams(_flat_hparams(cfg), metrics=_final_metrics(metrics))
     logger.finalize("success")
     log.info("metrics: %s", json.dumps(metrics, indent=1))
     return metrics
@@ -455,8 +465,28 @@ def fit_and_score_baseline(
     return metrics
 
 
+def _final_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Final (best-checkpoint, fp32) metrics for the hparams view, under ``final/`` so they do
+    not add a step-0 point to the per-epoch ``val/...`` learning curves."""
+    return {f"final/{name}": value for name, value in metrics.items()}
+
+
+def _resolved_yaml(cfg: DictConfig, task: Task, monitor: str) -> str:
+    """The run's config with ``auto`` metric choices replaced by what they resolved to, so
+    the sweep report (and a reader) knows what the run was selected and optimised on."""
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    resolved.monitor = monitor
+    resolved.optimized_metric = _selected(cfg, "optimized_metric", task)
+    return OmegaConf.to_yaml(resolved)
+
+
 def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    keep = {k: cfg[k] for k in ("model", "task", "optim", "seed", "batch_size")}
+    """Hyperparameters for TensorBoard's hparams view: model, task, optimiser, loss, budget,
+    plus, under Hydra, every config-group choice and every command-line override, so whatever
+    a sweep varied is a column there."""
+    keep = {k: cfg[k] for k in ("model", "task", "optim", "loss", "seed", "batch_size")}
+    keep["trainer"] = {"max_epochs": cfg.trainer.max_epochs}
+    keep["data"] = {"sampling": {"max_len": cfg.data.sampling.max_len}}
     container = OmegaConf.to_container(OmegaConf.create(keep), resolve=True)
     flat: dict[str, Any] = {}
 
@@ -468,14 +498,71 @@ def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
             flat[prefix] = value if isinstance(value, int | float | str | bool) else str(value)
 
     walk("", container)
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        for group, choice in hydra_cfg.runtime.choices.items():
+            if not group.startswith("hydra") and choice is not None:
+                flat[f"choice.{group}"] = str(choice)
+        for override in hydra_cfg.overrides.task:
+            key = str(override).partition("=")[0].lstrip("+~")
+            value = OmegaConf.select(cfg, key, default=None)
+            if key not in flat and not isinstance(value, DictConfig | type(None)):
+                flat[key] = value if isinstance(value, int | float | str | bool) else str(value)
     return flat
+
+
+_OPTUNA_DIRECTIONS = {"max": "maximize", "min": "minimize"}
+
+
+def _check_sweep_direction(cfg: DictConfig, task: Task) -> None:
+    """An optimiser sweep minimising a metric that is better when higher (or the reverse)
+    would search for the worst model; refuse before training."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    direction = HydraConfig.get().sweeper.get("direction")
+    if direction is None or not isinstance(direction, str):
+        return  # grid sweeps have none; multi-objective lists are the user's to match
+    metric = _selected(cfg, "optimized_metric", task)
+    wanted = _OPTUNA_DIRECTIONS[metric_mode(metric)]
+    if str(direction).lower() != wanted:
+        raise ValueError(
+            f"hydra.sweeper.direction={direction} but optimized_metric {metric} is better when "
+            f"{'higher' if wanted == 'maximize' else 'lower'}: set hydra.sweeper.direction="
+            f"{wanted} (or choose another optimized_metric)"
+        )
+
+
+class SweepReportCallback(HydraCallback):
+    """Writes the sweep leaderboard when a multirun ends, so ``engage-train -m ...`` goes
+    from question to answer in one command (``engage-sweep-report`` rebuilds it by hand)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.enabled:
+            return
+        from engage_seq.sweep_report import analyse_sweep, winner_line, write_report
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            report = analyse_sweep(sweep_dir)
+            files = write_report(report)
+        except (ValueError, FileNotFoundError) as error:
+            log.warning("sweep report not written: %s", error)
+            return
+        log.info("%s", winner_line(report))
+        log.info("sweep leaderboard: %s", files["markdown"])
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
+    """Returns the configured ``optimized_metric`` so sweepers (Optuna) can optimise it."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    task = instantiate(cfg.task)
+    _check_sweep_direction(cfg, task)
     metrics = train(cfg, run_dir)
-    return metrics[_selected(cfg, "optimized_metric", instantiate(cfg.task))]
+    return metrics[_selected(cfg, "optimized_metric", task)]
 
 
 def main() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +46,29 @@ def test_second_prepare_reuses_the_cache(tiny_source, tmp_path: Path, monkeypatc
     second = sample_cache.prepare_samples(tiny_source, TASK, SAMPLING, tmp_path)
     assert second.samples.equals(first.samples)
     assert second.vocabulary == first.vocabulary
-    assert [p.name for p in tmp_path.iterdir()] == [first.cache_dir.name]  # no temp leftovers
+    leftovers = [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")]
+    assert leftovers == [first.cache_dir.name]  # no temp folders
+
+
+def test_concurrent_runs_build_an_entry_once(tiny_source, tmp_path: Path, monkeypatch) -> None:
+    """Parallel sweep jobs needing the same samples: one builds, the others wait and reuse."""
+    builds = []
+    real_build = sample_cache.build_in_memory
+
+    def slow_build(*args, **kwargs):
+        builds.append(threading.get_ident())
+        time.sleep(0.5)  # long enough for the other thread to reach the lock
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(sample_cache, "build_in_memory", slow_build)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = [
+            pool.submit(sample_cache.prepare_samples, tiny_source, TASK, SAMPLING, tmp_path)
+            for _ in range(3)
+        ]
+        results = [f.result() for f in futures]
+    assert len(builds) == 1
+    assert all(r.samples.equals(results[0].samples) for r in results)
 
 
 def test_report_counts_every_row(tiny_events, tmp_path: Path) -> None:
