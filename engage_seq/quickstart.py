@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     print(_format_table(rows))
     print(f"\n* best by {SELECT_BY}: {best}")
     print(f"runs:        {sweep_dir}/<run>/ (metrics.json, checkpoints/, tensorboard/)")
+    if (sweep_dir / "leaderboard.md").is_file():
+        print(f"leaderboard: {sweep_dir / 'leaderboard.md'} (+ .csv, .png)")
     print(f"artifact:    {result.path}  (TorchScript, parity max abs diff {parity:.1e})")
     print(f"tensorboard: tensorboard --logdir {sweep_dir}")
     print(f"total time:  {elapsed:.0f} s")

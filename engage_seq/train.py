@@ -162,7 +162,7 @@ class ResumeCheckpoint(Callback):
 
     def _save(self, trainer: L.Trainer) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)  # writes on rank 0 only, with a barrier
+        trainer.save_checkpoint(tmp, weights_only=False)  # full state; rank 0 writes
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         trainer.strategy.barrier("resume_checkpoint")

@@ -203,6 +203,7 @@ def test_quickstart_prints_the_table_and_leaves_the_artifact(tmp_path: Path, iso
         "best by val/auroc",
         f"artifact:    {artifact}",
         "tensorboard --logdir",
+        "leaderboard: ",
     ):
         assert needle in text, needle
 
