@@ -13,7 +13,11 @@ from typing import Any
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temp path next to ``target``; it replaces ``target`` only if the block succeeds."""
+    """Yield a temp path next to ``target``; it replaces ``target`` only if the block succeeds.
+
+    The file gets the permissions a plain ``open()`` would give it (mkstemp makes it 0600),
+    so shared outputs stay readable by the team as the process umask intends.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -21,9 +25,18 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            tmp.chmod(0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(target: str | Path, text: str) -> None:

@@ -141,8 +141,9 @@ def _build_entry(
 def _build_lock(entry: Path) -> Iterator[None]:
     """Exclusive while one process builds ``entry`` (POSIX ``flock``; released if it dies).
 
-    Without ``fcntl`` (Windows) concurrent builders stay correct through the atomic rename,
-    only wasteful. Network filesystems without working locks behave the same way.
+    Without ``fcntl`` (Windows), or on a filesystem that refuses locks (NFS without a lock
+    daemon, Lustre without flock), concurrent builders stay correct through the atomic rename,
+    only wasteful.
     """
     try:
         import fcntl
@@ -151,7 +152,12 @@ def _build_lock(entry: Path) -> Iterator[None]:
         return
     entry.parent.mkdir(parents=True, exist_ok=True)
     with open(entry.parent / f".{entry.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            log.warning("cannot lock %s (%s); building without the lock", handle.name, error)
+            yield
+            return
         try:
             yield
         finally:

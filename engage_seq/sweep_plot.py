@@ -40,7 +40,7 @@ def plot_sweep(report: SweepReport) -> Any:
     for unused in axes[len(params) :]:
         unused.set_visible(False)
     distinct = {
-        param: sorted({run.overrides.get(param, "") for run in report.runs}, key=natural_sort_key)
+        param: sorted({run.overrides[param] for run in report.runs}, key=natural_sort_key)
         for param in params
     }
     is_grid = report.leaderboard.height == math.prod(len(distinct[p]) for p in report.swept)
@@ -64,7 +64,7 @@ def plot_sweep(report: SweepReport) -> Any:
 
 
 def _is_best(report: SweepReport, overrides: dict[str, str]) -> bool:
-    return all(overrides.get(k, "") == v for k, v in report.winner.items())
+    return all(overrides.get(k) == v for k, v in report.winner.items())
 
 
 def _scatter_panel(ax: Any, report: SweepReport, param: str, values: list[str]) -> None:
@@ -86,11 +86,11 @@ def _scatter_panel(ax: Any, report: SweepReport, param: str, values: list[str]) 
 
         ax.set_xticks(range(len(values)), [_short(v) for v in values])
     runs = report.runs
-    xs = [where(run.overrides.get(param, "")) for run in runs]
+    xs = [where(run.overrides[param]) for run in runs]
     ax.scatter(xs, [run.metrics[report.metric] for run in runs], s=18, alpha=0.7, label="runs")
     best = [run for run in runs if _is_best(report, run.overrides)]
     ax.scatter(
-        [where(run.overrides.get(param, "")) for run in best],
+        [where(run.overrides[param]) for run in best],
         [run.metrics[report.metric] for run in best],
         marker="*",
         s=160,
@@ -102,17 +102,17 @@ def _scatter_panel(ax: Any, report: SweepReport, param: str, values: list[str]) 
 
 def _series_panel(ax: Any, report: SweepReport, param: str, values: list[str]) -> None:
     others = [key for key in report.swept if key != param]
-    combos = sorted({tuple(run.overrides.get(k, "") for k in others) for run in report.runs})
+    combos = sorted({tuple(run.overrides[k] for k in others) for run in report.runs})
     if len(combos) > SERIES_LIMIT:
         combos, others = [()], []
     position = {value: i for i, value in enumerate(values)}
     for i, combo in enumerate(combos):
         color = f"C{i % 10}"
         offset = (i - (len(combos) - 1) / 2) * 0.06  # keeps error bars of series apart
-        members = [r for r in report.runs if tuple(r.overrides.get(k, "") for k in others) == combo]
+        members = [r for r in report.runs if tuple(r.overrides[k] for k in others) == combo]
         xs, means, stds = [], [], []
         for value in values:
-            scores = [r.metrics[report.metric] for r in members if r.overrides.get(param) == value]
+            scores = [r.metrics[report.metric] for r in members if r.overrides[param] == value]
             if not scores:
                 continue
             mean, std = mean_std(scores)

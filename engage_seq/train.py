@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import (
     ModelCheckpoint,
 )
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from engage_seq.data import (
     EncodedSamples,
@@ -514,22 +514,39 @@ def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 _OPTUNA_DIRECTIONS = {"max": "maximize", "min": "minimize"}
 
 
+def sweep_direction_problem(direction: Any, metric: str) -> str | None:
+    """Why an optimiser sweep's ``direction`` cannot optimise ``metric``, or None if it can.
+
+    ``direction`` as the Optuna sweeper config holds it: a string, the plugin's ``Direction``
+    enum (its default, ``minimize``), or a list (one entry per objective; only a single
+    objective is checked, the rest is the user's to match).
+    """
+    if isinstance(direction, list | tuple | ListConfig):
+        if len(direction) != 1:
+            return None
+        direction = direction[0]
+    name = str(getattr(direction, "name", direction)).lower()
+    wanted = _OPTUNA_DIRECTIONS[metric_mode(metric)]
+    if name == wanted:
+        return None
+    return (
+        f"hydra.sweeper.direction={name} but optimized_metric {metric} is better when "
+        f"{'higher' if wanted == 'maximize' else 'lower'}: set hydra.sweeper.direction={wanted} "
+        "(or choose another optimized_metric)"
+    )
+
+
 def _check_sweep_direction(cfg: DictConfig, task: Task) -> None:
     """An optimiser sweep minimising a metric that is better when higher (or the reverse)
     would search for the worst model; refuse before training."""
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return
     direction = HydraConfig.get().sweeper.get("direction")
-    if direction is None or not isinstance(direction, str):
-        return  # grid sweeps have none; multi-objective lists are the user's to match
-    metric = _selected(cfg, "optimized_metric", task)
-    wanted = _OPTUNA_DIRECTIONS[metric_mode(metric)]
-    if str(direction).lower() != wanted:
-        raise ValueError(
-            f"hydra.sweeper.direction={direction} but optimized_metric {metric} is better when "
-            f"{'higher' if wanted == 'maximize' else 'lower'}: set hydra.sweeper.direction="
-            f"{wanted} (or choose another optimized_metric)"
-        )
+    if direction is None:
+        return  # grid sweeps have no direction
+    problem = sweep_direction_problem(direction, _selected(cfg, "optimized_metric", task))
+    if problem:
+        raise ValueError(problem)
 
 
 class SweepReportCallback(HydraCallback):
@@ -548,8 +565,11 @@ class SweepReportCallback(HydraCallback):
         try:
             report = analyse_sweep(sweep_dir)
             files = write_report(report)
-        except (ValueError, FileNotFoundError) as error:
+        except (ValueError, FileNotFoundError) as error:  # e.g. runs optimising other metrics
             log.warning("sweep report not written: %s", error)
+            return
+        except Exception:  # the runs are done and saved: a report bug must not hide that
+            log.exception("sweep report failed; rebuild it with engage-sweep-report %s", sweep_dir)
             return
         log.info("%s", winner_line(report))
         log.info("sweep leaderboard: %s", files["markdown"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import polars as pl
@@ -119,11 +120,11 @@ def test_paired_comparison_verdicts(tmp_path: Path) -> None:
     assert c.wins == 3 and c.holds
     # t = 0.01 / (0.001 / sqrt(3)) = 17.32 with 2 dof
     assert c.p_value == pytest.approx(1 - 17.3205 / math.sqrt(2 + 17.3205**2), rel=1e-3)
-    runs, swept = report.runs, report.swept
     lstm32 = {"model": "lstm", "model.hidden": "32"}
     tr32 = {"model": "transformer", "model.hidden": "32"}
-    worse = paired_comparison(runs, swept, lstm32, tr32, "val/auroc", "max")
+    worse = paired_comparison(report.runs, lstm32, tr32, "val/auroc", "max")
     assert worse.wins == 0 and not worse.holds and "does not hold" in worse.verdict
+    assert "on average the runner-up is ahead" in worse.verdict
 
 
 def test_noisy_lead_is_not_called_significant(tmp_path: Path) -> None:
@@ -148,12 +149,20 @@ def test_missing_and_nan_runs_are_reported_not_dropped(tmp_path: Path) -> None:
     _write_run(tmp_path, "0", ["model=a"], {"val/auroc": 0.7})
     _write_run(tmp_path, "1", ["model=b"], {"val/auroc": math.nan})
     _write_run(tmp_path, "2", ["model=c"], None)  # crashed before writing metrics
+    (tmp_path / "3" / ".hydra").mkdir(parents=True)
+    (tmp_path / "3" / ".hydra" / "overrides.yaml").write_text("- model=d\n")
+    (tmp_path / "3" / "metrics.json").write_text("{not json")
     report = analyse_sweep(tmp_path)
     assert report.missing == ["2"]
+    assert len(report.unreadable) == 1 and report.unreadable[0].startswith("3: ")
     assert report.leaderboard["model"].to_list() == ["a", "b"]  # NaN ranks last
     text = sweep_report.render_markdown(report)
-    assert "1 without metrics" in text and "Missing metrics (failed or still running): 2" in text
-    assert "n/a" in text
+    assert "2 without usable metrics" in text
+    assert "Missing metrics (failed or still running): 2" in text
+    assert "Unreadable, left out: 3: " in text
+    assert "n/a" in text and "1 (1 NaN)" in text
+    summary = json.loads(write_report(report, tensorboard=False)["summary"].read_text())
+    assert summary["best_std"] is None  # NaN is written as null: valid JSON
 
 
 def test_runs_disagreeing_on_the_metric_need_an_explicit_choice(tmp_path: Path) -> None:
@@ -213,3 +222,78 @@ def test_cli_prints_the_winner(tmp_path: Path, capsys) -> None:
     assert "best of 4 configurations by val/auroc: model=lstm, model.hidden=64" in out
     assert (tmp_path / "out" / "leaderboard.md").is_file()
     assert not (sweep / "leaderboard.md").exists()
+
+
+def test_nan_seeds_are_left_out_of_means_and_pairs(tmp_path: Path) -> None:
+    scores = dict(SCORES)
+    scores[("lstm", "64", "2")] = math.nan  # e.g. a degenerate split in one run
+    report = analyse_sweep(_grid(tmp_path, scores))
+    best = report.leaderboard.row(0, named=True)
+    assert report.winner == {"model": "lstm", "model.hidden": "64"}  # NaN does not sink it
+    assert best["n_nan"] == 1 and best["val/auroc_mean"] == pytest.approx((0.880 + 0.879) / 2)
+    c = report.comparison
+    assert c is not None and c.shared_seeds == ("1", "2", "3") and c.n_nan_pairs == 1
+    assert len(c.differences) == 2 and "1 shared seed(s) with a NaN score left out" in c.verdict
+
+
+def test_override_syntax_and_spelling(tmp_path: Path) -> None:
+    rows = [
+        (["+optim.lr=1e-3", "seed=1", "data.source.path=a=b.parquet"], 0.70),
+        (["++optim.lr=0.001", "seed=2", "data.source.path=a=b.parquet"], 0.72),
+        (["optim.lr=0.01", "seed=1", "~model.dropout", "data.source.path=a=b.parquet"], 0.60),
+        (["optim.lr='0.01'", "seed=2", "~model.dropout", "data.source.path=a=b.parquet"], 0.62),
+    ]
+    for i, (overrides, score) in enumerate(rows):
+        _write_run(tmp_path, str(i), overrides, {"val/auroc": score})
+    report = analyse_sweep(tmp_path)
+    # 1e-3 and 0.001 are one configuration; quotes are not part of a value
+    assert report.leaderboard.select("optim.lr", "n_runs").rows() == [("0.001", 2), ("0.01", 2)]
+    assert report.constant == {"data.source.path": "a=b.parquet"}
+    assert "model.dropout" in report.swept  # deleted in two runs, unset in the others
+    assert {run.overrides["model.dropout"] for run in report.runs} == {"(deleted)", "(unset)"}
+
+
+def test_keys_named_like_reserved_columns(tmp_path: Path) -> None:
+    for i, rank in enumerate(("1", "2")):
+        _write_run(tmp_path, str(i), [f"+rank={rank}"], {"val/auroc": 0.5 + i / 10})
+    report = analyse_sweep(tmp_path)
+    assert report.winner == {"rank": "2"}
+    assert report.leaderboard["rank (override)"].to_list() == ["2", "1"]
+    assert report.leaderboard["rank"].to_list() == [1, 2]
+
+
+def test_nested_sweeps_and_hidden_folders_are_not_mixed_in(tmp_path: Path) -> None:
+    _grid(tmp_path)
+    inner = tmp_path / "old_sweep"
+    _write_run(inner, "0", ["model=other", "model.hidden=8", "seed=1"], {"val/auroc": 0.99})
+    (inner / "multirun.yaml").write_text("hydra: {}\n")
+    _write_run(tmp_path / ".submitit", "x", ["model=hidden"], {"val/auroc": 0.99})
+    report = analyse_sweep(tmp_path)
+    assert len(report.runs) == 12 and report.winner["model"] == "lstm"
+
+
+def test_out_folder_gets_everything_and_rebuilds_replace(tmp_path: Path) -> None:
+    sweep = _grid(tmp_path / "sweep")
+    out = tmp_path / "out"
+    for _ in range(2):
+        files = write_report(analyse_sweep(sweep), out)
+    assert files["tensorboard"] == out / "tensorboard_report"
+    assert len(list(files["tensorboard"].glob("events.out.tfevents.*"))) == 1
+    assert not (sweep / "tensorboard_report").exists()
+    write_report(analyse_sweep(sweep), out, plot=False, tensorboard=False)
+    assert not (out / "leaderboard.png").exists()  # no stale plot next to a new table
+    assert "leaderboard.png" not in (out / "leaderboard.md").read_text()
+
+
+def test_report_files_follow_the_umask(tmp_path: Path) -> None:
+    files = write_report(analyse_sweep(_grid(tmp_path)), tensorboard=False)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert files["markdown"].stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_rebuild_command_repeats_non_default_choices(tmp_path: Path) -> None:
+    report = analyse_sweep(_grid(tmp_path / "my sweep"), metric="val/auroc", mode="min", alpha=0.1)
+    command = sweep_report.rebuild_command(report)
+    assert command.startswith("engage-sweep-report '")
+    assert command.endswith("--metric val/auroc --mode min --alpha 0.1")

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from engage_seq.sweep_report import analyse_sweep
-from engage_seq.train import CONF_DIR
+from engage_seq.train import CONF_DIR, _flat_hparams, _resolved_yaml, sweep_direction_problem
 
 VENV_BIN = Path(sys.executable).parent
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
@@ -83,6 +83,37 @@ def test_slurm_launcher_composes_for_clusters() -> None:
     assert "${hydra.sweep.dir}" in OmegaConf.to_container(launcher)["submitit_folder"]
     local = _compose("hydra/launcher=submitit_local").hydra.launcher
     assert local._target_.endswith("submitit_launcher.LocalLauncher")
+
+
+def test_optuna_direction_is_checked_in_every_spelling() -> None:
+    from hydra_plugins.hydra_optuna_sweeper.config import Direction
+
+    assert sweep_direction_problem("maximize", "val/auroc") is None
+    assert sweep_direction_problem(Direction.minimize, "val/nll") is None
+    # the plugin's default is the enum Direction.minimize: wrong for ROC-AUC
+    problem = sweep_direction_problem(Direction.minimize, "val/auroc")
+    assert problem and "set hydra.sweeper.direction=maximize" in problem
+    assert sweep_direction_problem(["minimize"], "val/auroc")
+    assert sweep_direction_problem(OmegaConf.create(["maximize"]), "val/logloss")
+    assert sweep_direction_problem(["maximize", "minimize"], "val/auroc") is None  # multi-objective
+
+
+def test_resolved_config_names_the_metrics_auto_chose() -> None:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["task=next_event"])
+    task = instantiate(cfg.task)
+    resolved = OmegaConf.create(_resolved_yaml(cfg, task, "val/nll"))
+    assert resolved.monitor == "val/nll" and resolved.optimized_metric == "val/nll"
+    assert cfg.monitor == "auto"  # the run's own config is not changed
+
+
+def test_hparams_without_hydra_cover_model_optimiser_and_budget() -> None:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["model=transformer", "trainer.max_epochs=3"])
+    flat = _flat_hparams(cfg)
+    assert flat["model.encoder"] == "transformer" and flat["trainer.max_epochs"] == 3
+    assert {"optim.lr", "loss.time_weight", "seed", "data.sampling.max_len"} <= set(flat)
+    assert all(isinstance(v, int | float | str | bool) for v in flat.values())
 
 
 def _engage_train(args: list[str], root: Path, check: bool = True) -> subprocess.CompletedProcess:
