@@ -1,8 +1,4 @@
-"""Samples -> padded tensors -> batches.
-
-Padding contract (serving must reproduce it exactly): sequences are **right-padded**, oldest
-event first, the last real event at index ``length - 1``; id 0 is padding and id 1 unknown.
-Truncation keeps the most recent ``max_len`` events (done by the sample builder).
+"""Encoded samples -> batches -> the LightningDataModule (encoding itself: `encoding`).
 
 Samples are encoded to dense arrays once; a batch is a fancy-index into them, trimmed to the
 longest sequence in the batch, so there is no per-sample Python in the training loop.
@@ -10,190 +6,41 @@ longest sequence in the batch, so there is no per-sample Python in the training 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import lightning as L
 import numpy as np
-import polars as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from engage_seq.sequences import TIME_FEATURES, signed_log1p
+from engage_seq.encoding import (  # re-exported: the encoding half of this module's job
+    NO_NEXT_EVENT,
+    PAD_ID,
+    UNKNOWN_ID,
+    EncodedSamples,
+    Vocabulary,
+    encode_samples,
+    label_expr,
+    next_event_classes,
+)
 
-PAD_ID = 0
-UNKNOWN_ID = 1
+__all__ = [
+    "NO_NEXT_EVENT",
+    "PAD_ID",
+    "UNKNOWN_ID",
+    "Batch",
+    "EncodedSamples",
+    "EventDataModule",
+    "LengthBucketBatchSampler",
+    "Vocabulary",
+    "encode_samples",
+    "label_expr",
+    "next_event_classes",
+]
 # (event_ids, channel_ids, attribute_ids, numeric, time_features, lengths, labels)
 Batch = tuple[
     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
 ]
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """Token -> id maps fitted on the training period; ids start at 2 (0 pad, 1 unknown).
-
-    ``tokens`` maps each categorical column (event_type, channel, then ``cat_*`` attributes,
-    in that order) to its sorted known values.
-    """
-
-    tokens: dict[str, tuple[str, ...]]
-
-    @classmethod
-    def from_lists(cls, fitted: dict[str, list[str]]) -> Vocabulary:
-        return cls({column: tuple(values) for column, values in fitted.items()})
-
-    @property
-    def n_event_ids(self) -> int:
-        return len(self.tokens["event_type"]) + 2
-
-    @property
-    def n_channel_ids(self) -> int:
-        return len(self.tokens["channel"]) + 2
-
-    @property
-    def attributes(self) -> list[str]:
-        return [c for c in self.tokens if c not in ("event_type", "channel")]
-
-    @property
-    def attribute_sizes(self) -> list[int]:
-        return [len(self.tokens[c]) + 2 for c in self.attributes]
-
-    def ids(self, column: str) -> dict[str, int]:
-        return {token: i + 2 for i, token in enumerate(self.tokens[column])}
-
-    def to_dict(self) -> dict[str, list[str]]:
-        return {column: list(values) for column, values in self.tokens.items()}
-
-
-@dataclass
-class EncodedSamples:
-    """Dense arrays for one split: N samples, T = max_len, C categorical attributes,
-    F numeric attributes, K time features, L labels."""
-
-    event_ids: np.ndarray  # (N, T) int64, 0 = pad
-    channel_ids: np.ndarray  # (N, T) int64, 0 = pad
-    attribute_ids: np.ndarray  # (N, T, C) int64, 0 = pad
-    numeric: np.ndarray  # (N, T, F) float32, scaled, 0 at pads and for missing values
-    time_features: np.ndarray  # (N, T, K) float32, 0 at pads
-    lengths: np.ndarray  # (N,) int64, >= 1
-    labels: np.ndarray  # (N, L) float32
-
-    def __len__(self) -> int:
-        return int(self.lengths.shape[0])
-
-    def batch(self, indices: np.ndarray) -> Batch:
-        """Tensors for ``indices``, trimmed to the longest sequence among them."""
-        width = int(self.lengths[indices].max())
-        return (
-            torch.from_numpy(self.event_ids[indices, :width]),
-            torch.from_numpy(self.channel_ids[indices, :width]),
-            torch.from_numpy(self.attribute_ids[indices, :width]),
-            torch.from_numpy(self.numeric[indices, :width]),
-            torch.from_numpy(self.time_features[indices, :width]),
-            torch.from_numpy(self.lengths[indices]),
-            torch.from_numpy(self.labels[indices]),
-        )
-
-
-def _pad_lists(column: pl.Series, lengths: np.ndarray, width: int, dtype: type) -> np.ndarray:
-    """List column -> (N, width) right-padded array, without a Python loop over rows."""
-    flat = column.explode().to_numpy().astype(dtype, copy=False)
-    rows = np.repeat(np.arange(lengths.size), lengths)
-    starts = np.cumsum(lengths) - lengths
-    cols = np.arange(flat.size) - np.repeat(starts, lengths)
-    out = np.zeros((lengths.size, width), dtype=dtype)
-    out[rows, cols] = flat
-    return out
-
-
-def _stack(arrays: list[np.ndarray], n: int, width: int, dtype: type) -> np.ndarray:
-    if not arrays:
-        return np.zeros((n, width, 0), dtype=dtype)
-    return np.stack(arrays, axis=-1)
-
-
-NO_NEXT_EVENT = -1.0  # next-event class when a sample has none within max_gap (masked)
-
-
-def label_expr(column: str, vocabulary: Vocabulary) -> pl.Expr:
-    """Label column -> float32. The next event type becomes its class: event id - 1, so
-    class 0 is an unknown type and class i is ``vocabulary.tokens["event_type"][i - 1]``;
-    a missing next event becomes -1 and a missing time NaN (both masked in the loss)."""
-    if column == "label_next_event":
-        ids = pl.col(column).replace_strict(
-            vocabulary.ids("event_type"), default=UNKNOWN_ID, return_dtype=pl.Int64
-        )
-        return (
-            pl.when(pl.col(column).is_null())
-            .then(pl.lit(NO_NEXT_EVENT))
-            .otherwise(ids - 1)
-            .cast(pl.Float32)
-            .alias(column)
-        )
-    return pl.col(column).cast(pl.Float32).fill_null(float("nan"))
-
-
-def next_event_classes(vocabulary: Vocabulary) -> list[str]:
-    """Names of the next-event classes, in output order (see `label_expr`)."""
-    return ["<unknown>", *vocabulary.tokens["event_type"]]
-
-
-def encode_samples(
-    samples: pl.DataFrame,
-    vocabulary: Vocabulary,
-    max_len: int,
-    label_columns: Sequence[str],
-    numeric_scaling: dict[str, dict[str, float]] | None = None,
-) -> EncodedSamples:
-    """Map tokens to ids (unknown -> 1), scale numerics, pad; input from `build_samples`.
-
-    Numeric attributes become ``clip((signed_log1p(x) - mean) / std, -5, 5)`` with training-
-    period statistics; missing values become 0 (the training mean).
-    """
-    numeric_scaling = numeric_scaling or {}
-    lengths = samples["event_type"].list.len().to_numpy().astype(np.int64)
-    if lengths.size and (lengths.min() < 1 or lengths.max() > max_len):
-        raise ValueError(
-            f"sequence lengths must be within [1, {max_len}], got [{lengths.min()}, "
-            f"{lengths.max()}]; were the samples built with this max_len?"
-        )
-    ids = samples.select(
-        pl.col(column).list.eval(
-            pl.element().replace_strict(
-                vocabulary.ids(column), default=UNKNOWN_ID, return_dtype=pl.Int64
-            )
-        )
-        for column in vocabulary.tokens
-    )
-    scaled = samples.select(
-        pl.col(column).list.eval(
-            ((signed_log1p(pl.element()) - stats["mean"]) / stats["std"])
-            .clip(-5.0, 5.0)
-            .fill_null(0.0)
-            .fill_nan(0.0)
-            .cast(pl.Float32)
-        )
-        for column, stats in numeric_scaling.items()
-    )
-    n = lengths.size
-
-    def pad(column: pl.Series, dtype: type) -> np.ndarray:
-        return _pad_lists(column, lengths, max_len, dtype)
-
-    labels = samples.select(label_expr(c, vocabulary) for c in label_columns).to_numpy()
-    attributes = [pad(ids[c], np.int64) for c in vocabulary.attributes]
-    numerics = [pad(scaled[c], np.float32) for c in scaled.columns]
-    times = [pad(samples[c], np.float32) for c in TIME_FEATURES]
-    return EncodedSamples(
-        event_ids=pad(ids["event_type"], np.int64),
-        channel_ids=pad(ids["channel"], np.int64),
-        attribute_ids=_stack(attributes, n, max_len, np.int64),
-        numeric=_stack(numerics, n, max_len, np.float32),
-        time_features=_stack(times, n, max_len, np.float32),
-        lengths=lengths,
-        labels=np.ascontiguousarray(labels, dtype=np.float32).reshape(n, -1),
-    )
 
 
 class LengthBucketBatchSampler(Sampler[np.ndarray]):

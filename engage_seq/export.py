@@ -1,13 +1,15 @@
 """`engage-export`: a run's best checkpoint -> one self-contained TorchScript artifact.
 
-The artifact holds the model and, as the extra file ``metadata.json``, everything a caller
-needs to build its input: vocabularies (id = index + 2; 0 pad, 1 unknown), time-feature
-definitions, ``max_len``, padding/truncation rules, task, output names, metrics and versions.
-No raw user id is ever written.
+The artifact is a `engage_seq.serving.ServingModule`: the model plus vocabularies (id = index
++ 2; 0 pad, 1 unknown), numeric scaling, ``max_len`` and the time-feature code, with two entry
+points (``forward`` on tensors, ``predict_events`` on raw events) and ``output_names()``. The
+extra file ``metadata.json`` documents the same (and task, metrics, versions, data
+fingerprint). No raw user id is ever written.
 
-Nothing is written unless the parity check passes: the reloaded TorchScript module must agree
-with the eager model and with the Lightning predictions recorded at training time
-(``golden_batch.pt``), at batch size N and 1, within ``--atol``.
+Nothing is written unless the parity checks pass (`check_parity`, `engage_seq.parity`): the
+reloaded artifact must agree with the eager model and with the Lightning predictions recorded
+at training time (``golden_batch.pt``, ``golden_events.parquet``) through both entry points,
+at batch size N and 1, and with the training code on constructed edge cases, within ``--atol``.
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import torch
 
 from engage_seq import __version__
 from engage_seq.io import atomic_path
 from engage_seq.model import MODEL_INPUTS, EngagementModel, ProbabilityModel
+from engage_seq.parity import full_parity
+from engage_seq.serving import ServingModule
 
 METADATA_FILE = "metadata.json"
-ARTIFACT_FORMAT_VERSION = 1
+ARTIFACT_FORMAT_VERSION = 2  # 2: predict_events / preprocess_events (raw events in)
+GOLDEN_EVENTS = "golden_events.parquet"
 # torch 2.13 deprecates TorchScript; it is still the format our users asked for, so exactly
 # that warning is silenced around the jit calls, nothing else.
 _JIT_DEPRECATION = r"`torch\.jit\.\w+` is deprecated"
@@ -106,17 +112,35 @@ def load_model(checkpoint: Path) -> tuple[EngagementModel, dict[str, Any]]:
     return model.eval(), meta
 
 
+def serving_module(model: EngagementModel, meta: dict[str, Any]) -> ServingModule:
+    """The exported module for a model and its checkpoint metadata."""
+    output_names = list(meta.get("output_names", meta["target_names"]))
+    scaling = meta["numeric_scaling"]
+    try:
+        return ServingModule(
+            ProbabilityModel(model, output_names),
+            meta["vocabulary"],
+            list(meta["categorical_attributes"]),
+            [(scaling[c]["mean"], scaling[c]["std"]) for c in meta["numeric_attributes"]],
+            int(meta["max_len"]),
+            list(meta["time_features"]),
+            str(meta.get("missing_category_token", "none")),
+        )
+    except (KeyError, ValueError) as exc:
+        raise ExportError(f"checkpoint metadata cannot describe a serving module: {exc}") from exc
+
+
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
 def check_parity(
     scripted: torch.jit.ScriptModule,
-    eager: ProbabilityModel,
+    eager: torch.nn.Module,
     golden: dict[str, torch.Tensor],
     n_single: int = 8,
 ) -> dict[str, float]:
-    """Max abs differences: scripted vs eager vs Lightning, and batch of 1 vs batch of N."""
+    """Tensor entry: max abs differences scripted vs eager vs Lightning, batch 1 vs batch N."""
     inputs = [golden[name] for name in MODEL_INPUTS]
     lengths = golden["lengths"]
     with torch.inference_mode():
@@ -146,7 +170,7 @@ def export_artifact(run: str | Path, out: str | Path, atol: float = 1e-5) -> Exp
             "engage-train (it records test inputs and the Lightning predictions there)"
         )
     output_names = list(meta.get("output_names", meta["target_names"]))
-    eager = ProbabilityModel(model, output_names).eval()
+    eager = serving_module(model, meta).eval()
     metrics_path = run_dir / "metrics.json"
     metadata = {
         "format_version": ARTIFACT_FORMAT_VERSION,
@@ -164,6 +188,17 @@ def export_artifact(run: str | Path, out: str | Path, atol: float = 1e-5) -> Exp
                 "time_features (B, T, K) float32: in the order of time_features",
                 "lengths (B,) int64: real events per row, 1..max_len",
             ],
+            "predict_events": [
+                "event_types: list (per user) of lists of event-type strings",
+                "timestamps: list of (n,) int64 tensors, epoch seconds, any order",
+                "channels: list of lists of channel strings (None = missing)",
+                "attributes: list (per user) of lists (per categorical_attributes) of strings "
+                "(None = missing)",
+                "numeric: list of (n, F) float64 tensors in the order of numeric_attributes "
+                "(NaN = missing)",
+                "cutoffs: (B,) int64 epoch seconds; only events strictly before count; every "
+                "user needs one such event",
+            ],
             "returns": "(B, n_outputs) float32 probabilities, columns as output_names: "
             "horizon targets are independent sigmoids; next_event/<type> columns are one "
             "softmax (they sum to 1)",
@@ -172,6 +207,13 @@ def export_artifact(run: str | Path, out: str | Path, atol: float = 1e-5) -> Exp
         **{k: v for k, v in meta.items() if k not in ("target_names", "output_names")},
     }
     golden = torch.load(golden_path, map_location="cpu", weights_only=True)
+    events_path = run_dir / GOLDEN_EVENTS
+    if not events_path.is_file():
+        raise ExportError(
+            f"no raw-event parity reference {events_path}; the run was written by an older "
+            "engage-train: retrain it to export an artifact with the raw entry point"
+        )
+    golden_events = pl.read_parquet(events_path)
 
     out = Path(out)
     with quiet_jit_deprecation(), atomic_path(out) as tmp:
@@ -180,10 +222,12 @@ def export_artifact(run: str | Path, out: str | Path, atol: float = 1e-5) -> Exp
         torch.jit.save(scripted, str(tmp), _extra_files=extra)
         reloaded, _ = load_artifact(tmp)
         diffs = check_parity(reloaded, eager, golden)
+        diffs.update(full_parity(reloaded, golden, golden_events, meta))
         worst = max(diffs.values())
         if not worst <= atol:  # also catches NaN
+            failing = {k: v for k, v in diffs.items() if not v <= atol}
             raise ExportError(
-                f"parity check failed (max abs diff {worst:.3g} > atol {atol:g}): {diffs}; "
+                f"parity check failed (max abs diff {worst:.3g} > atol {atol:g}): {failing}; "
                 f"no artifact written to {out}"
             )
     return ExportResult(out, diffs, int(golden["lengths"].shape[0]), metadata)

@@ -220,11 +220,14 @@ def validate_events(
     config: IngestConfig | None = None,
     where: str = "event table",
     partial: bool = False,
+    keep_user_id: bool = False,
 ) -> ValidatedEvents:
     """Flag, count and drop unusable rows; pseudonymise users. One pass collects the counts.
 
     ``partial``: the table is one user-hash shard of a larger one; the whole-table checks
-    (`check_drops`) are then left to the caller, on the merged counts.
+    (`check_drops`) are then left to the caller, on the merged counts. ``keep_user_id``: also
+    return the raw ``user_id`` column (batch scoring must name the users it scores; training
+    never asks for it, so raw ids cannot reach samples, caches or checkpoints).
     """
     mapping = mapping or ColumnMapping()
     config = config or IngestConfig()
@@ -307,6 +310,7 @@ def validate_events(
         ],
         "user_keys": "hmac-sha256" if salt else "unkeyed-hash",
     }
-    columns = [ROW_INDEX, "user_key", "ts", "event_type", "channel"]
+    columns = [ROW_INDEX, "user_key", *(["user_id"] if keep_user_id else []), "ts"]
+    columns += ["event_type", "channel"]
     columns += [c for c in kept.collect_schema().names() if c.startswith(("cat_", "num_"))]
     return ValidatedEvents(kept.select(columns), report, ts_min, ts_max)

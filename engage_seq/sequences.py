@@ -419,12 +419,13 @@ def user_histories(events: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def samples_at_cutoff(
-    histories: pl.LazyFrame, task: Task, cutoff: int, split: str, max_len: int
+    histories: pl.LazyFrame, task: Task | None, cutoff: int, split: str, max_len: int
 ) -> pl.LazyFrame:
     """Samples for every user with at least one event before ``cutoff``.
 
     ``histories`` comes from `user_histories`. The history end is a count of events before the
-    cutoff (lists are time-sorted); the features are the last ``max_len`` of them.
+    cutoff (lists are time-sorted); the features are the last ``max_len`` of them. ``task``
+    None: no labels (scoring, where the future is unknown).
     """
     n_history = pl.col("ts").list.eval(pl.element() < cutoff).list.sum()
     start = (pl.col("n_history").cast(pl.Int64) - max_len).clip(lower_bound=0)  # no u32 wrap
@@ -436,7 +437,7 @@ def samples_at_cutoff(
         .filter(pl.col("n_history") > 0)
         .with_columns(
             (cutoff - pl.col("ts").list.get(pl.col("n_history") - 1)).alias("seconds_since_last"),
-            *task.label_exprs(cutoff),
+            *(task.label_exprs(cutoff) if task is not None else []),
         )
         .with_columns(pl.col(c).list.slice(start, length) for c in per_event)
         .with_columns(

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from engage_seq.data import (
     label_expr,
     next_event_classes,
 )
-from engage_seq.io import write_json_atomic, write_text_atomic
+from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.metrics import (
     HORIZON_METRICS,
     NEXT_EVENT_METRICS,
@@ -51,6 +52,7 @@ from engage_seq.metrics import (
 from engage_seq.model import MODEL_INPUTS
 from engage_seq.module import EngagementLitModule, metric_mode
 from engage_seq.sample_cache import prepare_samples
+from engage_seq.schema import NO_CHANNEL
 from engage_seq.sequences import (
     FEATURE_DEFINITIONS,
     SPLITS,
@@ -62,6 +64,7 @@ from engage_seq.sequences import (
 
 log = logging.getLogger(__name__)
 GOLDEN_BATCH_SIZE = 256
+GOLDEN_EVENTS = "golden_events.parquet"
 
 
 def _conf_dir() -> str:
@@ -242,7 +245,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         max_len=sampling.max_len,
     )
     metadata = {
-        **_data_metadata(task, prepared, vocabulary, sampling.max_len),
+        **_data_metadata(
+            task, prepared, vocabulary, sampling.max_len, _column_mapping(cfg.data.columns)
+        ),
         "output_names": output_names(task, vocabulary),
     }
     module = EngagementLitModule(
@@ -308,13 +313,24 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     if trainer.is_global_zero:
         write_json_atomic(run_dir / "metrics.json", metrics)
         _write_golden_batch(module, encoded["test"], run_dir / "golden_batch.pt")
+        _write_golden_events(prepared.split("test"), sampling.max_len, run_dir / GOLDEN_EVENTS)
         logger.log_hyperparams(_flat_hparams(cfg), metrics=_final_metrics(metrics))
         log.info("metrics: %s", json.dumps(metrics, indent=1))
     return metrics
 
 
+def _column_mapping(columns: DictConfig) -> dict[str, Any]:
+    """The run's column mapping as plain JSON (table column names only, no data)."""
+    mapping = instantiate(columns)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(mapping).items()}
+
+
 def _data_metadata(
-    task: Task, prepared: Any, vocabulary: Vocabulary, max_len: int
+    task: Task,
+    prepared: Any,
+    vocabulary: Vocabulary,
+    max_len: int,
+    column_mapping: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What serving needs to rebuild inputs, and what the run was trained on."""
     horizon, next_event = horizon_part(task), next_event_part(task)
@@ -325,6 +341,8 @@ def _data_metadata(
         "numeric_scaling": prepared.numeric_scaling,
         "time_features": list(TIME_FEATURES),
         "feature_definitions": FEATURE_DEFINITIONS,
+        "missing_category_token": NO_CHANNEL,  # what a null channel/category was read as
+        "column_mapping": column_mapping,  # how engage-score reads a raw table like training's
         "max_len": max_len,
         "padding": "right",
         "truncation": "keep_most_recent",
@@ -390,6 +408,27 @@ def _write_golden_batch(module: EngagementLitModule, test: EncodedSamples, path:
         },
         path,
     )
+
+
+def _write_golden_events(test: pl.DataFrame, max_len: int, path: Path) -> None:
+    """The raw events behind the golden batch, for the artifact's raw entry point to be checked
+    against the training predictions: one row per event, ``sample`` = row of the golden batch.
+
+    Only samples whose whole history fits in ``max_len`` are written: their lists *are* the
+    user's complete history before the cutoff, which the raw entry needs for its gap features
+    (longer histories are checked against the training code on constructed inputs instead).
+    No user id or key is written.
+    """
+    golden = test.head(GOLDEN_BATCH_SIZE).with_row_index("sample")
+    per_event = ["ts", "event_type", "channel"]
+    per_event += [c for c in golden.columns if c.startswith(("cat_", "num_"))]
+    events = (
+        golden.filter(pl.col("n_history") <= max_len)
+        .select("sample", "cutoff", *per_event)
+        .explode(per_event)
+    )
+    with atomic_path(path) as tmp:
+        events.write_parquet(tmp)
 
 
 def _train_baseline(

@@ -23,8 +23,14 @@ FORBIDDEN = {
     # exported modules import torch only
     "engage_seq.encoders": {"lightning", "hydra", "polars"},
     "engage_seq.model": {"lightning", "hydra", "polars"},
-    # export needs neither Lightning nor Hydra
-    "engage_seq.export": {"lightning", "hydra", "polars"},
+    # encoding serves training and batch scoring alike: numpy + Polars only
+    "engage_seq.encoding": {"torch", "lightning", "hydra"},
+    # the exported serving module: torch only (it must load without engage_seq)
+    "engage_seq.serving": {"lightning", "hydra", "polars"},
+    # export and its parity harness need neither Lightning nor Hydra (Polars runs the
+    # training code as the reference for constructed inputs)
+    "engage_seq.export": {"lightning", "hydra"},
+    "engage_seq.parity": {"lightning", "hydra"},
 }
 
 

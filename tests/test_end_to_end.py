@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -144,10 +145,26 @@ def test_export_refuses_a_model_that_disagrees(sweep: Path, tmp_path: Path) -> N
     (run / "checkpoints" / "best.ckpt").write_bytes(
         (sweep / "lstm/checkpoints/best.ckpt").read_bytes()
     )
+    with pytest.raises(ExportError, match="no parity reference"):
+        export_artifact(run, tmp_path / "bad.pt")
     golden = torch.load(sweep / "lstm" / "golden_batch.pt", weights_only=True)
     golden["probabilities"] = golden["probabilities"] + 1e-3  # as if Lightning saw another model
     torch.save(golden, run / "golden_batch.pt")
-    with pytest.raises(ExportError, match="parity check failed"):
+    with pytest.raises(ExportError, match="no raw-event parity reference"):
+        export_artifact(run, tmp_path / "bad.pt")
+    events = pl.read_parquet(sweep / "lstm" / "golden_events.parquet")
+    events.write_parquet(run / "golden_events.parquet")
+    with pytest.raises(ExportError, match=r"parity check failed.*raw_vs_lightning"):
+        export_artifact(run, tmp_path / "bad.pt")
+    # raw events that are not the ones training saw (one event an hour later) fail too
+    torch.save(
+        torch.load(sweep / "lstm" / "golden_batch.pt", weights_only=True), run / "golden_batch.pt"
+    )
+    shifted = events.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.col("ts") + 3600).otherwise(pl.col("ts"))
+    )
+    shifted.write_parquet(run / "golden_events.parquet")
+    with pytest.raises(ExportError, match="raw_inputs_vs_training"):
         export_artifact(run, tmp_path / "bad.pt")
     assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob(".bad.pt*"))
 

@@ -1,0 +1,359 @@
+"""`engage-score`: an exported artifact + a raw event table -> ``scores.parquet``.
+
+No Lightning, no Hydra, no model classes: the artifact is loaded with ``torch.jit.load`` and
+its metadata says how to read the table (column mapping), encode it (vocabularies, scaling,
+``max_len``) and name the outputs. Events are validated and encoded in Polars by the same
+functions that built the training samples, then scored in length-sorted batches through the
+artifact's tensor entry point (the raw entry point computes the same inputs per user, which
+the export's parity harness checks; batching them in Polars is what makes a million users
+fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from engage_seq.encoding import Vocabulary, encode_events_at_cutoff
+from engage_seq.ingest import FileEventSource, IngestConfig, validate_events
+from engage_seq.io import atomic_path, write_json_atomic
+from engage_seq.schema import ColumnMapping, EventSchemaError
+from engage_seq.sequences import format_instant, parse_instant
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_FORMATS = (2,)  # artifact format versions this scorer understands
+REQUIRED_METADATA = (
+    "format_version",
+    "output_names",
+    "vocabulary",
+    "categorical_attributes",
+    "numeric_attributes",
+    "numeric_scaling",
+    "max_len",
+    "task",
+)
+_JIT_DEPRECATION = r"`torch\.jit\.\w+` is deprecated"
+
+
+class ScoringError(ValueError):
+    """Bad input for engage-score; the message says what to change. Nothing was written."""
+
+
+def load_scoring_artifact(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The scripted module and its metadata, checked against each other."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScoringError(f"artifact {path} does not exist")
+    extra = {"metadata.json": ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_JIT_DEPRECATION, category=DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except RuntimeError as exc:
+        raise ScoringError(f"{path} is not a TorchScript artifact: {exc}") from None
+    if not extra["metadata.json"]:
+        raise ScoringError(f"{path} carries no metadata.json: export it with engage-export")
+    metadata = json.loads(extra["metadata.json"])
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise ScoringError(f"{path}: metadata lacks {missing}; re-export it with engage-export")
+    if metadata["format_version"] not in SUPPORTED_FORMATS:
+        raise ScoringError(
+            f"{path} has artifact format {metadata['format_version']}; this engage-score reads "
+            f"{list(SUPPORTED_FORMATS)}: re-export the run with this version of engage-export"
+        )
+    names = list(module.output_names())
+    if names != list(metadata["output_names"]):
+        raise ScoringError(
+            f"{path}: the module's outputs {names} do not match its metadata "
+            f"{metadata['output_names']}; the file was altered or assembled by hand"
+        )
+    return module, metadata
+
+
+def column_mapping(metadata: dict[str, Any]) -> ColumnMapping:
+    """How the training table's columns were mapped (older artifacts: defaults plus the
+    attribute names the model was trained on)."""
+    recorded = metadata.get("column_mapping")
+    if recorded:
+        return ColumnMapping(**recorded)
+    return ColumnMapping(
+        categorical=tuple(c.removeprefix("cat_") for c in metadata["categorical_attributes"]),
+        numeric=tuple(c.removeprefix("num_") for c in metadata["numeric_attributes"]),
+    )
+
+
+def parse_cutoff(value: str | None, ts_max: int | None) -> int:
+    """An ISO date/time or epoch seconds; default: one second after the latest event, so
+    every event in the table counts."""
+    if value is None:
+        if ts_max is None:
+            raise ScoringError("the event table has no usable events")
+        return int(ts_max) + 1
+    if value.lstrip("-").isdigit():
+        return int(value)
+    try:
+        return parse_instant(value)
+    except ValueError as exc:
+        raise ScoringError(f"cannot read cutoff {value!r}: {exc}") from None
+
+
+def parse_top(value: str | None, n_users: int) -> int | None:
+    """``500`` -> 500 users; ``5%`` -> 5 % of the scored users (rounded up)."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1])
+            if not 0 < share <= 100:
+                raise ValueError
+            return math.ceil(n_users * share / 100)
+        count = int(text)
+        if count <= 0:
+            raise ValueError
+        return count
+    except ValueError:
+        raise ScoringError(
+            f"--top must be a positive count or a percentage, got {value!r}"
+        ) from None
+
+
+def predict_in_batches(
+    module: Any, encoded: Any, batch_size: int = 4096
+) -> tuple[np.ndarray, float]:
+    """Probabilities (N, n_outputs) in the encoded order; batches are length-sorted so little
+    time goes to padding. Returns (probabilities, seconds spent in the model)."""
+    n = len(encoded)
+    order = np.argsort(encoded.lengths, kind="stable")
+    outputs: list[np.ndarray] = []
+    seconds = 0.0
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            index = order[start : start + batch_size]
+            inputs = encoded.batch(index)[:6]
+            began = time.perf_counter()
+            outputs.append(module(*inputs).float().numpy())
+            seconds += time.perf_counter() - began
+    probabilities = np.empty((n, outputs[0].shape[1] if outputs else 0), dtype=np.float32)
+    if outputs:
+        probabilities[order] = np.concatenate(outputs)
+    return probabilities, seconds
+
+
+def rank_columns(scores: pl.DataFrame, targets: list[str]) -> pl.DataFrame:
+    """rank_<t> (1 = most likely) and decile_<t> (1 = top 10 %) for every horizon target."""
+    n = scores.height
+    exprs = []
+    for target in targets:
+        rank = pl.col(f"score_{target}").rank(method="ordinal", descending=True)
+        exprs += [
+            rank.cast(pl.Int64).alias(f"rank_{target}"),
+            ((rank - 1) * 10 // max(n, 1) + 1).cast(pl.Int8).alias(f"decile_{target}"),
+        ]
+    return scores.with_columns(exprs)
+
+
+def _read_id_list(path: str, mapping: ColumnMapping) -> pl.Series:
+    frame = FileEventSource(path).scan()
+    names = frame.collect_schema().names()
+    if mapping.user_id in names:
+        column = mapping.user_id
+    elif len(names) == 1:
+        column = names[0]
+    else:
+        raise ScoringError(
+            f"suppression list {path!r} has no column {mapping.user_id!r} (columns: {names}); "
+            "name the user-id column like the event table's, or keep a single column"
+        )
+    return frame.select(pl.col(column).cast(pl.String)).unique().collect().to_series()
+
+
+def score_events(
+    artifact: str | Path,
+    events: str | Path,
+    out: str | Path,
+    cutoff: str | None = None,
+    suppress: str | None = None,
+    top: str | None = None,
+    top_out: str | Path | None = None,
+    rank_by: str | None = None,
+    batch_size: int = 4096,
+    ids: str = "raw",
+) -> dict[str, Any]:
+    """Score every user with an event before the cutoff; returns the run report (also
+    written next to ``out`` as ``<out>.report.json``). Raises `ScoringError` before writing
+    anything when the input or the artifact is not usable."""
+    started = time.perf_counter()
+    module, metadata = load_scoring_artifact(artifact)
+    if ids not in ("raw", "key"):
+        raise ScoringError(f"--ids must be 'raw' or 'key', got {ids!r}")
+    mapping = column_mapping(metadata)
+    source = FileEventSource(str(events))
+    try:
+        validated = validate_events(
+            source.scan(), mapping, IngestConfig(), where=source.describe(), keep_user_id=True
+        )
+    except EventSchemaError as exc:
+        raise ScoringError(str(exc)) from None
+    at = parse_cutoff(cutoff, validated.ts_max)
+    targets = [n for n in metadata["output_names"] if not n.startswith("next_event/")]
+    rank_target = rank_by or (targets[0] if targets else None)
+    if rank_by is not None and rank_by not in targets:
+        raise ScoringError(f"--rank-by must be one of the artifact's targets {targets}")
+    if top is not None and not targets:
+        raise ScoringError("--top ranks by a horizon target; this artifact has none")
+    read_seconds = time.perf_counter() - started
+    canonical = validated.events.collect()
+    keys, encoded = encode_events_at_cutoff(
+        canonical.lazy().drop("user_id"),
+        at,
+        Vocabulary.from_lists(metadata["vocabulary"]),
+        metadata["numeric_scaling"],
+        int(metadata["max_len"]),
+    )
+    users_total = canonical["user_key"].n_unique()
+    if len(encoded) == 0:
+        raise ScoringError(
+            f"no user has an event before the cutoff {format_instant(at)}; pass a later --cutoff"
+        )
+    encode_seconds = time.perf_counter() - started - read_seconds
+    probabilities, model_seconds = predict_in_batches(module, encoded, batch_size)
+    id_map = canonical.select("user_key", "user_id").unique("user_key")
+    scores = pl.DataFrame({"user_key": keys}).with_columns(
+        pl.Series(f"score_{name}", probabilities[:, i])
+        for i, name in enumerate(metadata["output_names"])
+    )
+    scores = rank_columns(scores, targets)
+    suppressed = 0
+    if suppress:
+        listed = _read_id_list(suppress, mapping)
+        flags = id_map.select("user_key", pl.col("user_id").is_in(listed).alias("s"))
+        scores = (
+            scores.join(flags, on="user_key", how="left")
+            .with_columns(pl.col("s").fill_null(False).alias("suppressed"))
+            .drop("s")
+        )
+        suppressed = int(scores["suppressed"].sum())
+    else:
+        scores = scores.with_columns(pl.lit(False).alias("suppressed"))
+    if ids == "raw":  # the caller's own ids, to act on the scores; never logged
+        scores = scores.join(id_map, on="user_key", how="left").select(
+            "user_id", *[c for c in scores.columns if c != "user_key"]
+        )
+    id_column = "user_id" if ids == "raw" else "user_key"
+    if rank_target is not None:
+        scores = scores.sort(f"rank_{rank_target}")
+    out = Path(out)
+    top_path = None
+    top_count = parse_top(top, scores.height)
+    top_frame = None
+    if top_count is not None:
+        top_frame = scores.filter(~pl.col("suppressed")).head(top_count)
+        top_path = Path(top_out) if top_out else out.with_name(f"{out.stem}_top{out.suffix}")
+    report = {
+        "artifact": str(artifact),
+        "events": source.describe(),
+        "cutoff": format_instant(at),
+        "rows_read": validated.report["rows_read"],
+        "rows_kept": validated.report["rows_kept"],
+        "rows_dropped": validated.report["rows_dropped"],
+        "users_in_table": users_total,
+        "users_scored": scores.height,
+        "users_without_events_before_cutoff": users_total - scores.height,
+        "users_suppressed": suppressed,
+        "top": None if top_frame is None else {"requested": top, "written": top_frame.height},
+        "outputs": metadata["output_names"],
+        "id_column": id_column,
+        "seconds": {
+            "read_and_validate": round(read_seconds, 3),
+            "encode": round(encode_seconds, 3),
+            "model": round(model_seconds, 3),
+        },
+    }
+    with atomic_path(out) as tmp:
+        scores.write_parquet(tmp)
+    if top_frame is not None and top_path is not None:
+        with atomic_path(top_path) as tmp:
+            if top_path.suffix == ".csv":
+                top_frame.write_csv(tmp)
+            else:
+                top_frame.write_parquet(tmp)
+    report["seconds"]["total"] = round(time.perf_counter() - started, 3)
+    report["users_per_second"] = round(scores.height / report["seconds"]["total"], 1)
+    write_json_atomic(out.with_name(out.name + ".report.json"), report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="engage-score",
+        description="Score users with an exported artifact: raw events (Parquet or CSV) in, "
+        "scores.parquet out (user id, score, rank and decile per target). Needs no Lightning "
+        "or Hydra.",
+    )
+    parser.add_argument("artifact", help="TorchScript artifact written by engage-export")
+    parser.add_argument("events", help="event table: Parquet file/dir/glob or CSV")
+    parser.add_argument("--out", default="scores.parquet", help="scores file (Parquet)")
+    parser.add_argument(
+        "--cutoff", help="score as of this ISO time or epoch second (default: just after the "
+        "latest event); only earlier events count"
+    )  # fmt: skip
+    parser.add_argument("--suppress", help="do-not-contact list (Parquet/CSV of user ids): "
+                        "scored and flagged, never in the top list")  # fmt: skip
+    parser.add_argument("--top", help="also write the top K users (e.g. 1000) or K%% (e.g. 5%%)")
+    parser.add_argument("--top-out", help="top list path (default: <out stem>_top.parquet)")
+    parser.add_argument("--rank-by", help="target ranking the top list (default: the first)")
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--ids", choices=("raw", "key"), default="raw",
+        help="raw: the table's user ids (to act on); key: the pseudonymous user_key",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        report = score_events(
+            args.artifact,
+            args.events,
+            args.out,
+            cutoff=args.cutoff,
+            suppress=args.suppress,
+            top=args.top,
+            top_out=args.top_out,
+            rank_by=args.rank_by,
+            batch_size=args.batch_size,
+            ids=args.ids,
+        )
+    except (ScoringError, EventSchemaError, FileNotFoundError) as exc:
+        print(f"engage-score: error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"scored {report['users_scored']:,} users as of {report['cutoff']} "
+        f"({report['users_without_events_before_cutoff']:,} without earlier events, "
+        f"{report['users_suppressed']:,} suppressed) in {report['seconds']['total']:.1f} s "
+        f"({report['users_per_second']:,.0f} users/s) -> {args.out}"
+    )
+    dropped = {k: v for k, v in report["rows_dropped"].items() if v}
+    print(f"rows read {report['rows_read']:,}, kept {report['rows_kept']:,}, dropped {dropped}")
+    if report["top"]:
+        print(f"top list: {report['top']['written']:,} users (suppressed users left out)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
