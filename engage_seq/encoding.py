@@ -197,7 +197,7 @@ def encode_samples(
         numeric=_stack(numerics, n, max_len, np.float32),
         time_features=_stack(times, n, max_len, np.float32),
         lengths=lengths,
-        labels=np.ascontiguousarray(labels, dtype=np.float32).reshape(n, -1),
+        labels=np.ascontiguousarray(labels, dtype=np.float32).reshape(n, len(label_columns)),
     )
 
 

@@ -240,7 +240,7 @@ def score_events(
     suppressed = 0
     if suppress:
         listed = _read_id_list(suppress, mapping)
-        flags = id_map.select("user_key", pl.col("user_id").is_in(listed).alias("s"))
+        flags = id_map.select("user_key", pl.col("user_id").is_in(listed.implode()).alias("s"))
         scores = (
             scores.join(flags, on="user_key", how="left")
             .with_columns(pl.col("s").fill_null(False).alias("suppressed"))

@@ -31,6 +31,8 @@ FORBIDDEN = {
     # training code as the reference for constructed inputs)
     "engage_seq.export": {"lightning", "hydra"},
     "engage_seq.parity": {"lightning", "hydra"},
+    # batch scoring: no Lightning, no Hydra (and no model classes, checked below)
+    "engage_seq.score": {"lightning", "hydra"},
 }
 
 
@@ -43,3 +45,13 @@ def test_module_imports_stay_inside_their_layer(module: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout))
     assert not (loaded & FORBIDDEN[module]), f"{module} pulls in {loaded & FORBIDDEN[module]}"
+
+
+def test_scoring_needs_no_model_classes() -> None:
+    code = (
+        "import json, sys, engage_seq.score; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('engage_seq'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout))
+    assert not loaded & {"engage_seq.model", "engage_seq.encoders", "engage_seq.module"}, loaded

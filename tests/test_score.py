@@ -1,0 +1,153 @@
+"""engage-score: raw table + artifact -> scores.parquet; clear errors, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from engage_seq.export import export_artifact, load_artifact
+from engage_seq.parity import raw_arguments
+from engage_seq.score import ScoringError, parse_top, score_events
+from engage_seq.synthetic import SyntheticEventSource
+from engage_seq.train import CONF_DIR, train
+
+pytestmark = pytest.mark.slow
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("score")
+    overrides = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"cache_dir={root / 'cache'}"])
+    train(cfg, root / "run")
+    return export_artifact(root / "run", root / "model.pt").path
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("events") / "events.parquet"
+    SyntheticEventSource(n_users=300, days=70, seed=11).scan().collect().write_parquet(path)
+    return path
+
+
+def test_scores_match_the_raw_entry_point(artifact: Path, events: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scores.parquet"
+    report = score_events(artifact, events, out)
+    scores = pl.read_parquet(out)
+    table = pl.read_parquet(events)
+    assert scores.columns == [
+        "user_id", "score_purchase", "rank_purchase", "decile_purchase", "suppressed"
+    ]  # fmt: skip
+    assert scores.height == table["user_id"].n_unique() == report["users_scored"]
+    assert scores["rank_purchase"].to_list() == list(range(1, scores.height + 1))
+    assert scores["score_purchase"].is_sorted(descending=True)
+    assert scores["decile_purchase"].min() == 1 and scores["decile_purchase"].max() == 10
+    # the batched Polars path and the artifact's own raw entry agree on real users
+    module, _ = load_artifact(artifact)
+    cutoff = int(table["timestamp"].max().timestamp()) + 1
+    some = scores.head(5)["user_id"].to_list() + scores.tail(5)["user_id"].to_list()
+    raw = (
+        table.filter(pl.col("user_id").is_in(some))
+        .with_columns(
+            pl.col("user_id").alias("sample"),
+            pl.col("timestamp").dt.epoch("s").alias("ts"),
+            pl.lit(cutoff).alias("cutoff"),
+        )
+        .sort("sample", "ts")
+    )
+    arguments = raw_arguments(raw, [], [])
+    with torch.inference_mode():
+        direct = module.predict_events(*arguments)[:, 0]
+    order = raw["sample"].unique(maintain_order=True).to_list()
+    expected = scores.filter(pl.col("user_id").is_in(some))
+    by_user = dict(zip(expected["user_id"], expected["score_purchase"], strict=True))
+    assert torch.allclose(direct, torch.tensor([by_user[u] for u in order]), atol=1e-5)
+    saved = json.loads((tmp_path / "scores.parquet.report.json").read_text())
+    assert saved["rows_read"] == table.height and "user_id" not in json.dumps(saved["outputs"])
+
+
+def test_cutoff_suppression_and_top_list(artifact: Path, events: Path, tmp_path: Path) -> None:
+    table = pl.read_parquet(events)
+    suppress = tmp_path / "dnc.csv"
+    first_users = table.sort("timestamp")["user_id"].unique(maintain_order=True).head(40)
+    pl.DataFrame({"user_id": first_users}).write_csv(suppress)
+    early = "2026-02-01"
+    report = score_events(
+        artifact, events, tmp_path / "s.parquet", cutoff=early, suppress=str(suppress), top="10%"
+    )
+    scores = pl.read_parquet(tmp_path / "s.parquet")
+    top = pl.read_parquet(tmp_path / "s_top.parquet")
+    n_active = table.filter(pl.col("timestamp") < pl.lit(early).str.to_datetime(time_zone="UTC"))
+    assert scores.height == n_active["user_id"].n_unique()
+    assert (
+        report["users_without_events_before_cutoff"] == table["user_id"].n_unique() - scores.height
+    )
+    assert report["users_suppressed"] == scores["suppressed"].sum() > 0
+    assert top.height == parse_top("10%", scores.height) and not top["suppressed"].any()
+    assert top["rank_purchase"].is_sorted()
+
+
+def test_parse_top() -> None:
+    assert parse_top("5%", 1000) == 50 and parse_top("0.1%", 999) == 1 and parse_top("7", 5) == 7
+    for bad in ("0", "-3", "150%", "many"):
+        with pytest.raises(ScoringError, match="--top"):
+            parse_top(bad, 10)
+
+
+def _resave(artifact: Path, target: Path, **changes) -> Path:
+    module, metadata = load_artifact(artifact)
+    metadata.update(changes)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+        torch.jit.save(module, str(target), _extra_files={"metadata.json": json.dumps(metadata)})
+    return target
+
+
+def test_bad_input_is_refused_and_nothing_is_written(
+    artifact: Path, events: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "never.parquet"
+    renamed = tmp_path / "renamed.parquet"
+    pl.read_parquet(events).rename({"user_id": "customer"}).write_parquet(renamed)
+    with pytest.raises(ScoringError, match=r"user_id.*customer|customer.*user_id"):
+        score_events(artifact, renamed, out)
+    future = _resave(artifact, tmp_path / "future.pt", format_version=99)
+    with pytest.raises(ScoringError, match="format 99"):
+        score_events(future, events, out)
+    altered = _resave(artifact, tmp_path / "altered.pt", output_names=["click"])
+    with pytest.raises(ScoringError, match="do not match its metadata"):
+        score_events(altered, events, out)
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(ScoringError, match="not a TorchScript artifact"):
+        score_events(tmp_path / "junk.pt", events, out)
+    with pytest.raises(ScoringError, match="no user has an event before the cutoff"):
+        score_events(artifact, events, out, cutoff="2000-01-01")
+    assert not out.exists() and not list(tmp_path.glob(".never*"))
+
+
+def test_cli(artifact: Path, events: Path, tmp_path: Path) -> None:
+    command = [str(VENV_BIN / "engage-score"), str(artifact), str(events)]
+    ok = subprocess.run(
+        [*command, "--out", str(tmp_path / "s.parquet"), "--top", "25"],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    users = pl.read_parquet(events)["user_id"].n_unique()
+    assert f"scored {users} users" in ok.stdout and "top list: 25 users" in ok.stdout
+    bad = subprocess.run(
+        [str(VENV_BIN / "engage-score"), str(artifact), str(tmp_path / "none.parquet")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 1 and "engage-score: error:" in bad.stderr
+    assert "Traceback" not in bad.stderr
