@@ -1,0 +1,107 @@
+"""The C++ example (cpp/score_artifact.cpp) loads an artifact with libtorch and scores raw
+events exactly as Python's predict_events does."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from engage_seq.model import EngagementModel, ProbabilityModel
+from engage_seq.serving import SERVED_TIME_FEATURES, ServingModule
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+COMPILER = shutil.which("g++") or shutil.which("clang++")
+
+# user, timestamp, event_type, channel, device (categorical), order_value (numeric); "" = missing
+EVENTS = [
+    ("a", 1_700_000_000, "view", "web", "ios", ""),
+    ("b", 1_700_003_600, "cart", "", "desktop", "12.5"),
+    ("a", 1_700_007_200, "purchase", "app", "", "80"),
+    ("a", 1_699_990_000, "never-seen", "web", "tv", "-3"),
+    ("b", 1_700_100_000, "view", "email", "ios", ""),  # at/after the cutoff: ignored
+]
+CUTOFF = 1_700_100_000
+
+
+def _artifact(path: Path) -> torch.jit.ScriptModule:
+    torch.manual_seed(3)
+    vocabulary = {
+        "event_type": ["cart", "purchase", "view"],
+        "channel": ["app", "email", "web"],
+        "cat_device": ["desktop", "ios", "none"],
+    }
+    model = EngagementModel(
+        n_event_ids=5,
+        n_channel_ids=5,
+        n_time_features=len(SERVED_TIME_FEATURES),
+        n_outputs=2,
+        max_len=8,
+        attribute_sizes=[5],
+        n_numeric=1,
+        encoder="transformer",
+    ).eval()
+    module = ServingModule(
+        ProbabilityModel(model, ["purchase", "click"]),
+        vocabulary,
+        ["cat_device"],
+        [(1.5, 2.0)],
+        8,
+        list(SERVED_TIME_FEATURES),
+    ).eval()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+        scripted = torch.jit.script(module)
+        torch.jit.save(scripted, str(path))
+    return scripted
+
+
+@pytest.mark.skipif(COMPILER is None, reason="no C++ compiler on this machine")
+def test_cpp_program_scores_like_python(tmp_path: Path) -> None:
+    env = {"CXX": COMPILER or "g++", "PATH": "/usr/bin:/bin"}
+    subprocess.run(["bash", str(REPO / "cpp" / "build.sh"), sys.executable], check=True,
+                   capture_output=True, env=env, timeout=600)  # fmt: skip
+    binary = REPO / "cpp" / "build" / "score_artifact"
+    scripted = _artifact(tmp_path / "artifact.pt")
+    tsv = tmp_path / "events.tsv"
+    tsv.write_text("".join("\t".join(map(str, row)) + "\n" for row in EVENTS))
+    result = subprocess.run(
+        [str(binary), str(tmp_path / "artifact.pt"), str(tsv), str(CUTOFF)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    header, *lines = result.stdout.strip().splitlines()
+    assert header.split("\t") == ["user", "purchase", "click"]
+    from_cpp = {line.split("\t")[0]: [float(x) for x in line.split("\t")[1:]] for line in lines}
+
+    users = ["a", "b"]  # first-appearance order, as the C++ program reads them
+    rows = {u: [r for r in EVENTS if r[0] == u] for u in users}
+    with torch.inference_mode():
+        expected = scripted.predict_events(
+            [[r[2] for r in rows[u]] for u in users],
+            [torch.tensor([r[1] for r in rows[u]]) for u in users],
+            [[r[3] or None for r in rows[u]] for u in users],
+            [[[r[4] or None for r in rows[u]]] for u in users],
+            [
+                torch.tensor(
+                    [[float(r[5]) if r[5] else math.nan] for r in rows[u]], dtype=torch.float64
+                )
+                for u in users
+            ],
+            torch.tensor([CUTOFF, CUTOFF]),
+        )
+    for i, user in enumerate(users):
+        assert from_cpp[user] == pytest.approx(expected[i].tolist(), abs=1e-6)
+
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\t1\tview\n")
+    failed = subprocess.run([str(binary), str(tmp_path / "artifact.pt"), str(bad), "5"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert failed.returncode == 1 and "3 fields, expected 6" in failed.stderr
