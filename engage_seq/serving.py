@@ -208,14 +208,22 @@ class ServingModule(nn.Module):
         positions: list[int] = index.tolist()
         stamps: list[int] = history.tolist()
 
-        # hours since the previous event of the same type, over the whole history (-1: none)
+        # one pass over the history (interpreted loops are the raw entry's main cost): the
+        # seconds since the previous event of the same type (-1: none; looked up over the whole
+        # history, not just the window), and the window's event-type and channel ids
         last_seen: dict[str, int] = {}
         type_gap_seconds: list[float] = []
+        event_id_list: list[int] = []
+        channel_id_list: list[int] = []
         for i in range(n_history):
-            kind = types[positions[i]]
+            position = positions[i]
+            kind = types[position]
             if i >= start:
                 previous = last_seen.get(kind)
                 type_gap_seconds.append(-1.0 if previous is None else float(stamps[i] - previous))
+                event_id_list.append(self.event_vocab.get(kind, 1))
+                channel = channels[position]
+                channel_id_list.append(_lookup(self.channel_vocab, channel, self.missing_token))
             last_seen[kind] = stamps[i]
         window = history[start:]
         gap = torch.zeros(window.shape, dtype=torch.float64)
@@ -245,10 +253,8 @@ class ServingModule(nn.Module):
         ).to(torch.float32)
 
         kept: list[int] = positions[start:]
-        event_ids = torch.tensor([self.event_vocab.get(types[p], 1) for p in kept])
-        channel_ids = torch.tensor(
-            [_lookup(self.channel_vocab, channels[p], self.missing_token) for p in kept]
-        )
+        event_ids = torch.tensor(event_id_list, dtype=torch.long)
+        channel_ids = torch.tensor(channel_id_list, dtype=torch.long)
         attribute_ids = torch.zeros([len(kept), self.n_attributes], dtype=torch.long)
         for a, vocab in enumerate(self.attribute_vocabs):
             values = attributes[a]
@@ -259,7 +265,7 @@ class ServingModule(nn.Module):
         signed = raw.sign() * raw.abs().log1p()
         scaled = ((signed - self.numeric_mean) / self.numeric_std).clamp(-5.0, 5.0)
         scaled = torch.nan_to_num(scaled, nan=0.0).to(torch.float32)
-        return event_ids.to(torch.long), channel_ids.to(torch.long), attribute_ids, scaled, times
+        return event_ids, channel_ids, attribute_ids, scaled, times
 
 
 def _lookup(vocab: dict[str, int], token: str | None, missing_token: str) -> int:

@@ -1,0 +1,227 @@
+"""Serving speed: the exported module's two entry points against eager PyTorch, and engage-score
+end to end.
+
+For the LSTM and the Transformer at their default sizes (conf/model/*.yaml; the vocabulary of
+the built-in synthetic data; weights are untrained: speed does not depend on them), with one
+torch thread:
+
+* batch-1 latency (p50, p99 over ``--calls`` calls) of a user with ``--events`` events:
+  ``eager`` (the nn.Module on tensors), ``torchscript_tensor`` (the artifact's ``forward``),
+  ``torchscript_raw`` (the artifact's ``predict_events`` on raw strings and timestamps:
+  vocabulary lookup, time features, truncation and padding included);
+* batch-1024 throughput (users/s) of the same three.
+
+Then ``engage-score`` end to end with all threads: a synthetic Parquet table of ``--users``
+users (as the generator makes them: ~50 events each over 120 days) -> validated, encoded,
+scored, ranked, written; users per second from reading the Parquet to the scores on disk.
+
+Targets (issue 6), 2-core CPU: TorchScript batch-1 p99 <= 1 ms (tensor) and <= 2 ms (raw) at
+64 events; raw within 2x of tensor; TorchScript never slower than eager; engage-score >=
+50,000 users/s on 1M users. The last stdout line is one JSON object with every figure.
+
+    python scripts/bench_serving.py                      # ~3 min on 2 cores (100k users)
+    python scripts/bench_serving.py --users 1000000      # the 1M-user scoring figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from bench_common import run_record
+
+from engage_seq.export import ARTIFACT_FORMAT_VERSION
+from engage_seq.model import EngagementModel, ProbabilityModel
+from engage_seq.score import score_events
+from engage_seq.sequences import TIME_FEATURES
+from engage_seq.serving import ServingModule
+from engage_seq.synthetic import SyntheticEventSource
+
+REPO = Path(__file__).resolve().parent.parent
+EVENT_TYPES = [
+    "add_to_cart",
+    "email_click",
+    "email_open",
+    "page_view",
+    "product_view",
+    "purchase",
+    "push_open",
+    "unsubscribe",
+]
+CHANNELS = ["app", "email", "push", "web"]
+
+
+def build_module(encoder: str, max_len: int) -> ServingModule:
+    config = yaml.safe_load((REPO / "conf" / "model" / f"{encoder}.yaml").read_text())
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    model = EngagementModel(
+        n_event_ids=len(EVENT_TYPES) + 2,
+        n_channel_ids=len(CHANNELS) + 2,
+        n_time_features=len(TIME_FEATURES),
+        n_outputs=1,
+        max_len=max_len,
+        **config,
+    ).eval()
+    vocabulary = {"event_type": EVENT_TYPES, "channel": CHANNELS}
+    return ServingModule(
+        ProbabilityModel(model, ["purchase"]), vocabulary, [], [], max_len, list(TIME_FEATURES)
+    ).eval()
+
+
+def raw_users(n_users: int, n_events: int, seed: int) -> tuple[Any, ...]:
+    """predict_events arguments: users with ``n_events`` events each, hours apart."""
+    rng = np.random.default_rng(seed)
+    start = 1_767_225_600  # 2026-01-01
+    types = rng.choice(EVENT_TYPES, size=(n_users, n_events)).tolist()
+    channels = rng.choice(CHANNELS, size=(n_users, n_events)).tolist()
+    gaps = rng.integers(60, 86_400, size=(n_users, n_events)).cumsum(axis=1)
+    timestamps = [torch.from_numpy(start + row) for row in gaps]
+    cutoffs = torch.from_numpy(start + gaps[:, -1] + 1)
+    numeric = [torch.zeros(n_events, 0, dtype=torch.float64) for _ in range(n_users)]
+    attributes: list[list[list[str | None]]] = [[] for _ in range(n_users)]
+    return types, timestamps, channels, attributes, numeric, cutoffs
+
+
+def time_calls(fn: Any, calls: int, warmup: int = 50) -> list[float]:
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        seconds = []
+        for _ in range(calls):
+            began = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - began)
+    return seconds
+
+
+def latency_and_throughput(encoder: str, args: argparse.Namespace) -> dict[str, Any]:
+    module = build_module(encoder, args.max_len)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+        scripted = torch.jit.script(module)
+    one = raw_users(1, args.events, seed=1)
+    many = raw_users(args.batch, args.events, seed=2)
+    with torch.inference_mode():
+        one_tensors = scripted.preprocess_events(*one)
+        many_tensors = scripted.preprocess_events(*many)
+    entries = {
+        "eager": (lambda: module(*one_tensors), lambda: module(*many_tensors)),
+        "torchscript_tensor": (lambda: scripted(*one_tensors), lambda: scripted(*many_tensors)),
+        "torchscript_raw": (
+            lambda: scripted.predict_events(*one),
+            lambda: scripted.predict_events(*many),
+        ),
+    }
+    result: dict[str, Any] = {}
+    for name, (single, batch) in entries.items():
+        seconds = time_calls(single, args.calls)
+        quantiles = statistics.quantiles(seconds, n=100)
+        batch_seconds = time_calls(batch, args.batch_calls, warmup=2)
+        result[name] = {
+            "batch1_p50_ms": round(quantiles[49] * 1e3, 3),
+            "batch1_p99_ms": round(quantiles[98] * 1e3, 3),
+            f"batch{args.batch}_users_per_s": round(args.batch / statistics.median(batch_seconds)),
+        }
+        print(
+            f"{encoder:12s} {name:19s} batch-1 p50 {result[name]['batch1_p50_ms']:7.3f} ms  "
+            f"p99 {result[name]['batch1_p99_ms']:7.3f} ms   batch-{args.batch} "
+            f"{result[name][f'batch{args.batch}_users_per_s']:>9,} users/s",
+            flush=True,
+        )
+    return result
+
+
+def scoring_throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    began = time.perf_counter()
+    source = SyntheticEventSource(n_users=args.users, days=120, seed=3)
+    events = workdir / "events.parquet"
+    source.scan().collect().write_parquet(events)
+    generate_seconds = time.perf_counter() - began
+    module = build_module("lstm", args.max_len)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+        scripted = torch.jit.script(module)
+        metadata = {
+            "format_version": ARTIFACT_FORMAT_VERSION,
+            "output_names": ["purchase"],
+            "vocabulary": {"event_type": EVENT_TYPES, "channel": CHANNELS},
+            "categorical_attributes": [],
+            "numeric_attributes": [],
+            "numeric_scaling": {},
+            "max_len": args.max_len,
+            "task": {"name": "purchase_7d", "targets": ["purchase"]},
+        }
+        artifact = workdir / "lstm.pt"
+        torch.jit.save(
+            scripted, str(artifact), _extra_files={"metadata.json": json.dumps(metadata)}
+        )
+    torch.set_num_threads(args.score_threads)
+    report = score_events(artifact, events, workdir / "scores.parquet", top="5%")
+    rows = report["rows_read"]
+    print(
+        f"engage-score: {report['users_scored']:,} users ({rows:,} events) in "
+        f"{report['seconds']['total']:.1f} s = {report['users_per_second']:,.0f} users/s "
+        f"(read+validate {report['seconds']['read_and_validate']:.1f} s, encode "
+        f"{report['seconds']['encode']:.1f} s, model {report['seconds']['model']:.1f} s)",
+        flush=True,
+    )
+    return {
+        "users": report["users_scored"],
+        "events": rows,
+        "seconds": report["seconds"],
+        "users_per_second": report["users_per_second"],
+        "generate_seconds": round(generate_seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="lstm,transformer")
+    parser.add_argument("--events", type=int, default=64, help="events per user (latency)")
+    parser.add_argument("--max-len", type=int, default=64)
+    parser.add_argument("--calls", type=int, default=1000, help="batch-1 calls per entry")
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--batch-calls", type=int, default=10)
+    parser.add_argument("--users", type=int, default=100_000, help="engage-score table size")
+    parser.add_argument("--score-threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--no-score", action="store_true", help="skip the engage-score run")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    record: dict[str, Any] = {"latency": {}}
+    for encoder in [m for m in args.models.split(",") if m]:
+        record["latency"][encoder] = latency_and_throughput(encoder, args)
+    checks = {}
+    for encoder, figures in record["latency"].items():
+        tensor, raw, eager = (
+            figures[k] for k in ("torchscript_tensor", "torchscript_raw", "eager")
+        )
+        checks[encoder] = {
+            "tensor_p99_le_1ms": tensor["batch1_p99_ms"] <= 1.0,
+            "raw_p99_le_2ms": raw["batch1_p99_ms"] <= 2.0,
+            "raw_within_2x_tensor": raw["batch1_p50_ms"] <= 2 * tensor["batch1_p50_ms"],
+            "torchscript_not_slower_than_eager": tensor["batch1_p50_ms"]
+            <= eager["batch1_p50_ms"] * 1.05,
+        }
+        print(f"{encoder}: {checks[encoder]}")
+    record["targets"] = checks
+    if not args.no_score:
+        with tempfile.TemporaryDirectory() as tmp:
+            record["engage_score"] = scoring_throughput(args, Path(tmp))
+        record["targets"]["engage_score_ge_50k_users_per_s"] = (
+            record["engage_score"]["users_per_second"] >= 50_000
+        )
+    record.update(run_record(args))
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
