@@ -112,6 +112,16 @@ def load_model(checkpoint: Path) -> tuple[EngagementModel, dict[str, Any]]:
     return model.eval(), meta
 
 
+def _run_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run's resolved configuration (settings and file paths, no data), if present."""
+    path = run_dir / "config_resolved.yaml"
+    if not path.is_file():
+        return None
+    import yaml  # PyYAML comes with Hydra's OmegaConf; read here without importing Hydra
+
+    return yaml.safe_load(path.read_text())
+
+
 def serving_module(model: EngagementModel, meta: dict[str, Any]) -> ServingModule:
     """The exported module for a model and its checkpoint metadata."""
     output_names = list(meta.get("output_names", meta["target_names"]))
@@ -204,6 +214,7 @@ def export_artifact(run: str | Path, out: str | Path, atol: float = 1e-5) -> Exp
             "softmax (they sum to 1)",
         },
         "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else {},
+        "config": _run_config(run_dir),
         **{k: v for k, v in meta.items() if k not in ("target_names", "output_names")},
     }
     golden = torch.load(golden_path, map_location="cpu", weights_only=True)

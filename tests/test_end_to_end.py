@@ -41,7 +41,12 @@ golden = torch.load(sys.argv[2], weights_only=True)
 names = ["event_ids", "channel_ids", "attribute_ids", "numeric", "time_features", "lengths"]
 with torch.inference_mode():
     probs = module(*[golden[n] for n in names])
+    raw = module.predict_events(
+        [["purchase", "page_view"]], [torch.tensor([1000, 5000])], [["web", None]],
+        [[]], [torch.zeros(2, 0, dtype=torch.float64)], torch.tensor([9000]),
+    )
 print(json.dumps({
+    "raw_shape": list(raw.shape),
     "max_diff": float((probs - golden["probabilities"]).abs().max()),
     "shape": list(probs.shape),
     "output_names": module.output_names(),
@@ -118,6 +123,7 @@ def test_export_then_reload_without_engage_seq(sweep: Path, model: str, tmp_path
     )  # type: ignore[arg-type]
     report = json.loads(out.stdout)
     assert report["engage_seq_loaded"] == []
+    assert report["raw_shape"] == [1, 1]  # the raw entry point works without engage_seq
     assert report["max_diff"] <= 1e-5
     assert report["output_names"] == ["purchase"]
     meta = report["metadata"]
@@ -125,6 +131,7 @@ def test_export_then_reload_without_engage_seq(sweep: Path, model: str, tmp_path
     assert meta["padding"] == "right" and meta["truncation"] == "keep_most_recent"
     assert meta["model_config"]["encoder"] == model
     assert "test/auroc" in meta["metrics"]
+    assert meta["config"]["model"]["encoder"] == model and meta["format_version"] == 2
 
 
 def test_no_raw_user_id_in_text_outputs(sweep: Path) -> None:

@@ -67,3 +67,18 @@ def test_bench_quality_small(tmp_path: Path) -> None:
     assert all(0 <= row["roc_auc"] <= 1 for row in rows.values())
     assert record["next_event_rows"][0]["model"] == "markov"
     assert "gap_to_oracle" in record["targets"]
+
+
+def test_bench_serving_small(tmp_path: Path) -> None:
+    record = last_json(
+        [str(SCRIPTS / "bench_serving.py"), "--models", "lstm,transformer", "--calls", "120",
+         "--batch", "16", "--batch-calls", "2", "--users", "300"],
+        tmp_path,
+    )  # fmt: skip
+    for model in ("lstm", "transformer"):
+        for entry in ("eager", "torchscript_tensor", "torchscript_raw"):
+            figures = record["latency"][model][entry]
+            assert 0 < figures["batch1_p50_ms"] <= figures["batch1_p99_ms"]
+            assert figures["batch16_users_per_s"] > 0
+    assert record["engage_score"]["users"] > 250 and record["engage_score"]["users_per_second"] > 0
+    assert "engage_score_ge_50k_users_per_s" in record["targets"]
