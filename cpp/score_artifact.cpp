@@ -59,7 +59,13 @@ int main(int argc, char** argv) {
   module.eval();
   const int64_t n_attributes = module.attr("n_attributes").toInt();
   const int64_t n_numeric = module.attr("n_numeric").toInt();
-  const int64_t cutoff = std::stoll(argv[3]);
+  int64_t cutoff = 0;
+  try {
+    cutoff = std::stoll(argv[3]);
+  } catch (const std::exception&) {
+    std::cerr << "cutoff must be epoch seconds, got '" << argv[3] << "'\n";
+    return 1;
+  }
 
   std::ifstream input(argv[2]);
   if (!input) {
@@ -88,15 +94,21 @@ int main(int argc, char** argv) {
       found->second.attributes.resize(n_attributes);
     }
     UserEvents& user = found->second;
-    user.timestamps.push_back(std::stoll(fields[1]));
+    try {
+      user.timestamps.push_back(std::stoll(fields[1]));
+      for (int64_t f = 0; f < n_numeric; ++f) {
+        const std::string& value = fields[4 + n_attributes + f];
+        user.numeric.push_back(value.empty() ? std::nan("") : std::stod(value));
+      }
+    } catch (const std::exception&) {
+      std::cerr << argv[2] << ":" << line_number
+                << ": timestamp (epoch seconds) or numeric field is not a number\n";
+      return 1;
+    }
     user.event_types.push_back(fields[2]);
     user.channels.push_back(optional_field(fields[3]));
     for (int64_t a = 0; a < n_attributes; ++a) {
       user.attributes[a].push_back(optional_field(fields[4 + a]));
-    }
-    for (int64_t f = 0; f < n_numeric; ++f) {
-      const std::string& value = fields[4 + n_attributes + f];
-      user.numeric.push_back(value.empty() ? std::nan("") : std::stod(value));
     }
   }
 

@@ -49,6 +49,8 @@ class FileEventSource:
     format: str = "auto"  # parquet | csv | auto (by file extension)
     hive_partitioning: bool | None = None  # None: detect for directories
     csv_separator: str = ","
+    # CSV columns read as text whatever they look like: ids such as "00042" must not become 42
+    csv_string_columns: tuple[str, ...] = ()
 
     def files(self) -> list[Path]:
         root = Path(self.path).expanduser()
@@ -78,7 +80,11 @@ class FileEventSource:
         files = self.files()
         if self._format(files) == "csv":
             return pl.scan_csv(
-                files, separator=self.csv_separator, infer_schema_length=10_000, has_header=True
+                files,
+                separator=self.csv_separator,
+                infer_schema_length=10_000,
+                has_header=True,
+                schema_overrides=dict.fromkeys(self.csv_string_columns, pl.String) or None,
             )
         root = Path(self.path).expanduser()
         source = str(root) if root.is_dir() else [str(f) for f in files]
@@ -96,6 +102,7 @@ class FileEventSource:
             "format": self.format,
             "hive_partitioning": self.hive_partitioning,
             "csv_separator": self.csv_separator,
+            "csv_string_columns": list(self.csv_string_columns),
             "files": [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
         }
 
@@ -184,19 +191,23 @@ def _hmac_keys(user_ids: pl.Series, salt: bytes) -> pl.Series:
     return pl.Series("user_key", keys, dtype=pl.UInt64)
 
 
-def _opt_out_ids(path: str, mapping: ColumnMapping) -> pl.LazyFrame:
-    source = FileEventSource(path)
-    frame = source.scan()
-    names = frame.collect_schema().names()
+def read_id_list(path: str, mapping: ColumnMapping, what: str = "opt-out list") -> pl.LazyFrame:
+    """A list of user ids (Parquet/CSV): the event table's user-id column, or a file's only
+    column. Ids are read as text (a CSV id "00042" stays "00042")."""
+    if not Path(path).expanduser().exists() and not glob.glob(path):
+        raise EventSchemaError(f"{what} {path!r} does not exist")
+    head = FileEventSource(path).scan()
+    names = head.collect_schema().names()
     if mapping.user_id in names:
         column = mapping.user_id
     elif len(names) == 1:
         column = names[0]  # a bare list of ids
     else:
         raise EventSchemaError(
-            f"opt-out list {path!r} has no column {mapping.user_id!r} (columns: {names}); "
+            f"{what} {path!r} has no column {mapping.user_id!r} (columns: {names}); "
             "name the user-id column like the event table's, or keep a single column"
         )
+    frame = FileEventSource(path, csv_string_columns=(column,)).scan()
     return frame.select(pl.col(column).cast(pl.String).alias("user_id")).unique()
 
 
@@ -233,7 +244,7 @@ def validate_events(
     config = config or IngestConfig()
     canonical = to_canonical(raw, mapping, where)
     if config.opt_out_path:
-        opted_out = _opt_out_ids(config.opt_out_path, mapping).with_columns(
+        opted_out = read_id_list(config.opt_out_path, mapping).with_columns(
             pl.lit(True).alias("_listed")
         )
         canonical = (

@@ -19,6 +19,7 @@ import polars as pl
 import torch
 
 from engage_seq.encoding import Vocabulary, encode_events_at_cutoff
+from engage_seq.schema import ROW_INDEX, ColumnMapping, to_canonical
 
 RAW_ARGUMENTS = ("event_types", "timestamps", "channels", "attributes", "numeric", "cutoffs")
 INPUT_NAMES = ("event_ids", "channel_ids", "attribute_ids", "numeric", "time_features", "lengths")
@@ -64,11 +65,12 @@ def _take(arguments: tuple[list[Any], ...], rows: list[int]) -> tuple[Any, ...]:
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest absolute difference; inf for different shapes or any NaN (never hidden)."""
     if a.shape != b.shape:
         return float("inf")
     if a.numel() == 0:
         return 0.0
-    return float((a.double() - b.double()).abs().max())
+    return float((a.double() - b.double()).abs().nan_to_num(nan=float("inf")).max())
 
 
 def _inputs_diff(found: tuple[torch.Tensor, ...], expected: tuple[torch.Tensor, ...]) -> float:
@@ -90,14 +92,15 @@ def check_golden_users(
     metadata: dict[str, Any],
     n_single: int = 8,
 ) -> dict[str, float]:
-    """Raw entry on the golden users' raw events vs the training inputs and predictions."""
+    """Raw entry on the golden users' raw events vs the training inputs and predictions
+    (``complete_*`` entries of the golden batch; ``sample`` indexes them)."""
     if events.is_empty():
         return {}
     arguments = raw_arguments(
         events, metadata["categorical_attributes"], metadata["numeric_attributes"]
     )
     rows = events["sample"].unique(maintain_order=True).to_list()
-    expected_inputs = tuple(golden[name][rows] for name in INPUT_NAMES)
+    expected_inputs = tuple(golden[f"complete_{name}"][rows] for name in INPUT_NAMES)
     n = min(n_single, len(rows))
     with torch.inference_mode():
         inputs = scripted.preprocess_events(*arguments)
@@ -105,7 +108,7 @@ def check_golden_users(
         singles = [scripted.predict_events(*_take(arguments, [i])) for i in range(n)]
     return {
         "raw_inputs_vs_training": _inputs_diff(inputs, expected_inputs),
-        "raw_vs_lightning": _max_diff(probabilities, golden["probabilities"][rows]),
+        "raw_vs_lightning": _max_diff(probabilities, golden["complete_probabilities"][rows]),
         "raw_batch1_vs_batchN": _max_diff(torch.cat(singles), probabilities[:n]),
     }
 
@@ -132,8 +135,25 @@ def edge_case_events(events: pl.DataFrame, max_len: int) -> pl.DataFrame:
         .then(pl.lit(None, dtype=pl.String))
         .otherwise(pl.lit(UNSEEN))
         .alias("channel"),
-        *[pl.lit(UNSEEN).alias(c) for c in base.columns if c.startswith("cat_")],
-        *[pl.lit(None, dtype=pl.Float64).alias(c) for c in base.columns if c.startswith("num_")],
+        *[
+            pl.when(pl.int_range(pl.len()) % 3 == 1)
+            .then(pl.lit(None, dtype=pl.String))
+            .otherwise(pl.lit(UNSEEN))
+            .alias(c)
+            for c in base.columns
+            if c.startswith("cat_")
+        ],
+        *[
+            pl.int_range(pl.len())
+            .replace_strict(
+                {0: None, 1: float("inf"), 2: float("-inf")},
+                default=float("nan"),
+                return_dtype=pl.Float64,
+            )
+            .alias(c)
+            for c in base.columns
+            if c.startswith("num_")
+        ],
     )
     late = base.tail(1)
     at_cutoff = pl.concat(
@@ -164,6 +184,31 @@ def edge_case_events(events: pl.DataFrame, max_len: int) -> pl.DataFrame:
     )
 
 
+def _through_ingest(
+    cases: pl.DataFrame, categorical: list[str], numeric: list[str]
+) -> pl.LazyFrame:
+    """The constructed users as a raw table read by training's own ingest mapping
+    (`to_canonical`: missing channels/categories -> the missing token, non-finite numerics ->
+    missing), so the reference applies training's rules rather than a copy of them."""
+    table = cases.select(
+        pl.col("user").alias("user_id"),
+        pl.col("ts").alias("timestamp"),
+        "event_type",
+        "channel",
+        *[pl.col(c).alias(c.removeprefix("cat_")) for c in categorical],
+        *[pl.col(c).alias(c.removeprefix("num_")) for c in numeric],
+    )
+    mapping = ColumnMapping(
+        categorical=tuple(c.removeprefix("cat_") for c in categorical),
+        numeric=tuple(c.removeprefix("num_") for c in numeric),
+        epoch_unit="s",
+    )
+    canonical = to_canonical(table.lazy(), mapping, "constructed edge cases")
+    return canonical.with_columns(pl.col("user_id").alias("user_key")).select(
+        ROW_INDEX, "user_key", "ts", "event_type", "channel", *categorical, *numeric
+    )
+
+
 def check_edge_cases(
     scripted: Any, events: pl.DataFrame, metadata: dict[str, Any]
 ) -> dict[str, float]:
@@ -176,14 +221,7 @@ def check_edge_cases(
     cases = edge_case_events(events, int(metadata["max_len"]))
     names = cases["user"].unique(maintain_order=True).to_list()
     arguments = raw_arguments(cases, categorical, numeric, user="user")
-    # ingest reads a missing channel/category as the missing token; so does the raw entry
-    missing = str(metadata.get("missing_category_token", "none"))
-    canonical = (
-        cases.rename({"user": "user_key"})
-        .drop("cutoff")
-        .with_columns(pl.col("channel", *categorical).fill_null(missing))
-        .lazy()
-    )
+    canonical = _through_ingest(cases, categorical, numeric)
     cutoff = int(cases["cutoff"][0])
     vocabulary = Vocabulary.from_lists(metadata["vocabulary"])
     keys, encoded = encode_events_at_cutoff(

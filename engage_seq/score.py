@@ -12,12 +12,12 @@ fast).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ import polars as pl
 import torch
 
 from engage_seq.encoding import Vocabulary, encode_events_at_cutoff
-from engage_seq.ingest import FileEventSource, IngestConfig, validate_events
-from engage_seq.io import atomic_path, write_json_atomic
+from engage_seq.ingest import FileEventSource, IngestConfig, read_id_list, validate_events
+from engage_seq.io import atomic_path
+from engage_seq.jit import load_artifact
 from engage_seq.schema import ColumnMapping, EventSchemaError
 from engage_seq.sequences import format_instant, parse_instant
 
@@ -44,7 +45,6 @@ REQUIRED_METADATA = (
     "max_len",
     "task",
 )
-_JIT_DEPRECATION = r"`torch\.jit\.\w+` is deprecated"
 
 
 class ScoringError(ValueError):
@@ -56,16 +56,12 @@ def load_scoring_artifact(path: str | Path) -> tuple[Any, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise ScoringError(f"artifact {path} does not exist")
-    extra = {"metadata.json": ""}
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_JIT_DEPRECATION, category=DeprecationWarning)
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except RuntimeError as exc:
+        module, metadata = load_artifact(path)
+    except (RuntimeError, ValueError) as exc:
         raise ScoringError(f"{path} is not a TorchScript artifact: {exc}") from None
-    if not extra["metadata.json"]:
+    if not metadata:
         raise ScoringError(f"{path} carries no metadata.json: export it with engage-export")
-    metadata = json.loads(extra["metadata.json"])
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:
         raise ScoringError(f"{path}: metadata lacks {missing}; re-export it with engage-export")
@@ -153,32 +149,30 @@ def predict_in_batches(
     return probabilities, seconds
 
 
-def rank_columns(scores: pl.DataFrame, targets: list[str]) -> pl.DataFrame:
-    """rank_<t> (1 = most likely) and decile_<t> (1 = top 10 %) for every horizon target."""
+def rank_columns(scores: pl.DataFrame, targets: list[str], id_column: str) -> pl.DataFrame:
+    """rank_<t> (1 = most likely) and decile_<t> (1 = top 10 %) for every horizon target.
+    Equal scores are ranked by id, so a top-k cut through a tie is the same on every run."""
     n = scores.height
-    exprs = []
     for target in targets:
-        rank = pl.col(f"score_{target}").rank(method="ordinal", descending=True)
-        exprs += [
-            rank.cast(pl.Int64).alias(f"rank_{target}"),
+        rank = pl.int_range(1, n + 1, dtype=pl.Int64)
+        scores = scores.sort([f"score_{target}", id_column], descending=[True, False]).with_columns(
+            rank.alias(f"rank_{target}"),
             ((rank - 1) * 10 // max(n, 1) + 1).cast(pl.Int8).alias(f"decile_{target}"),
-        ]
-    return scores.with_columns(exprs)
-
-
-def _read_id_list(path: str, mapping: ColumnMapping) -> pl.Series:
-    frame = FileEventSource(path).scan()
-    names = frame.collect_schema().names()
-    if mapping.user_id in names:
-        column = mapping.user_id
-    elif len(names) == 1:
-        column = names[0]
-    else:
-        raise ScoringError(
-            f"suppression list {path!r} has no column {mapping.user_id!r} (columns: {names}); "
-            "name the user-id column like the event table's, or keep a single column"
         )
-    return frame.select(pl.col(column).cast(pl.String)).unique().collect().to_series()
+    return scores
+
+
+def ingest_config(metadata: dict[str, Any], **overrides: Any) -> IngestConfig:
+    """The training run's ingest rules (duplicates, drop limit, salt variable), so a table is
+    read for scoring as it was for training; date filters and opt-out files are the scoring
+    job's own (``--opt-out``)."""
+    recorded = ((metadata.get("config") or {}).get("data") or {}).get("ingest") or {}
+    kept = {
+        k: recorded[k]
+        for k in ("drop_duplicates", "max_drop_fraction", "salt_env")
+        if k in recorded
+    }
+    return IngestConfig(**{**kept, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def score_events(
@@ -192,29 +186,41 @@ def score_events(
     rank_by: str | None = None,
     batch_size: int = 4096,
     ids: str = "raw",
+    opt_out: str | None = None,
+    max_drop_fraction: float | None = None,
 ) -> dict[str, Any]:
     """Score every user with an event before the cutoff; returns the run report (also
     written next to ``out`` as ``<out>.report.json``). Raises `ScoringError` before writing
-    anything when the input or the artifact is not usable."""
+    anything when the input or the artifact is not usable; the output files are renamed into
+    place together at the end."""
     started = time.perf_counter()
-    module, metadata = load_scoring_artifact(artifact)
+    if batch_size < 1:
+        raise ScoringError(f"--batch-size must be at least 1, got {batch_size}")
     if ids not in ("raw", "key"):
         raise ScoringError(f"--ids must be 'raw' or 'key', got {ids!r}")
+    module, metadata = load_scoring_artifact(artifact)
     mapping = column_mapping(metadata)
-    source = FileEventSource(str(events))
-    try:
-        validated = validate_events(
-            source.scan(), mapping, IngestConfig(), where=source.describe(), keep_user_id=True
-        )
-    except EventSchemaError as exc:
-        raise ScoringError(str(exc)) from None
-    at = parse_cutoff(cutoff, validated.ts_max)
     targets = [n for n in metadata["output_names"] if not n.startswith("next_event/")]
-    rank_target = rank_by or (targets[0] if targets else None)
     if rank_by is not None and rank_by not in targets:
         raise ScoringError(f"--rank-by must be one of the artifact's targets {targets}")
     if top is not None and not targets:
         raise ScoringError("--top ranks by a horizon target; this artifact has none")
+    rank_target = rank_by or (targets[0] if targets else None)
+    out = Path(out)
+    top_path = Path(top_out) if top_out else out.with_name(f"{out.stem}_top{out.suffix}")
+    for path in (out, top_path) if top else (out,):
+        if path.parent.exists() and not path.parent.is_dir():
+            raise ScoringError(f"cannot write {path}: {path.parent} is not a folder")
+    source = FileEventSource(str(events), csv_string_columns=(mapping.user_id,))
+    try:
+        config = ingest_config(metadata, opt_out_path=opt_out, max_drop_fraction=max_drop_fraction)
+        validated = validate_events(
+            source.scan(), mapping, config, where=source.describe(), keep_user_id=True
+        )
+        listed = read_id_list(suppress, mapping, "suppression list") if suppress else None
+    except EventSchemaError as exc:
+        raise ScoringError(str(exc)) from None
+    at = parse_cutoff(cutoff, validated.ts_max)
     read_seconds = time.perf_counter() - started
     canonical = validated.events.collect()
     keys, encoded = encode_events_at_cutoff(
@@ -236,33 +242,33 @@ def score_events(
         pl.Series(f"score_{name}", probabilities[:, i])
         for i, name in enumerate(metadata["output_names"])
     )
-    scores = rank_columns(scores, targets)
-    suppressed = 0
-    if suppress:
-        listed = _read_id_list(suppress, mapping)
-        flags = id_map.select("user_key", pl.col("user_id").is_in(listed.implode()).alias("s"))
-        scores = (
-            scores.join(flags, on="user_key", how="left")
-            .with_columns(pl.col("s").fill_null(False).alias("suppressed"))
-            .drop("s")
-        )
-        suppressed = int(scores["suppressed"].sum())
-    else:
-        scores = scores.with_columns(pl.lit(False).alias("suppressed"))
-    if ids == "raw":  # the caller's own ids, to act on the scores; never logged
-        scores = scores.join(id_map, on="user_key", how="left").select(
-            "user_id", *[c for c in scores.columns if c != "user_key"]
-        )
+    scores = scores.join(id_map, on="user_key", how="left", maintain_order="left")
+    suppressed_ids = (
+        listed.collect()["user_id"] if listed is not None else pl.Series([], dtype=pl.String)
+    )
+    scores = scores.with_columns(
+        pl.col("user_id").is_in(suppressed_ids.implode()).alias("suppressed")
+    )
     id_column = "user_id" if ids == "raw" else "user_key"
+    scores = rank_columns(scores, targets, id_column)
     if rank_target is not None:
         scores = scores.sort(f"rank_{rank_target}")
-    out = Path(out)
-    top_path = None
+    # the caller's own ids, to act on the scores (never logged); or the pseudonymous key
+    ranked = [c for t in targets for c in (f"rank_{t}", f"decile_{t}")]
+    score_columns = [f"score_{name}" for name in metadata["output_names"]]
+    scores = scores.select(id_column, *score_columns, *ranked, "suppressed")
+    suppressed = int(scores["suppressed"].sum())
+    if suppress and suppressed == 0:
+        log.warning("the suppression list matched none of the scored users: check its id column")
     top_count = parse_top(top, scores.height)
     top_frame = None
-    if top_count is not None:
-        top_frame = scores.filter(~pl.col("suppressed")).head(top_count)
-        top_path = Path(top_out) if top_out else out.with_name(f"{out.stem}_top{out.suffix}")
+    ties_at_cut = 0
+    if top_count is not None and rank_target is not None:
+        eligible = scores.filter(~pl.col("suppressed"))
+        top_frame = eligible.head(top_count)
+        if 0 < top_frame.height < eligible.height:
+            last = top_frame[f"score_{rank_target}"][-1]
+            ties_at_cut = int((eligible[top_frame.height :][f"score_{rank_target}"] == last).sum())
     report = {
         "artifact": str(artifact),
         "events": source.describe(),
@@ -274,7 +280,9 @@ def score_events(
         "users_scored": scores.height,
         "users_without_events_before_cutoff": users_total - scores.height,
         "users_suppressed": suppressed,
-        "top": None if top_frame is None else {"requested": top, "written": top_frame.height},
+        "top": None
+        if top_frame is None
+        else {"requested": top, "written": top_frame.height, "tied_just_below_cut": ties_at_cut},
         "outputs": metadata["output_names"],
         "id_column": id_column,
         "seconds": {
@@ -283,17 +291,19 @@ def score_events(
             "model": round(model_seconds, 3),
         },
     }
-    with atomic_path(out) as tmp:
-        scores.write_parquet(tmp)
-    if top_frame is not None and top_path is not None:
-        with atomic_path(top_path) as tmp:
+    with contextlib.ExitStack() as stack:  # every file renamed into place only if all wrote
+        with_scores = stack.enter_context(atomic_path(out))
+        scores.write_parquet(with_scores)
+        if top_frame is not None:
+            with_top = stack.enter_context(atomic_path(top_path))
             if top_path.suffix == ".csv":
-                top_frame.write_csv(tmp)
+                top_frame.write_csv(with_top)
             else:
-                top_frame.write_parquet(tmp)
-    report["seconds"]["total"] = round(time.perf_counter() - started, 3)
-    report["users_per_second"] = round(scores.height / report["seconds"]["total"], 1)
-    write_json_atomic(out.with_name(out.name + ".report.json"), report)
+                top_frame.write_parquet(with_top)
+        report["seconds"]["total"] = round(time.perf_counter() - started, 3)
+        report["users_per_second"] = round(scores.height / report["seconds"]["total"], 1)
+        with_report = stack.enter_context(atomic_path(out.with_name(out.name + ".report.json")))
+        with_report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
 
 
@@ -317,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-out", help="top list path (default: <out stem>_top.parquet)")
     parser.add_argument("--rank-by", help="target ranking the top list (default: the first)")
     parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--opt-out", help="opt-out list (Parquet/CSV of user ids): not scored")
+    parser.add_argument(
+        "--max-drop-fraction", type=float,
+        help="refuse tables losing more rows than this on ingest (default: the training run's)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--ids", choices=("raw", "key"), default="raw",
@@ -338,8 +353,10 @@ def main(argv: list[str] | None = None) -> int:
             rank_by=args.rank_by,
             batch_size=args.batch_size,
             ids=args.ids,
+            opt_out=args.opt_out,
+            max_drop_fraction=args.max_drop_fraction,
         )
-    except (ScoringError, EventSchemaError, FileNotFoundError) as exc:
+    except (ScoringError, EventSchemaError, OSError) as exc:
         print(f"engage-score: error: {exc}", file=sys.stderr)
         return 1
     print(

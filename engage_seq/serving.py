@@ -195,9 +195,12 @@ class ServingModule(nn.Module):
         ts = ts.to(torch.long)
         before = torch.nonzero(ts < cutoff).flatten()
         if before.numel() == 0:
+            hint = ""
+            if n > 0 and int(ts.max()) > 100_000_000_000:
+                hint = " (timestamps must be epoch seconds; these look like milliseconds)"
             raise ValueError(
                 f"predict_events: user {user} has no event before its cutoff; the model scores "
-                "users with at least one"
+                f"users with at least one{hint}"
             )
         # time order, ties in input order (as the training data's row order)
         order = torch.sort(ts.index_select(0, before), stable=True)[1]
@@ -262,6 +265,8 @@ class ServingModule(nn.Module):
                 [_lookup(vocab, values[p], self.missing_token) for p in kept]
             )
         raw = numeric.to(torch.float64).index_select(0, index[start:])
+        # ingest reads a non-finite value (inf, -inf, NaN) as missing, and missing scales to 0
+        raw = torch.where(torch.isfinite(raw), raw, torch.full_like(raw, math.nan))
         signed = raw.sign() * raw.abs().log1p()
         scaled = ((signed - self.numeric_mean) / self.numeric_std).clamp(-5.0, 5.0)
         scaled = torch.nan_to_num(scaled, nan=0.0).to(torch.float32)

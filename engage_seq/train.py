@@ -42,6 +42,7 @@ from engage_seq.data import (
     label_expr,
     next_event_classes,
 )
+from engage_seq.export import GOLDEN_BATCH, GOLDEN_EVENTS
 from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.metrics import (
     HORIZON_METRICS,
@@ -64,7 +65,6 @@ from engage_seq.sequences import (
 
 log = logging.getLogger(__name__)
 GOLDEN_BATCH_SIZE = 256
-GOLDEN_EVENTS = "golden_events.parquet"
 
 
 def _conf_dir() -> str:
@@ -312,8 +312,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     )
     if trainer.is_global_zero:
         write_json_atomic(run_dir / "metrics.json", metrics)
-        _write_golden_batch(module, encoded["test"], run_dir / "golden_batch.pt")
-        _write_golden_events(prepared.split("test"), sampling.max_len, run_dir / GOLDEN_EVENTS)
+        test_frame = prepared.split("test")
+        complete = complete_history_rows(test_frame, sampling.max_len)
+        _write_golden_batch(module, encoded["test"], complete, run_dir / GOLDEN_BATCH)
+        _write_golden_events(test_frame, complete, run_dir / GOLDEN_EVENTS)
         logger.log_hyperparams(_flat_hparams(cfg), metrics=_final_metrics(metrics))
         log.info("metrics: %s", json.dumps(metrics, indent=1))
     return metrics
@@ -393,40 +395,45 @@ def _evaluate_best(
     return dict(module.last_metrics)
 
 
-def _write_golden_batch(module: EngagementLitModule, test: EncodedSamples, path: Path) -> None:
-    """Parity reference for export: the module's predictions for the first test samples, on
-    CPU in fp32 whatever the training device and precision, because that is how the artifact
-    is served (a bf16-trained GPU run would otherwise fail the 1e-5 parity check)."""
-    batch = test.batch(np.arange(min(GOLDEN_BATCH_SIZE, len(test))))
+def _write_golden_batch(
+    module: EngagementLitModule, test: EncodedSamples, complete: np.ndarray, path: Path
+) -> None:
+    """Parity reference for export: the module's predictions for the first test samples, and
+    for ``complete`` (test samples whose whole history is in their window, whose raw events
+    `_write_golden_events` saves), on CPU in fp32 whatever the training device and precision,
+    because that is how the artifact is served (a bf16-trained GPU run would otherwise fail
+    the 1e-5 parity check)."""
     module = module.cpu().float().eval()
-    with torch.inference_mode():
-        probabilities = module.predict_step(batch, 0)
-    torch.save(
-        {
-            **dict(zip(MODEL_INPUTS, batch[:-1], strict=True)),
-            "probabilities": probabilities.float(),
-        },
-        path,
-    )
+    reference: dict[str, torch.Tensor] = {}
+    for prefix, rows in (
+        ("", np.arange(min(GOLDEN_BATCH_SIZE, len(test)))),
+        ("complete_", complete),
+    ):
+        if rows.size == 0:
+            continue
+        batch = test.batch(rows)
+        with torch.inference_mode():
+            probabilities = module.predict_step(batch, 0)
+        reference.update({f"{prefix}{k}": v for k, v in zip(MODEL_INPUTS, batch[:-1], strict=True)})
+        reference[f"{prefix}probabilities"] = probabilities.float()
+    torch.save(reference, path)
 
 
-def _write_golden_events(test: pl.DataFrame, max_len: int, path: Path) -> None:
-    """The raw events behind the golden batch, for the artifact's raw entry point to be checked
-    against the training predictions: one row per event, ``sample`` = row of the golden batch.
+def complete_history_rows(test: pl.DataFrame, max_len: int) -> np.ndarray:
+    """Up to GOLDEN_BATCH_SIZE test rows whose whole history before the cutoff fits in
+    ``max_len``: their sample lists are everything the raw entry point needs."""
+    rows = np.flatnonzero((test["n_history"] <= max_len).to_numpy())
+    return rows[:GOLDEN_BATCH_SIZE]
 
-    Only samples whose whole history fits in ``max_len`` are written: their lists *are* the
-    user's complete history before the cutoff, which the raw entry needs for its gap features
-    (longer histories are checked against the training code on constructed inputs instead).
-    No user id or key is written.
-    """
-    golden = test.head(GOLDEN_BATCH_SIZE).with_row_index("sample")
+
+def _write_golden_events(test: pl.DataFrame, rows: np.ndarray, path: Path) -> None:
+    """The raw events behind the complete-history golden samples, one row per event;
+    ``sample`` = position in ``rows`` (the ``complete_*`` tensors of golden_batch.pt). No user
+    id or key is written."""
+    golden = test[rows.tolist()].with_row_index("sample")
     per_event = ["ts", "event_type", "channel"]
     per_event += [c for c in golden.columns if c.startswith(("cat_", "num_"))]
-    events = (
-        golden.filter(pl.col("n_history") <= max_len)
-        .select("sample", "cutoff", *per_event)
-        .explode(per_event)
-    )
+    events = golden.select("sample", "cutoff", *per_event).explode(per_event)
     with atomic_path(path) as tmp:
         events.write_parquet(tmp)
 

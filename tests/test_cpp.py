@@ -105,3 +105,7 @@ def test_cpp_program_scores_like_python(tmp_path: Path) -> None:
     failed = subprocess.run([str(binary), str(tmp_path / "artifact.pt"), str(bad), "5"],
                             capture_output=True, text=True)  # fmt: skip
     assert failed.returncode == 1 and "3 fields, expected 6" in failed.stderr
+    bad.write_text("a\tyesterday\tview\tweb\tios\t1\n")
+    failed = subprocess.run([str(binary), str(tmp_path / "artifact.pt"), str(bad), "5"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert failed.returncode == 1 and "bad.tsv:1: timestamp" in failed.stderr

@@ -155,7 +155,8 @@ def test_export_refuses_a_model_that_disagrees(sweep: Path, tmp_path: Path) -> N
     with pytest.raises(ExportError, match="no parity reference"):
         export_artifact(run, tmp_path / "bad.pt")
     golden = torch.load(sweep / "lstm" / "golden_batch.pt", weights_only=True)
-    golden["probabilities"] = golden["probabilities"] + 1e-3  # as if Lightning saw another model
+    for key in ("probabilities", "complete_probabilities"):  # as if Lightning saw another model
+        golden[key] = golden[key] + 1e-3
     torch.save(golden, run / "golden_batch.pt")
     with pytest.raises(ExportError, match="no raw-event parity reference"):
         export_artifact(run, tmp_path / "bad.pt")
@@ -173,7 +174,20 @@ def test_export_refuses_a_model_that_disagrees(sweep: Path, tmp_path: Path) -> N
     shifted.write_parquet(run / "golden_events.parquet")
     with pytest.raises(ExportError, match="raw_inputs_vs_training"):
         export_artifact(run, tmp_path / "bad.pt")
+    # a raw entry point that cannot be checked is not exported either
+    events.head(0).write_parquet(run / "golden_events.parquet")
+    with pytest.raises(ExportError, match="cannot be checked against training"):
+        export_artifact(run, tmp_path / "bad.pt")
     assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob(".bad.pt*"))
+
+
+def test_export_refuses_nan_figures(sweep: Path, tmp_path: Path, monkeypatch) -> None:
+    import engage_seq.export as export
+
+    monkeypatch.setattr(export, "full_parity", lambda *args: {"raw_vs_lightning": float("nan")})
+    with pytest.raises(ExportError, match="raw_vs_lightning"):
+        export.export_artifact(sweep / "lstm", tmp_path / "nan.pt")
+    assert not (tmp_path / "nan.pt").exists()
 
 
 def test_export_refuses_foreign_files(tmp_path: Path) -> None:

@@ -72,8 +72,9 @@ def test_scores_match_the_raw_entry_point(artifact: Path, events: Path, tmp_path
     expected = scores.filter(pl.col("user_id").is_in(some))
     by_user = dict(zip(expected["user_id"], expected["score_purchase"], strict=True))
     assert torch.allclose(direct, torch.tensor([by_user[u] for u in order]), atol=1e-5)
-    saved = json.loads((tmp_path / "scores.parquet.report.json").read_text())
-    assert saved["rows_read"] == table.height and "user_id" not in json.dumps(saved["outputs"])
+    saved = (tmp_path / "scores.parquet.report.json").read_text()
+    assert json.loads(saved)["rows_read"] == table.height
+    assert not [u for u in table["user_id"].unique().to_list() if f'"{u}"' in saved]  # no ids
 
 
 def test_cutoff_suppression_and_top_list(artifact: Path, events: Path, tmp_path: Path) -> None:
@@ -151,3 +152,43 @@ def test_cli(artifact: Path, events: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 1 and "engage-score: error:" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_csv_ids_stay_text_and_suppression_matches(
+    artifact: Path, events: Path, tmp_path: Path
+) -> None:
+    table = pl.read_parquet(events).with_columns(
+        ("000" + pl.col("user_id").str.extract(r"(\d+)")).alias("user_id")  # "000123"
+    )
+    table.write_csv(tmp_path / "events.csv")
+    dnc = table["user_id"].unique().sort().head(15)
+    pl.DataFrame({"user_id": dnc}).write_csv(tmp_path / "dnc.csv")
+    report = score_events(
+        artifact,
+        tmp_path / "events.csv",
+        tmp_path / "s.parquet",
+        suppress=str(tmp_path / "dnc.csv"),
+        top="20",
+    )
+    scores = pl.read_parquet(tmp_path / "s.parquet")
+    assert set(scores["user_id"]) == set(table["user_id"])  # leading zeros kept
+    assert report["users_suppressed"] == 15
+    top = pl.read_parquet(tmp_path / "s_top.parquet")
+    assert not set(top["user_id"]) & set(dnc) and top.height == 20
+
+
+def test_outputs_land_together_or_not_at_all(artifact: Path, events: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ScoringError, match="is not a folder"):
+        score_events(
+            artifact,
+            events,
+            tmp_path / "s.parquet",
+            top="5",
+            top_out=tmp_path / "file" / "t.parquet",
+        )
+    with pytest.raises(ScoringError, match="--batch-size"):
+        score_events(artifact, events, tmp_path / "s.parquet", batch_size=0)
+    with pytest.raises(ScoringError, match=r"suppression list 'nope\.csv' does not exist"):
+        score_events(artifact, events, tmp_path / "s.parquet", suppress="nope.csv")
+    assert not list(tmp_path.glob("s*"))

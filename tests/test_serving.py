@@ -94,10 +94,10 @@ def _raw_events_of(samples: pl.DataFrame, canonical: pl.DataFrame) -> pl.DataFra
     """Every raw event of each sample's user (before and after its cutoff, unsorted input is
     fine), tagged with the sample row and cutoff: what a caller would send."""
     keyed = samples.select("user_key", "cutoff").with_row_index("sample")
-    return (
-        keyed.join(canonical, on="user_key", how="inner")
-        .sort("sample", "_row", descending=[False, True])  # reverse time order on purpose
-        .drop("user_key", "_row")
+    joined = keyed.join(canonical, on="user_key", how="inner").sort("sample", "_row")
+    # shuffled time order on purpose, but events at the same second keep their input order
+    return joined.sort("sample", pl.col("ts").hash(seed=7), maintain_order=True).drop(
+        "user_key", "_row"
     )
 
 
@@ -107,10 +107,14 @@ def test_raw_entry_reproduces_the_training_inputs(served, scripted: bool) -> Non
     test = prepared.split("test").head(60)
     assert (test["n_history"] > MAX_LEN).any() and (test["n_history"] == 1).any()
     expected = encode_samples(test, vocabulary, MAX_LEN, (), prepared.numeric_scaling)
-    raw = _raw_events_of(test, canonical).with_columns(  # a caller sends nulls, not "none"
-        pl.col("cat_device").replace("none", None)
+    raw = _raw_events_of(test, canonical).with_columns(
+        pl.col("cat_device").replace("none", None),  # a caller sends nulls, not "none"
+        # and non-finite numbers where training had nulls (ingest reads them as missing)
+        pl.col("num_order_value").fill_null(
+            pl.when(pl.int_range(pl.len()) % 2 == 0).then(float("inf")).otherwise(float("-inf"))
+        ),
     )
-    assert raw["cat_device"].null_count() > 0
+    assert raw["cat_device"].null_count() > 0 and raw["num_order_value"].is_infinite().any()
     arguments = raw_arguments(raw, ["cat_device"], ["num_order_value"])
     entry = _scripted(module) if scripted else module
     with torch.inference_mode():
@@ -185,7 +189,7 @@ def test_serving_refuses_unknown_time_features(served) -> None:
 
 
 def test_golden_events_are_complete_histories(tmp_path: Path) -> None:
-    from engage_seq.train import _write_golden_events
+    from engage_seq.train import _write_golden_events, complete_history_rows
 
     samples = pl.DataFrame(
         {
@@ -197,7 +201,9 @@ def test_golden_events_are_complete_histories(tmp_path: Path) -> None:
             "channel": [["web", None], ["app", "app", "app"]],
         }
     )
-    _write_golden_events(samples, 3, tmp_path / "g.parquet")
+    rows = complete_history_rows(samples, 3)
+    assert rows.tolist() == [0]
+    _write_golden_events(samples, rows, tmp_path / "g.parquet")
     golden = pl.read_parquet(tmp_path / "g.parquet")
     assert golden.columns == ["sample", "cutoff", "ts", "event_type", "channel"]
     assert golden["sample"].to_list() == [0, 0] and golden["ts"].to_list() == [10, 20]
