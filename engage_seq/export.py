@@ -148,8 +148,82 @@ def check_parity(
     }
 
 
-def export_artifact(run: str | Path, out: str | Path, atol: float = 1e-5) -> ExportResult:
-    """Script, save to a temp file, reload, check parity, then move into place."""
+def _pad_time(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    if tensor.dim() < 2 or tensor.shape[1] >= width:
+        return tensor
+    pad = torch.zeros(
+        (tensor.shape[0], width - tensor.shape[1], *tensor.shape[2:]), dtype=tensor.dtype
+    )
+    return torch.cat([tensor, pad], dim=1)
+
+
+def export_program(
+    model: EngagementModel,
+    output_names: list[str],
+    golden: dict[str, torch.Tensor],
+    metadata: dict[str, Any],
+    out: Path,
+    atol: float,
+) -> dict[str, float]:
+    """The tensor entry point as a `torch.export` program (``.pt2``), parity-checked like the
+    TorchScript file; raw events need TorchScript (string ops do not export).
+
+    Batch size is dynamic. Time steps: 1..max_len for the Transformer; for the LSTM/GRU the
+    recurrent kernel specialises the sequence length, so the program takes exactly ``max_len``
+    steps (right-pad to it: the output is read at ``length - 1``, so padding never changes it).
+    """
+    eager = ProbabilityModel(model, output_names).eval()
+    max_len = int(metadata["max_len"])
+    fixed_time = model.config["encoder"] != "transformer"
+    inputs = tuple(_pad_time(golden[name], max_len) for name in MODEL_INPUTS)
+    batch = torch.export.Dim("batch", min=1, max=1_000_000)
+    per_event = (
+        {0: batch} if fixed_time else {0: batch, 1: torch.export.Dim("time", min=1, max=max_len)}
+    )
+    shapes = (per_event,) * 5 + ({0: batch},)
+    try:
+        program = torch.export.export(eager, inputs, dynamic_shapes=shapes)
+    except Exception as exc:  # torch.export reports unsupported code in many exception types
+        raise ExportError(f"torch.export could not export this model: {exc}") from exc
+    extra = {
+        METADATA_FILE: json.dumps(
+            {
+                **metadata,
+                "program": {"time_steps": f"exactly {max_len}" if fixed_time else f"1..{max_len}"},
+            },
+            sort_keys=True,
+        )
+    }
+    with atomic_path(out) as tmp:
+        torch.export.save(program, str(tmp), extra_files=extra)
+        loaded = torch.export.load(str(tmp)).module()
+        with torch.inference_mode():
+            reference = eager(*inputs)
+            found = loaded(*inputs)
+            singles = []
+            for i in range(min(8, inputs[0].shape[0])):
+                width = max_len if fixed_time else int(inputs[5][i])
+                singles.append(
+                    loaded(*[t[i : i + 1, :width] if t.dim() > 1 else t[i : i + 1] for t in inputs])
+                )
+        diffs = {
+            "pt2_vs_eager": _max_diff(found, reference),
+            "pt2_vs_lightning": _max_diff(found, golden["probabilities"]),
+            "pt2_batch1_vs_batchN": _max_diff(torch.cat(singles), found[: len(singles)]),
+        }
+        failing = {k: v for k, v in diffs.items() if not v <= atol}
+        if failing:
+            raise ExportError(
+                f"torch.export program parity failed: {failing}; nothing written to {out}"
+            )
+    return diffs
+
+
+def export_artifact(
+    run: str | Path, out: str | Path, atol: float = 1e-5, pt2: str | Path | None = None
+) -> ExportResult:
+    """Script, save to a temp file, reload, check parity, then move into place (and, with
+    ``pt2``, the same for a torch.export program of the tensor entry point)."""
     checkpoint = find_checkpoint(Path(run))
     run_dir = _run_dir_of(checkpoint)
     model, meta = load_model(checkpoint)
@@ -226,6 +300,8 @@ def export_artifact(run: str | Path, out: str | Path, atol: float = 1e-5) -> Exp
                 f"parity check failed (max abs diff > atol {atol:g}): {failing}; "
                 f"no artifact written to {out}"
             )
+        if pt2 is not None:  # inside: a failing program leaves no TorchScript file either
+            diffs.update(export_program(model, output_names, golden, metadata, Path(pt2), atol))
     return ExportResult(out, diffs, int(golden["lengths"].shape[0]), metadata)
 
 
@@ -238,16 +314,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", help="run folder written by engage-train, or its .ckpt file")
     parser.add_argument("--out", help="artifact path (default: <run>/artifact.pt)", default=None)
     parser.add_argument("--atol", type=float, default=1e-5, help="max abs difference allowed")
+    parser.add_argument(
+        "--pt2", help="also write a torch.export program of the tensor entry point here (.pt2)"
+    )
     args = parser.parse_args(argv)
     run = Path(args.run)
     try:
         out = Path(args.out) if args.out else _run_dir_of(find_checkpoint(run)) / "artifact.pt"
-        result = export_artifact(run, out, atol=args.atol)
+        result = export_artifact(run, out, atol=args.atol, pt2=args.pt2)
     except ExportError as exc:
         print(f"engage-export: error: {exc}", file=sys.stderr)
         return 1
     diffs = ", ".join(f"{k}={v:.2e}" for k, v in result.max_abs_diff.items())
     print(f"wrote {result.path} (outputs: {', '.join(result.metadata['output_names'])})")
+    if args.pt2:
+        print(f"wrote {args.pt2} (torch.export program of the tensor entry point)")
     print(f"parity on {result.n_checked} test samples: {diffs}")
     return 0
 

@@ -147,6 +147,17 @@ class ServingModule(nn.Module):
             )
             width = max(width, int(row[0].size(0)))
             rows.append(row)
+        if n_users == 1:  # nothing to pad
+            ids, channel, attrs, nums, times = rows[0]
+            length = torch.tensor([ids.size(0)], dtype=torch.long)
+            return (
+                ids.unsqueeze(0),
+                channel.unsqueeze(0),
+                attrs.unsqueeze(0),
+                nums.unsqueeze(0),
+                times.unsqueeze(0),
+                length,
+            )
         event_ids = torch.zeros([n_users, width], dtype=torch.long)
         channel_ids = torch.zeros([n_users, width], dtype=torch.long)
         attribute_ids = torch.zeros([n_users, width, self.n_attributes], dtype=torch.long)
@@ -193,7 +204,12 @@ class ServingModule(nn.Module):
                 f"{numeric.shape}"
             )
         ts = ts.to(torch.long)
-        before = torch.nonzero(ts < cutoff).flatten()
+        if n > 0 and int(ts[-1]) < cutoff and bool((ts[1:] >= ts[:-1]).all()):
+            before = torch.arange(n)  # the common case: sorted, all before the cutoff
+            sorted_input = True
+        else:
+            before = torch.nonzero(ts < cutoff).flatten()
+            sorted_input = False
         if before.numel() == 0:
             hint = ""
             if n > 0 and int(ts.max()) > 100_000_000_000:
@@ -203,9 +219,13 @@ class ServingModule(nn.Module):
                 f"users with at least one{hint}"
             )
         # time order, ties in input order (as the training data's row order)
-        order = torch.sort(ts.index_select(0, before), stable=True)[1]
-        index = before.index_select(0, order)  # (H,) input positions, oldest first
-        history = ts.index_select(0, index)
+        if sorted_input:
+            index = before
+            history = ts
+        else:
+            order = torch.sort(ts.index_select(0, before), stable=True)[1]
+            index = before.index_select(0, order)  # (H,) input positions, oldest first
+            history = ts.index_select(0, index)
         n_history = int(index.size(0))
         start = max(0, n_history - self.max_len)
         positions: list[int] = index.tolist()
@@ -264,6 +284,8 @@ class ServingModule(nn.Module):
             attribute_ids[:, a] = torch.tensor(
                 [_lookup(vocab, values[p], self.missing_token) for p in kept]
             )
+        if self.n_numeric == 0:
+            return event_ids, channel_ids, attribute_ids, torch.zeros([len(kept), 0]), times
         raw = numeric.to(torch.float64).index_select(0, index[start:])
         # ingest reads a non-finite value (inf, -inf, NaN) as missing, and missing scales to 0
         raw = torch.where(torch.isfinite(raw), raw, torch.full_like(raw, math.nan))

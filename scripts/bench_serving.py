@@ -9,7 +9,8 @@ torch thread:
   ``eager`` (the nn.Module on tensors), ``torchscript_tensor`` (the artifact's ``forward``),
   ``torchscript_raw`` (the artifact's ``predict_events`` on raw strings and timestamps:
   vocabulary lookup, time features, truncation and padding included);
-* batch-1024 throughput (users/s) of the same three.
+* ``torch_export``: the ``--pt2`` program of the tensor entry (``engage-export --pt2``);
+* batch-1024 throughput (users/s) of the same.
 
 Then ``engage-score`` end to end with all threads: a synthetic Parquet table of ``--users``
 users (as the generator makes them: ~50 events each over 120 days) -> validated, encoded,
@@ -113,8 +114,16 @@ def latency_and_throughput(encoder: str, args: argparse.Namespace) -> dict[str, 
     with torch.inference_mode():
         one_tensors = scripted.preprocess_events(*one)
         many_tensors = scripted.preprocess_events(*many)
+    with warnings.catch_warnings():  # nn.LSTM's flat weights: a known, harmless export note
+        warnings.filterwarnings("ignore", message=r".*were assigned during export")
+        program = torch.export.export(  # time steps fixed at max_len for recurrent encoders
+            module.model,
+            tuple(t.clone() for t in many_tensors),  # inference-mode tensors cannot be traced
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1_000_000)},) * 6,
+        ).module()
     entries = {
         "eager": (lambda: module(*one_tensors), lambda: module(*many_tensors)),
+        "torch_export": (lambda: program(*one_tensors), lambda: program(*many_tensors)),
         "torchscript_tensor": (lambda: scripted(*one_tensors), lambda: scripted(*many_tensors)),
         "torchscript_raw": (
             lambda: scripted.predict_events(*one),

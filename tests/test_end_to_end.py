@@ -249,3 +249,25 @@ def test_quickstart_prints_the_table_and_leaves_the_artifact(tmp_path: Path, iso
 def test_notebook_runs_without_hydra(tmp_path: Path) -> None:
     out = _run([sys.executable, str(REPO / "notebooks" / "quickstart.py")], cwd=tmp_path, env=None)  # type: ignore[arg-type]
     assert "test/auroc" in out.stdout and "['purchase']" in out.stdout
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_torch_export_program_matches(sweep: Path, model: str, tmp_path: Path) -> None:
+    from engage_seq.export import export_artifact
+
+    result = export_artifact(sweep / model, tmp_path / "m.pt", pt2=tmp_path / "m.pt2")
+    assert max(result.max_abs_diff[k] for k in ("pt2_vs_eager", "pt2_vs_lightning")) <= 1e-5
+    extra = {"metadata.json": ""}
+    program = torch.export.load(str(tmp_path / "m.pt2"), extra_files=extra).module()
+    golden = torch.load(sweep / model / "golden_batch.pt", weights_only=True)
+    width = json.loads(extra["metadata.json"])["max_len"]
+    names = ["event_ids", "channel_ids", "attribute_ids", "numeric", "time_features"]
+    inputs = [
+        torch.nn.functional.pad(
+            golden[n], (0, 0) * (golden[n].dim() - 2) + (0, width - golden[n].shape[1])
+        )
+        for n in names
+    ]
+    with torch.inference_mode():
+        probabilities = program(*inputs, golden["lengths"])
+    assert torch.allclose(probabilities, golden["probabilities"], atol=1e-5)
