@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -182,7 +183,9 @@ def export_program(
     )
     shapes = (per_event,) * 5 + ({0: batch},)
     try:
-        program = torch.export.export(eager, inputs, dynamic_shapes=shapes)
+        with warnings.catch_warnings():  # nn.LSTM's flat weights: known and harmless on export
+            warnings.filterwarnings("ignore", message=r".*were assigned during export")
+            program = torch.export.export(eager, inputs, dynamic_shapes=shapes)
     except Exception as exc:  # torch.export reports unsupported code in many exception types
         raise ExportError(f"torch.export could not export this model: {exc}") from exc
     extra = {

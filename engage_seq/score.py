@@ -205,6 +205,7 @@ def score_events(
         raise ScoringError(f"--rank-by must be one of the artifact's targets {targets}")
     if top is not None and not targets:
         raise ScoringError("--top ranks by a horizon target; this artifact has none")
+    parse_top(top, 1)  # a malformed --top fails now, not after reading the table
     rank_target = rank_by or (targets[0] if targets else None)
     out = Path(out)
     top_path = Path(top_out) if top_out else out.with_name(f"{out.stem}_top{out.suffix}")

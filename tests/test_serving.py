@@ -182,6 +182,13 @@ def test_raw_entry_errors_name_the_user(served) -> None:
         module.predict_events(*bad_numeric, torch.tensor([1000]))
 
 
+def test_serving_computes_the_training_time_features() -> None:
+    # serving.py must stay torch-only, so it spells the list out; this keeps the two in step
+    from engage_seq.serving import SERVED_TIME_FEATURES
+
+    assert SERVED_TIME_FEATURES == TIME_FEATURES
+
+
 def test_serving_refuses_unknown_time_features(served) -> None:
     module = served[2]
     with pytest.raises(ValueError, match="time features"):
