@@ -482,6 +482,7 @@ class _NextEventBaseline:
     name: ClassVar[str]
     event_types: list[str]
     label_column: str
+    marginal: np.ndarray  # (n_classes,) smoothed training distribution of the label
 
     def __init__(self, alpha: float = 1.0) -> None:
         if alpha <= 0:
@@ -491,6 +492,28 @@ class _NextEventBaseline:
     @property
     def classes(self) -> list[str]:
         return [UNKNOWN_CLASS, *self.event_types]
+
+    def _fitted_dict(self, **fitted: Any) -> dict[str, Any]:
+        """to_dict: the fields every next-event baseline has, plus its own fitted arrays."""
+        return {
+            "type": self.name,
+            "format": FORMAT_VERSION,
+            "params": {"alpha": self.alpha},
+            "label_column": self.label_column,
+            "event_types": self.event_types,
+            "marginal": self.marginal.tolist(),
+            **fitted,
+        }
+
+    @classmethod
+    def _restore(cls, d: dict[str, Any]) -> Any:
+        """from_dict: the shared fields; the subclass restores its own."""
+        _check_format(d, cls.name)
+        out = cls(**d["params"])
+        out.label_column = d["label_column"]
+        out.event_types = list(d["event_types"])
+        out.marginal = np.asarray(d["marginal"], dtype=np.float64)
+        return out
 
     def _class_id(self, expr: pl.Expr) -> pl.Expr:
         """0 for unknown, 1 + i for event_types[i]; null stays null."""
@@ -552,23 +575,11 @@ class MostFrequentNextEvent(_NextEventBaseline):
         return np.tile(self.marginal, (n, 1))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": self.name,
-            "format": FORMAT_VERSION,
-            "params": {"alpha": self.alpha},
-            "label_column": self.label_column,
-            "event_types": self.event_types,
-            "marginal": self.marginal.tolist(),
-        }
+        return self._fitted_dict()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MostFrequentNextEvent:
-        _check_format(d, cls.name)
-        out = cls(**d["params"])
-        out.label_column = d["label_column"]
-        out.event_types = list(d["event_types"])
-        out.marginal = np.asarray(d["marginal"], dtype=np.float64)
-        return out
+        return cls._restore(d)
 
 
 class MarkovNextEvent(_NextEventBaseline):
@@ -622,24 +633,13 @@ class MarkovNextEvent(_NextEventBaseline):
         return np.vstack([self.transitions, self.marginal])[prev]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": self.name,
-            "format": FORMAT_VERSION,
-            "params": {"alpha": self.alpha},
-            "label_column": self.label_column,
-            "event_types": self.event_types,
-            "marginal": self.marginal.tolist(),
-            "transitions": self.transitions.tolist(),
-            "seen_previous": self.seen_previous,
-        }
+        return self._fitted_dict(
+            transitions=self.transitions.tolist(), seen_previous=self.seen_previous
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MarkovNextEvent:
-        _check_format(d, cls.name)
-        out = cls(**d["params"])
-        out.label_column = d["label_column"]
-        out.event_types = list(d["event_types"])
-        out.marginal = np.asarray(d["marginal"], dtype=np.float64)
+        out = cls._restore(d)
         out.transitions = np.asarray(d["transitions"], dtype=np.float64)
         out.seen_previous = list(d["seen_previous"])
         return out

@@ -19,10 +19,9 @@ import polars as pl
 import torch
 
 from engage_seq.encoding import Vocabulary, encode_events_at_cutoff
+from engage_seq.model import MODEL_INPUTS
 from engage_seq.schema import ROW_INDEX, ColumnMapping, to_canonical
 
-RAW_ARGUMENTS = ("event_types", "timestamps", "channels", "attributes", "numeric", "cutoffs")
-INPUT_NAMES = ("event_ids", "channel_ids", "attribute_ids", "numeric", "time_features", "lengths")
 UNSEEN = "__never_seen_in_training__"
 
 
@@ -78,7 +77,7 @@ def _inputs_diff(found: tuple[torch.Tensor, ...], expected: tuple[torch.Tensor, 
     that differ count as inf)."""
     width = int(expected[5].max())
     worst = _max_diff(found[5], expected[5])
-    for name, a, b in zip(INPUT_NAMES[:5], found[:5], expected[:5], strict=True):
+    for name, a, b in zip(MODEL_INPUTS[:5], found[:5], expected[:5], strict=True):
         a, b = a[:, :width], b[:, :width]
         diff = _max_diff(a, b)
         worst = max(worst, float("inf") if name.endswith("ids") and diff > 0 else diff)
@@ -100,7 +99,7 @@ def check_golden_users(
         events, metadata["categorical_attributes"], metadata["numeric_attributes"]
     )
     rows = events["sample"].unique(maintain_order=True).to_list()
-    expected_inputs = tuple(golden[f"complete_{name}"][rows] for name in INPUT_NAMES)
+    expected_inputs = tuple(golden[f"complete_{name}"][rows] for name in MODEL_INPUTS)
     n = min(n_single, len(rows))
     with torch.inference_mode():
         inputs = scripted.preprocess_events(*arguments)

@@ -20,7 +20,7 @@ import os
 import shlex
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,6 @@ class SweepReport:
     command: str | None = None
     seed_key: str = SEED_KEY
     alpha: float = 0.05
-    files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def winner(self) -> dict[str, str]:
@@ -608,7 +607,6 @@ def write_report(
     }
     files["summary"] = out / "summary.json"
     write_json_atomic(files["summary"], {k: _json_safe(v) for k, v in summary.items()})
-    report.files = files
     return files
 
 
