@@ -1,9 +1,10 @@
 """`engage-train`: the only Hydra entry point. train(cfg, run_dir) -> metrics.
 
 A run folder gets: ``config_resolved.yaml``, ``data_report.json``, ``checkpoints/best.ckpt``,
-``tensorboard/`` event files, ``metrics.json`` (flat ``split/name: value``) and
+``tensorboard/`` event files, ``metrics.json`` (flat ``split/name: value``),
 ``golden_batch.pt`` (test inputs + the Lightning predictions of the best checkpoint, which
-`engage-export` uses as its parity reference).
+`engage-export` uses as its parity reference) and, with ``report.enabled``, the run report
+(``report.md``, ``figures/``, ``report.json``; `engage_seq.report`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from engage_seq.data import (
     label_expr,
     next_event_classes,
 )
+from engage_seq.evaluation import ReportOptions
 from engage_seq.export import GOLDEN_BATCH, GOLDEN_EVENTS
 from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.metrics import (
@@ -205,6 +207,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     started = time.perf_counter()
     task = instantiate(cfg.task)
     monitor = _check_selected_metrics(cfg, task)  # fail before any work on a bad metric
+    report_options = _report_options(cfg)  # and on a typo in the report block
     monitor_mode = metric_mode(monitor)
     if _is_zero_rank():
         write_text_atomic(run_dir / "config_resolved.yaml", _resolved_yaml(cfg, task, monitor))
@@ -318,7 +321,33 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         _write_golden_events(test_frame, complete, run_dir / GOLDEN_EVENTS)
         logger.log_hyperparams(_flat_hparams(cfg), metrics=_final_metrics(metrics))
         log.info("metrics: %s", json.dumps(metrics, indent=1))
+        write_run_report(run_dir, report_options, prepared)
     return metrics
+
+
+def _report_options(cfg: DictConfig) -> ReportOptions:
+    block = cfg.get("report")
+    values = OmegaConf.to_container(block, resolve=True) if block is not None else {}
+    try:
+        return ReportOptions.from_mapping(values)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"report: {error}") from error
+
+
+def write_run_report(run_dir: Path, options: ReportOptions, prepared: Any = None) -> Path | None:
+    """The run report (`engage_seq.report`) of a finished run. Never raises: the run is done
+    and saved, so a report failure is logged with the command that rebuilds it."""
+    if not options.enabled:
+        return None
+    try:
+        from engage_seq.report import write_report
+
+        path = write_report(run_dir, options=options, prepared=prepared)
+    except Exception:
+        log.exception("run report failed; rebuild it with: engage-evaluate %s", run_dir)
+        return None
+    log.info("run report: %s", path)
+    return path
 
 
 def _column_mapping(columns: DictConfig) -> dict[str, Any]:
@@ -467,6 +496,10 @@ def _train_baseline(
     logger.log_hyperparams(_flat_hparams(cfg), metrics=_final_metrics(metrics))
     logger.finalize("success")
     log.info("metrics: %s", json.dumps(metrics, indent=1))
+    if _report_options(cfg).enabled:  # baseline runs are the reference rows of other reports
+        log.info(
+            "run report: not written for a baseline run; engage-evaluate %s writes one", run_dir
+        )
     return metrics
 
 

@@ -11,6 +11,13 @@ import pytest
 from engage_seq.synthetic import SyntheticEventSource
 
 
+@pytest.fixture(autouse=True)
+def _no_run_reports_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training runs in other tests skip the run report (3-9 s each on tiny data); the report
+    tests (test_report.py) switch it back on for the runs they inspect."""
+    monkeypatch.setenv("ENGAGE_SEQ_REPORT", "false")
+
+
 @pytest.fixture(scope="session")
 def tiny_source() -> SyntheticEventSource:
     return SyntheticEventSource(n_users=300, days=70, seed=1)

@@ -1,0 +1,295 @@
+"""The run report: its numbers are metrics.json's, its files are complete and id-free, and a
+broken report never fails a finished training run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from engage_seq import evaluate
+from engage_seq.evaluation import ReportOptions, _recorded_mismatch
+from engage_seq.metrics import lift_at_top, score_probabilities
+from engage_seq.report import (
+    calibration_bins,
+    captured_at_top,
+    decile_table,
+    gains_curve,
+    write_report,
+)
+from engage_seq.train import CONF_DIR, _report_options, train, write_run_report
+
+TINY = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64", "report.n_explain=64"]
+HORIZON_METRICS = ("auroc", "auprc", "logloss", "brier", "ece", "lift_top10")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _train(root: Path, name: str, overrides: list[str]) -> Path:
+    """A real tiny run inside ``root/sweep`` (a multirun folder, so runs are siblings)."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[*TINY, *overrides, f"cache_dir={root / 'cache'}", "report.enabled=true"],
+        )
+    run = root / "sweep" / name
+    train(cfg, run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A baseline run first (so the LSTM's report lists it as a sibling), then the LSTM run,
+    whose report train() writes itself."""
+    root = tmp_path_factory.mktemp("report")
+    (root / "sweep").mkdir()
+    (root / "sweep" / "multirun.yaml").write_text("{}\n")  # what Hydra leaves in a sweep dir
+    return {
+        "baseline": _train(root, "rfm", ["model=rfm_logreg"]),
+        "lstm": _train(root, "lstm", ["model=lstm"]),
+    }
+
+
+def _model_row(report: dict, target: str = "purchase") -> dict:
+    rows = report["targets"][target]["rows"]
+    assert rows[0]["kind"] == "model"
+    return rows[0]
+
+
+@pytest.mark.slow
+def test_report_numbers_equal_metrics_json(runs: dict[str, Path]) -> None:
+    run = runs["lstm"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    report = json.loads((run / "report.json").read_text())
+    row = _model_row(report)
+    for split in ("val", "test"):
+        for name in HORIZON_METRICS:
+            assert row[f"{split}/{name}"] == pytest.approx(metrics[f"{split}/{name}"], abs=1e-6)
+    lstm = report["metrics"]["lstm"]
+    assert {k: v for k, v in lstm.items() if k in metrics} == pytest.approx(
+        {k: metrics[k] for k in lstm if k in metrics}, abs=1e-6
+    )
+    summary = report["summary"]
+    assert summary["auroc"] == pytest.approx(metrics["test/auroc"], abs=1e-6)
+    n = int(metrics["test/n_samples"])
+    assert summary["captured_top10"] == pytest.approx(
+        metrics["test/lift_top10"] * math.ceil(0.1 * n) / n, abs=1e-9
+    )
+    # what the reader sees is the same number: the model's row of the Markdown table
+    markdown = (run / "report.md").read_text()
+    table_row = next(line for line in markdown.splitlines() if "(this run)" in line)
+    for name in HORIZON_METRICS:
+        digits = 2 if name == "lift_top10" else 4
+        assert f"| {metrics[f'test/{name}']:.{digits}f} " in table_row, name
+    assert f"ROC-AUC {metrics['test/auroc']:.3f}" in markdown
+
+
+@pytest.mark.slow
+def test_report_compares_baselines_oracle_and_sibling_runs(runs: dict[str, Path]) -> None:
+    report = json.loads((runs["lstm"] / "report.json").read_text())
+    kinds = {row["label"]: row["kind"] for row in report["targets"]["purchase"]["rows"]}
+    assert list(kinds.values()).count("baseline") == 2  # rfm_logreg and gbm (lightgbm in dev)
+    assert "oracle" in kinds.values() and "sibling run" in kinds.values()
+    # the baseline refitted by the report equals the baseline run of the same data
+    baseline_run = json.loads((runs["baseline"] / "metrics.json").read_text())
+    refit = report["metrics"]["rfm_logreg"]
+    for name in HORIZON_METRICS:
+        assert refit[f"test/{name}"] == pytest.approx(baseline_run[f"test/{name}"], abs=1e-9)
+    sibling = next(r for r in report["targets"]["purchase"]["rows"] if r["kind"] == "sibling run")
+    assert sibling["test/auroc"] == pytest.approx(baseline_run["test/auroc"])
+    oracle = report["metrics"]["oracle"]
+    assert 0.5 < oracle["test/auroc"] <= 1.0 and "val/auroc" not in oracle
+    assert report["skipped"] == {}
+
+
+@pytest.mark.slow
+def test_report_files_are_complete_readable_and_free_of_ids(runs: dict[str, Path]) -> None:
+    import matplotlib.image
+
+    run = runs["lstm"]
+    markdown = (run / "report.md").read_text()
+    report = json.loads((run / "report.json").read_text())
+    assert markdown.startswith("# Run report: LSTM, hidden 64")
+    assert "## In short" in markdown and "engage-evaluate " in markdown
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    for name in ("ranking", "calibration", "gains", "scores"):
+        assert f"figures/{name}_purchase.png" in links
+    assert "figures/explain_drivers.png" in links and "figures/fairness.png" in links
+    for link in links:  # every figure shown exists, is a PNG and is big enough to read
+        data = (run / link).read_bytes()
+        assert data.startswith(PNG_MAGIC), link
+        height, width = matplotlib.image.imread(run / link).shape[:2]
+        assert width >= 600 and height >= 400, link
+    assert sorted(report["figures"].values()) == sorted(set(links))
+    for table in report["tables"].values():
+        assert pl.read_csv(run / table).height > 0
+    calibration = pl.read_csv(run / report["tables"]["calibration_purchase"])
+    assert calibration["n"].sum() == report["summary"]["n_test"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard" / "report"), size_guidance={"images": 0})
+    events.Reload()
+    assert {f"report/{name}" for name in report["figures"]} == set(events.Tags()["images"])
+    # no user id or pseudonymous key in anything a person reads
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=TINY)
+    from hydra.utils import instantiate
+
+    ids = instantiate(cfg.data.source).scan().collect()["user_id"].unique().to_list()
+    keys = pl.read_parquet(next((run.parent.parent / "cache").glob("samples-*/*.parquet")))
+    secrets = [*ids, *map(str, keys["user_key"].unique().to_list())]
+    texts = [markdown, (run / "report.json").read_text()]
+    texts += [(run / t).read_text() for t in report["tables"].values()]
+    words = {word for text in texts for word in re.findall(r"\w+", text)}
+    assert not words & set(secrets)
+
+
+@pytest.mark.slow
+def test_engage_evaluate_rebuilds_without_stale_sections(
+    runs: dict[str, Path], tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import engage_seq.train
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("the baseline fitted for the first report should be reused")
+
+    monkeypatch.setattr(engage_seq.train, "fit_and_score_baseline", no_refit)
+    out = tmp_path / "elsewhere"
+    args = [str(runs["lstm"]), "--out", str(out), "--n-explain", "64"]
+    assert evaluate.main([*args, "--no-oracle", "--baselines", "rfm_logreg"]) == 0
+    assert (out / "figures" / "explain_drivers.png").is_file()
+    rebuilt = json.loads((out / "report.json").read_text())
+    assert "oracle" not in rebuilt["metrics"] and "oracle" not in rebuilt["skipped"]  # off
+    original = json.loads((runs["lstm"] / "report.json").read_text())
+    assert rebuilt["metrics"]["lstm"] == original["metrics"]["lstm"]  # deterministic
+    assert rebuilt["metrics"]["rfm_logreg"] == original["metrics"]["rfm_logreg"]
+    assert f"--out {out}" in (out / "report.md").read_text()
+    assert evaluate.main([*args, "--no-oracle", "--no-explain", "--no-baselines"]) == 0
+    assert not (out / "figures" / "explain_drivers.png").exists()  # not left from before
+    assert not (out / "tables" / "explain_drivers.csv").exists()
+    assert (out / "figures" / "ranking_purchase.png").is_file()
+    assert "report: " in capsys.readouterr().out
+    assert evaluate.main([str(tmp_path / "nowhere")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert evaluate.main([str(tmp_path / "empty")]) == 2
+    assert "config_resolved.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_baseline_runs_get_a_report_on_demand(runs: dict[str, Path]) -> None:
+    run = runs["baseline"]
+    assert not (run / "report.md").exists()  # training skips it, with a log line
+    write_report(run, options=ReportOptions(explain=False, oracle=False, segments=()))
+    metrics = json.loads((run / "metrics.json").read_text())
+    report = json.loads((run / "report.json").read_text())
+    row = _model_row(report)
+    assert row["label"] == "RFM logistic regression"
+    for name in HORIZON_METRICS:  # the saved baseline.json, not a refit
+        assert row[f"test/{name}"] == pytest.approx(metrics[f"test/{name}"], abs=1e-9)
+    assert "explanations" not in report["skipped"]  # switched off, not failed
+    assert "best other baseline" in (run / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_next_event_report(tmp_path: Path) -> None:
+    run = _train(tmp_path, "next", ["task=next_event", "model=gru", "report.siblings=false"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    report = json.loads((run / "report.json").read_text())
+    row = report["next_event"]["rows"][0]
+    for split in ("val", "test"):
+        for name in ("accuracy", "top3_accuracy", "macro_f1", "nll"):
+            assert row[f"{split}/{name}"] == pytest.approx(metrics[f"{split}/{name}"], abs=1e-6)
+    assert {r["name"] for r in report["next_event"]["rows"]} == {"gru", "markov", "most_frequent"}
+    confusion = np.asarray(report["next_event"]["confusion"])
+    assert confusion.sum() == metrics["test/n_samples"]
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(metrics["test/accuracy"])
+    assert (run / "figures" / "confusion_next_event.png").read_bytes().startswith(PNG_MAGIC)
+    assert "first guess is right" in (run / "report.md").read_text()
+
+
+def test_calibration_bins_reproduce_the_calibration_error() -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.beta(0.6, 6.0, size=5000).astype(np.float32)
+    probs[:3] = [0.0, 1.0, 1 / 15]  # edges: bin 0, the extra bin for 1.0, a boundary
+    labels = (rng.random(5000) < probs * 0.8).astype(np.float64)
+    bins = calibration_bins(probs, labels)
+    assert bins["n"].sum() == probs.size and bins.filter(pl.col("bin") == 15)["n"].item() == 1
+    assert bins.filter(pl.col("bin") == 1)["lower"].item() == pytest.approx(1 / 15)
+    used = bins.filter(pl.col("n") > 0)
+    weighted_gap = float((used["gap"].abs() * used["n"]).sum()) / probs.size
+    ece = score_probabilities(
+        ["t"],
+        torch.from_numpy(probs.astype(np.float64))[:, None],
+        torch.from_numpy(labels)[:, None],
+    )["ece"]
+    assert weighted_gap == pytest.approx(ece, abs=1e-6)
+
+
+def test_deciles_gains_and_capture_by_hand() -> None:
+    probs = np.array([0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.6, 0.4, 0.5, 0.05])
+    labels = np.array([1, 0, 1, 0, 0, 0, 1, 0, 0, 1], dtype=np.float64)
+    deciles = decile_table(probs, labels)  # one user per decile, best score first
+    assert deciles["positives"].to_list() == [1, 1, 0, 1, 0, 0, 0, 0, 0, 1]
+    assert deciles["lift"][0] == pytest.approx(1 / 0.4)
+    assert deciles["cumulative_capture"].to_list()[:4] == pytest.approx([0.25, 0.5, 0.5, 0.75])
+    contacted, reached = gains_curve(probs, labels)
+    assert (contacted[0], reached[0], contacted[-1], reached[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(reached) >= 0)
+    lift = lift_at_top(torch.from_numpy(probs), torch.from_numpy(labels), 0.1)
+    assert captured_at_top(lift, probs.size) == pytest.approx(0.25)
+
+
+def test_report_options_are_checked_before_training() -> None:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["+report.explian=false"])
+    with pytest.raises(ValueError, match=r"report: unknown report options \['explian'\]"):
+        _report_options(cfg)
+    options = ReportOptions.from_mapping({"enabled": "false", "segments": None})
+    assert options.enabled is False and options.segments == ()
+
+
+def test_a_failing_report_does_not_fail_the_run(monkeypatch, caplog, tmp_path: Path) -> None:
+    import engage_seq.report
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("figure backend exploded")
+
+    monkeypatch.setattr(engage_seq.report, "write_report", broken)
+    with caplog.at_level(logging.ERROR, logger="engage_seq.train"):
+        assert write_run_report(tmp_path, ReportOptions()) is None
+    assert f"engage-evaluate {tmp_path}" in caplog.text and "exploded" in caplog.text
+    assert write_run_report(tmp_path, ReportOptions(enabled=False)) is None
+
+
+def test_recomputed_metrics_that_drift_from_metrics_json_are_flagged() -> None:
+    computed = {"test/auroc": 0.8402, "test/ece": 0.01, "val/auroc": math.nan}
+    assert _recorded_mismatch(computed, {"test/auroc": 0.84021, "val/auroc": 0.7}) == []
+    (note,) = _recorded_mismatch(computed, {"test/auroc": 0.8302, "test/ece": 0.01})
+    assert "test/auroc: 0.8402 here, 0.8302 recorded" in note
+
+
+@pytest.mark.slow
+def test_without_matplotlib_the_report_keeps_every_table(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    options = ReportOptions(baselines=("rfm_logreg",), oracle=False, explain=False)
+    path = write_report(runs["lstm"], options=options, out_dir=tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["figures"] == {} and not list(tmp_path.rglob("*.png"))
+    assert any("matplotlib is not installed" in note for note in report["notes"])
+    assert "segment fairness" in report["skipped"]  # its figure needs matplotlib too
+    assert (
+        "(this run)" in path.read_text()
+        and (tmp_path / "tables" / "metrics_purchase.csv").is_file()
+    )
