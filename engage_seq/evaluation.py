@@ -529,6 +529,12 @@ def oracle_scorer(
         return "the oracle exists only for the built-in synthetic data"
     if horizon is None or "purchase" not in horizon.targets:
         return "the oracle forecasts purchases; this task has no purchase target"
+    drift = source.drift_epoch
+    if drift is not None and max(split.cutoffs) + horizon.horizon_seconds > drift:
+        return (
+            "the test window reaches past the generator's drift_start "
+            f"({source.drift_start}), where the oracle has no ground truth"
+        )
     user_cutoffs = source.n_users * len(split.cutoffs)
     if user_cutoffs > options.oracle_max_users:
         return (

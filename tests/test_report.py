@@ -14,9 +14,10 @@ import polars as pl
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from engage_seq import evaluate
-from engage_seq.evaluation import ReportOptions, _recorded_mismatch
+from engage_seq.evaluation import EvaluatedSplit, ReportOptions, _recorded_mismatch, oracle_scorer
 from engage_seq.metrics import lift_at_top, score_probabilities
 from engage_seq.report import (
     calibration_bins,
@@ -25,6 +26,7 @@ from engage_seq.report import (
     gains_curve,
     write_report,
 )
+from engage_seq.sequences import HorizonTask, parse_instant
 from engage_seq.train import CONF_DIR, _report_options, train, write_run_report
 
 TINY = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64", "report.n_explain=64"]
@@ -293,3 +295,14 @@ def test_without_matplotlib_the_report_keeps_every_table(
         "(this run)" in path.read_text()
         and (tmp_path / "tables" / "metrics_purchase.csv").is_file()
     )
+
+
+def test_oracle_is_skipped_where_the_generator_drifted() -> None:
+    """Past drift_start the generator's oracle has no ground truth: the report says so."""
+    source = {"_target_": "engage_seq.synthetic.SyntheticEventSource", "n_users": 10, "days": 70}
+    task = HorizonTask(targets=("purchase",), horizon="7d", name="purchase_7d")
+    before = EvaluatedSplit("test", pl.DataFrame(), np.zeros((0, 1)), np.zeros(0, dtype=np.int64),
+                            (parse_instant("2026-03-01"),))  # fmt: skip
+    drifted = OmegaConf.create({"data": {"source": {**source, "drift_start": "2026-03-05"}}})
+    reason = oracle_scorer(drifted, task, before, ReportOptions())
+    assert isinstance(reason, str) and "drift_start" in reason
