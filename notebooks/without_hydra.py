@@ -2,7 +2,7 @@
 # # engage_seq without Hydra
 # The library classes take plain arguments; this walks the whole path in a notebook-sized
 # session: synthetic events -> samples -> tensors -> Lightning -> TorchScript.
-# Run as a script (`.venv/bin/python notebooks/quickstart.py`) or cell by cell (Jupytext
+# Run as a script (`.venv/bin/python notebooks/without_hydra.py`) or cell by cell (Jupytext
 # percent format: VS Code, PyCharm and `jupytext --to ipynb` understand it).
 
 # %%

@@ -247,7 +247,9 @@ def test_quickstart_prints_the_table_and_leaves_the_artifact(tmp_path: Path, iso
 
 
 def test_notebook_runs_without_hydra(tmp_path: Path) -> None:
-    out = _run([sys.executable, str(REPO / "notebooks" / "quickstart.py")], cwd=tmp_path, env=None)  # type: ignore[arg-type]
+    out = _run(
+        [sys.executable, str(REPO / "notebooks" / "without_hydra.py")], cwd=tmp_path, env=None
+    )  # type: ignore[arg-type]
     assert "test/auroc" in out.stdout and "['purchase']" in out.stdout
 
 
