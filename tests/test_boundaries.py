@@ -33,6 +33,17 @@ FORBIDDEN = {
     "engage_seq.parity": {"lightning", "hydra"},
     # batch scoring: no Lightning, no Hydra (and no model classes, checked below)
     "engage_seq.score": {"lightning", "hydra"},
+    # monitoring runs next to serving: drift on event tables needs no torch at all (the
+    # artifact's scores load it lazily), the backtest only the artifact
+    "engage_seq.drift": {"torch", "lightning", "hydra"},
+    "engage_seq.backtest": {"lightning", "hydra"},
+    # report sections work on a model and frames, without a Trainer; drawing is matplotlib only
+    "engage_seq.explain": {"lightning", "hydra", "matplotlib"},
+    "engage_seq.fairness": {"lightning", "hydra"},
+    "engage_seq.report_section": {"torch", "lightning", "hydra"},
+    "engage_seq.report_figures": {"torch", "lightning", "hydra"},
+    "engage_seq.explain_figures": {"torch", "lightning", "hydra"},
+    "engage_seq.drift_figures": {"torch", "lightning", "hydra"},
 }
 
 
