@@ -3,7 +3,8 @@
 1. ``engage-train -m model=lstm,transformer`` — a real Hydra multirun, one run folder per model;
 2. picks the model with the best *validation* AUROC (test is only reported, never used to pick);
 3. exports it with `engage-export` (parity-checked TorchScript);
-4. prints a table of both models and where everything landed.
+4. prints a table of both models and where everything landed (each run folder holds its
+   evaluation report, ``report.md``).
 
 Extra arguments are passed to engage-train as Hydra overrides, e.g.
 ``engage-quickstart trainer.max_epochs=2 data=synthetic_tiny``.
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"runs:        {sweep_dir}/<run>/ (metrics.json, checkpoints/, tensorboard/)")
     if (sweep_dir / "leaderboard.md").is_file():
         print(f"leaderboard: {sweep_dir / 'leaderboard.md'} (+ .csv, .png)")
+    reports = [name for name in runs if (sweep_dir / name / "report.md").is_file()]
+    if reports:
+        print(f"reports:     {sweep_dir}/<run>/report.md (+ figures/) for {', '.join(reports)}")
     print(f"artifact:    {result.path}  (TorchScript, parity max abs diff {parity:.1e})")
     print(f"tensorboard: tensorboard --logdir {sweep_dir}")
     print(f"total time:  {elapsed:.0f} s")

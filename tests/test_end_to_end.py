@@ -72,6 +72,7 @@ def sweep(tmp_path_factory) -> Path:
         **__import__("os").environ,
         "ENGAGE_SEQ_CACHE_DIR": str(root / "cache"),
         "CUDA_VISIBLE_DEVICES": "",
+        "ENGAGE_SEQ_REPORT": "true",  # run reports on: the raw-id check below reads them too
     }
     _run(
         [
@@ -97,6 +98,8 @@ def test_run_folder_has_everything(sweep: Path, model: str) -> None:
         "data_report.json",
         "golden_batch.pt",
         "checkpoints/best.ckpt",
+        "report.md",
+        "report.json",
     ):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
