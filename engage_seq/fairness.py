@@ -38,7 +38,7 @@ from engage_seq.ingest import IngestConfig, validate_events
 from engage_seq.io import atomic_path
 from engage_seq.metrics import score_probabilities
 from engage_seq.report_section import ReportSection
-from engage_seq.schema import ROW_INDEX, ColumnMapping, EventSchemaError
+from engage_seq.schema import ROW_INDEX, ColumnMapping, EventSchemaError, looks_like_identifier
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ CALIBRATION_GAP_FRACTION = 0.2
 OVERALL_TOLERANCE = 0.01  # caller's headline vs the scores' own overall: larger = wrong split?
 FIGURE_NAME = "fairness.png"
 # more distinct values than this and than half the users: an identifier, not a segment
-IDENTIFIER_MIN_VALUES = 50
 
 
 # --- segment values per sample -----------------------------------------------------------
@@ -220,7 +219,7 @@ def _refuse_identifiers(frame: pl.DataFrame, user_keys: pl.Series, columns: Sequ
     identifiers into the report: refuse it rather than print its most frequent values."""
     users = user_keys.n_unique()
     counts = frame.select(pl.col(c).n_unique() for c in columns).row(0, named=True)
-    suspicious = [c for c, n in counts.items() if n > max(IDENTIFIER_MIN_VALUES, users // 2)]
+    suspicious = [c for c, n in counts.items() if looks_like_identifier(n, users)]
     if suspicious:
         raise EventSchemaError(
             f"segment column(s) {suspicious} have about one value per user "

@@ -44,6 +44,16 @@ _ISO_FORMATS = (
 )
 
 
+# A column with more distinct values than this, and than half the users, is identifier-like.
+IDENTIFIER_MIN_VALUES = 50
+
+
+def looks_like_identifier(n_distinct: int, n_users: int) -> bool:
+    """About one value per user (an e-mail, a device id): such a column's values must never be
+    listed in a report or a drift table, whatever role the user gave the column."""
+    return n_distinct > max(IDENTIFIER_MIN_VALUES, n_users // 2)
+
+
 class EventSchemaError(ValueError):
     """The raw event table cannot be mapped onto the canonical schema."""
 
