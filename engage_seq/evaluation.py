@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import math
-import os
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -36,11 +35,11 @@ from engage_seq.data import LengthBucketBatchSampler
 from engage_seq.encoding import EncodedSamples, Vocabulary, encode_samples, label_expr
 from engage_seq.encoding import next_event_classes as class_names
 from engage_seq.export import ExportError, find_checkpoint, load_model
+from engage_seq.ingest import user_keys
 from engage_seq.io import atomic_path
 from engage_seq.metrics import HorizonMetrics, NextEventMetrics, score_probabilities
 from engage_seq.model import EngagementModel
 from engage_seq.sample_cache import PreparedSamples, cache_key, prepare_samples
-from engage_seq.schema import USER_KEY_SEED
 from engage_seq.sequences import Task, horizon_part, next_event_part
 
 log = logging.getLogger(__name__)
@@ -81,8 +80,34 @@ class ReportOptions:
     cache_dir: str | None = None  # None: the run's own cache_dir
     batch_size: int | None = None  # None: the run's eval_batch_size
 
+    def __post_init__(self) -> None:
+        """Values checked here, so a bad ``report:`` block fails before training, not after."""
+        for key in ("baselines", "segments"):
+            value = getattr(self, key)
+            if isinstance(value, list):  # frozen: a list from Python code becomes a tuple
+                object.__setattr__(self, key, value := tuple(value))
+            if not isinstance(value, tuple) or not all(
+                isinstance(v, str) and v.strip() for v in value
+            ):
+                raise ValueError(
+                    f"{key} must be a list of names (strings), got {value!r}; e.g. "
+                    f"{key}: [{', '.join(getattr(ReportOptions, key))}]"
+                )
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"baselines {unknown} unknown; valid names: {sorted(BASELINES)}")
+        twice = sorted({s for s in self.segments if self.segments.count(s) > 1})
+        if twice:
+            raise ValueError(f"segments {twice} listed twice; name each segment once")
+        for key, low in (("n_explain", 1), ("oracle_replicates", 1), ("oracle_max_users", 0)):
+            _check_int(key, getattr(self, key), low)
+        if self.batch_size is not None:
+            _check_int("batch_size", self.batch_size, 1, "or null for eval_batch_size")
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ReportOptions:
+        """From a ``report:`` block (YAML lists become tuples; a bare string of names is read
+        as comma-separated, not as a list of letters)."""
         values = dict(values or {})
         for key in ("enabled", "oracle", "siblings", "explain", "tensorboard"):
             if isinstance(values.get(key), str):  # e.g. from an environment variable
@@ -92,9 +117,38 @@ class ReportOptions:
         if unknown:
             raise ValueError(f"unknown report options {unknown}; known: {sorted(known)}")
         for key in ("baselines", "segments"):
-            if key in values:
-                values[key] = tuple(str(v) for v in values[key] or ())
+            if key not in values:
+                continue
+            names = values[key]
+            if isinstance(names, str):
+                names = [n.strip() for n in names.split(",") if n.strip()]
+            values[key] = tuple(names or ())
         return cls(**values)
+
+
+def _check_int(key: str, value: Any, low: int, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        suffix = f" {hint}" if hint else ""
+        raise ValueError(f"{key} must be an integer >= {low}{suffix}, got {value!r}")
+
+
+def options_from_config(cfg: DictConfig) -> ReportOptions:
+    """The options of a run config's ``report:`` block; `ReportOptions` defaults for a run
+    trained before the block existed. Raises `EvaluationError` naming the bad setting."""
+    block = cfg.get("report")
+    values = OmegaConf.to_container(block, resolve=True) if block is not None else {}
+    if not isinstance(values, dict):
+        raise EvaluationError(f"report in {CONFIG_FILE} is not a mapping: {values!r}")
+    try:
+        return ReportOptions.from_mapping({str(k): v for k, v in values.items()})
+    except ValueError as error:
+        raise EvaluationError(f"report block of {CONFIG_FILE}: {error}") from error
+
+
+def run_report_options(run_dir: str | Path) -> ReportOptions:
+    """The ``report:`` block the run was trained with, so `engage-evaluate RUN` rebuilds the
+    report training wrote (flags then override single settings)."""
+    return options_from_config(read_config(Path(run_dir)))
 
 
 @dataclass
@@ -379,6 +433,18 @@ def _baseline_config(name: str) -> DictConfig:
     return config
 
 
+# The code behind a cached reference: the baselines, `fit_and_score_baseline` (train), the
+# metrics, the oracle (synthetic), the user keys it joins on (ingest), and this module.
+REFERENCE_CODE = (
+    "engage_seq.baselines",
+    "engage_seq.train",
+    "engage_seq.metrics",
+    "engage_seq.synthetic",
+    "engage_seq.ingest",
+    __name__,
+)
+
+
 class ReferenceCache:
     """Reference scorers (baselines, oracle) per sample-cache entry, so every run of a sweep
     on the same samples shares one fit. Keyed by the scorer's settings and the code that fits
@@ -389,11 +455,13 @@ class ReferenceCache:
         self.folder = prepared.cache_dir.parent / "report-references" / prepared.cache_dir.name
 
     def path(self, name: str, settings: Mapping[str, Any]) -> Path:
-        from engage_seq import __version__, baselines, metrics
+        from engage_seq import __version__
 
         code = hashlib.sha256()
-        for module in (baselines, metrics, sys.modules[__name__]):
-            code.update(Path(module.__file__ or "").read_bytes())
+        for module in REFERENCE_CODE:  # read as files: importing train would pull in Lightning
+            spec = importlib.util.find_spec(module)
+            assert spec is not None and spec.origin is not None, module
+            code.update(Path(spec.origin).read_bytes())
         payload = {"settings": settings, "code": code.hexdigest(), "version": __version__}
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return self.folder / f"{name}-{hashlib.sha256(blob).hexdigest()[:16]}.npz"
@@ -502,16 +570,6 @@ def reference_baselines(
     return out
 
 
-def _user_keys(user_ids: pl.Series, salt_env: str) -> pl.Series:
-    """The samples' user keys for raw ids, as ingest computes them (HMAC with a salt)."""
-    salt = os.environ.get(salt_env, "")
-    if salt:
-        from engage_seq.ingest import _hmac_keys
-
-        return _hmac_keys(user_ids.cast(pl.String), salt.encode())
-    return user_ids.cast(pl.String).hash(seed=USER_KEY_SEED).alias("user_key")
-
-
 def oracle_scorer(
     cfg: DictConfig,
     task: Task,
@@ -558,7 +616,7 @@ def oracle_scorer(
         parts.append(
             pl.DataFrame(
                 {
-                    "user_key": _user_keys(truth["user_id"], salt_env),
+                    "user_key": user_keys(truth["user_id"], salt_env),
                     "cutoff": pl.Series([cutoff] * truth.height, dtype=pl.Int64),
                     "probability": truth["probability"],
                 }

@@ -525,11 +525,24 @@ def _user_lines(events: pl.DataFrame, rank: int, shown: int) -> str:
     ]
     if rest:
         others = events["attribution"].sum() - top["attribution"].sum()
-        parts.append(f"{rest} other events together: {_signed(others)}")
+        parts.append(f"{_count(rest, 'other event')} together: {_signed(others)}")
     return (
         f"- user #{rank} (score {first['score']:.2f}, baseline {first['baseline_score']:.2f}, "
-        f"{events.height} events): " + "; ".join(parts)
+        f"{_count(events.height, 'event')}): " + "; ".join(parts)
     )
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 event', '2 events', '1,000 events'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _explained_parts(n_random: int, n_extra: int) -> str:
+    """' (the 64 random ones and 4 top users not among them)' or '' when the top users were
+    all part of the random subset."""
+    if n_extra == 0:
+        return " (the random ones; the top users are among them)"
+    return f" (the {n_random:,} random ones and {_count(n_extra, 'top user')} not among them)"
 
 
 def _records(frame: pl.DataFrame) -> list[dict[str, Any]]:
@@ -622,9 +635,11 @@ def explain_report_section(
     }
     base = float(checks.filter(pl.col("row").is_in(subset.tolist()))["baseline_score"].mean())
     lines = [
-        f"Which events move P({target_name}) up or down, over {subset.size:,} random test "
-        f"samples. An event's contribution is in probability points; a user's contributions "
-        f"add up to their score minus the score of an equally long history of average events "
+        f"Which events move P({target_name}) up or down, over "
+        f"{_count(subset.size, 'random test sample')} (the driver table and figure; the top "
+        "users below are explained separately and not counted in them). An event's "
+        "contribution is in probability points; a user's contributions add up to their score "
+        "minus the score of an equally long history of average events "
         f"(mean {base:.3f}).",
         "",
         *_reading(drivers, MIN_CELL_EVENTS),
@@ -645,13 +660,15 @@ def explain_report_section(
         f"{TOLERANCE} were bisected and integrated piecewise; baseline: every event replaced by "
         f"the split's mean event embedding, lengths and positions kept). Completeness error "
         f"|score - baseline - sum of contributions|: max {gaps.max():.1e}, median "
-        f"{gaps.median():.1e} over {checks.height:,} samples.",
+        f"{gaps.median():.1e} over all {_count(checks.height, 'explained sample')}"
+        f"{_explained_parts(subset.size, checks.height - subset.size)}.",
     ]
     seconds = time.perf_counter() - started
     summary = {
         "target": target_name,
         "n_explained": int(subset.size),
         "n_top_users": int(top.size),
+        "n_checked": int(checks.height),  # random subset + the top users outside it
         "steps": steps,
         "mean_baseline_score": round(base, 5),
         "completeness_error_max": float(gaps.max()),

@@ -37,7 +37,7 @@ from engage_seq.build import EventSource
 from engage_seq.ingest import IngestConfig, validate_events
 from engage_seq.io import atomic_path
 from engage_seq.metrics import score_probabilities
-from engage_seq.report_section import ReportSection
+from engage_seq.report_section import ReportSection, json_safe
 from engage_seq.schema import ROW_INDEX, ColumnMapping, EventSchemaError, looks_like_identifier
 
 log = logging.getLogger(__name__)
@@ -82,15 +82,23 @@ def last_channel() -> pl.Expr:
     return pl.col("channel").list.last().fill_null(MISSING)
 
 
-def _check_declared(
+def missing_column_message(missing: Sequence[str], schema: pl.Schema, where: str) -> str:
+    """'segment column(s) [...] not in <where>; available columns: [...]. ...'"""
+    return (
+        f"segment column(s) {list(missing)} not in {where}; available columns: "
+        f"{schema.names()}. Name user-level columns of the event table (e.g. country, platform)."
+    )
+
+
+def check_segment_columns(
     schema: pl.Schema, columns: Sequence[str], mapping: ColumnMapping, where: str
 ) -> None:
+    """Raise `EventSchemaError` unless every declared segment column is in the raw table's
+    ``schema``, is not the user id or timestamp, and holds one value per row. Needs only a
+    schema, so `engage_seq.train` runs it before any work."""
     missing = [c for c in columns if c not in schema]
     if missing:
-        raise EventSchemaError(
-            f"segment column(s) {missing} not in {where}; available columns: {schema.names()}. "
-            "Name user-level columns of the event table (e.g. country, platform)."
-        )
+        raise EventSchemaError(missing_column_message(missing, schema, where))
     roles = {mapping.user_id: "user id", mapping.timestamp: "timestamp"}
     refused = [f"{c!r} ({roles[c]})" for c in columns if c in roles]
     if refused:
@@ -107,7 +115,11 @@ def _check_declared(
 
 
 def _segment_events(
-    source: EventSource, mapping: ColumnMapping, ingest: IngestConfig, columns: Sequence[str]
+    raw: pl.LazyFrame,
+    where: str,
+    mapping: ColumnMapping,
+    ingest: IngestConfig,
+    columns: Sequence[str],
 ) -> pl.LazyFrame:
     """(user_key, ts, ``_row``, *columns as text) for every event the run's ingest keeps.
 
@@ -116,9 +128,7 @@ def _segment_events(
     are joined back by input row (``_row``), which keeps their nulls (a declared categorical's
     ``cat_`` column has nulls filled, and undeclared columns do not survive ingest at all).
     """
-    raw = source.scan()
-    where = source.describe()
-    _check_declared(raw.collect_schema(), columns, mapping, where)
+    check_segment_columns(raw.collect_schema(), columns, mapping, where)
     validated = validate_events(raw, mapping, ingest, where)
     values = raw.with_row_index(ROW_INDEX).select(
         pl.col(ROW_INDEX).cast(pl.UInt64), *(pl.col(c).cast(pl.String) for c in columns)
@@ -159,6 +169,7 @@ def segment_frame(
     columns: Sequence[str] = (),
     derived: Sequence[str] = DERIVED_SEGMENTS,
     history_bounds: Sequence[int] = HISTORY_BOUNDS,
+    missing: dict[str, str] | None = None,
 ) -> pl.DataFrame:
     """One row per sample of ``samples`` (same order), one column per segment.
 
@@ -168,7 +179,10 @@ def segment_frame(
     training). Values are text; a sample without a value before its cutoff gets
     ``(missing)``. A declared column with about one value per user is refused (an identifier).
     Reading declared columns costs one validation pass over the table, in memory, like an
-    unsharded build.
+    unsharded build. ``missing``: None (default) makes a declared column the table lacks an
+    error; a dict instead receives each such column with the reason and the frame leaves it
+    out, so a report loses that column only, not the whole section (the table may have
+    changed since training checked it).
     """
     unknown = [d for d in derived if d not in DERIVED_SEGMENTS]
     if unknown:
@@ -197,11 +211,21 @@ def segment_frame(
                 f"declared segment column(s) {list(columns)} are read from the raw event table: "
                 "pass the run's source (and its column mapping and ingest settings)"
             )
+        raw, where = source.scan(), source.describe()
+        if missing is not None:
+            schema = raw.collect_schema()
+            absent = [c for c in columns if c not in schema]
+            if absent:
+                reason = missing_column_message(absent, schema, where)
+                log.warning("segment fairness: skipped: %s", reason)
+                missing.update(dict.fromkeys(absent, reason))
+                columns = [c for c in columns if c not in absent]
+    if columns:
         keys = samples.lazy().select(
             pl.int_range(pl.len(), dtype=pl.UInt32).alias("_sample"), "user_key", "cutoff"
         )
         events = _segment_events(
-            source, mapping or ColumnMapping(), ingest or IngestConfig(), columns
+            raw, where, mapping or ColumnMapping(), ingest or IngestConfig(), columns
         )
         events = events.join(keys.select("user_key").unique(), on="user_key", how="semi")
         events = events.collect().lazy()  # one validation, shared by every column below
@@ -458,17 +482,6 @@ def _settings(thresholds: Mapping[str, Any]) -> dict[str, Any]:
     return {**defaults, **thresholds}
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN/inf -> None, recursively: ``report.json`` stays valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _number(value: float | None, digits: int = 3) -> str:
     if value is None or math.isnan(value):
         return "n/a"
@@ -519,6 +532,7 @@ def fairness_section(
     *,
     report_dir: Path | None = None,
     title: str = "Segment fairness",
+    notes: Sequence[str] = (),
     **thresholds: Any,
 ) -> ReportSection:
     """The report section: a table per segment column, the flagged values in words, a figure.
@@ -529,6 +543,7 @@ def fairness_section(
     measured against the scores' own overall, and a headline that differs from it by more
     than 0.01 is reported as a warning (it is usually another split's). The figure is written
     to ``out_dir/fairness.png`` and linked relative to ``report_dir`` (default ``out_dir``).
+    ``notes``: caveats shown first and kept in the summary (e.g. a segment column skipped).
     """
     if not segment_columns:
         raise ValueError("no segment columns: pass at least one (e.g. history_length)")
@@ -563,6 +578,7 @@ def fairness_section(
         "can exceed every segment's when positive rates differ between them.",
         "",
     ]
+    text += [line for note in notes for line in (f"**Note:** {note}", "")]
     mismatch = _mismatches(reference, overall)
     if mismatch:
         text += [
@@ -605,13 +621,14 @@ def fairness_section(
             "max_values": settings["max_values"],
         },
         "headline_mismatch": mismatch,
+        "notes": list(notes),
     }
     return ReportSection(
         title=title,
         markdown="\n".join(text).rstrip() + "\n",
         figures={"fairness": figure},
         tables={"fairness": metrics},
-        summary=_json_safe(summary),
+        summary=json_safe(summary),
     )
 
 

@@ -28,6 +28,7 @@ import polars as pl
 from engage_seq.schema import (
     DROP_REASONS,
     ROW_INDEX,
+    USER_KEY_SEED,
     ColumnMapping,
     EventSchemaError,
     to_canonical,
@@ -191,6 +192,25 @@ def _hmac_keys(user_ids: pl.Series, salt: bytes) -> pl.Series:
     return pl.Series("user_key", keys, dtype=pl.UInt64)
 
 
+def user_keys(user_ids: pl.Series, salt_env: str = "ENGAGE_SEQ_SALT") -> pl.Series:
+    """The ``user_key`` that `validate_events` gives each id (same order, UInt64): HMAC with
+    the salt in ``$salt_env`` when set, else the unkeyed hash of `schema.to_canonical`. For
+    code that must join raw ids (the synthetic oracle's truth) to samples without keeping
+    the ids; ids are read as text, as ingest reads them. One HMAC per element (~1.5 µs), so
+    pass distinct ids where many rows share one. Nulls are refused (ingest drops them).
+    """
+    if user_ids.null_count():
+        raise ValueError(
+            f"user ids hold {user_ids.null_count()} null(s); ingest drops null users, so they "
+            "have no key: filter them out first"
+        )
+    ids = user_ids.cast(pl.String)
+    salt = os.environ.get(salt_env, "")
+    if not salt:
+        return ids.hash(seed=USER_KEY_SEED).alias("user_key")
+    return _hmac_keys(ids, salt.encode())
+
+
 def read_id_list(path: str, mapping: ColumnMapping, what: str = "opt-out list") -> pl.LazyFrame:
     """A list of user ids (Parquet/CSV): the event table's user-id column, or a file's only
     column. Ids are read as text (a CSV id "00042" stays "00042")."""
@@ -303,7 +323,7 @@ def validate_events(
     salt = os.environ.get(config.salt_env, "")
     if salt:
         users = kept.select("user_id").unique().collect()["user_id"]
-        keys = pl.DataFrame({"user_id": users, "user_key": _hmac_keys(users, salt.encode())})
+        keys = pl.DataFrame({"user_id": users, "user_key": user_keys(users, config.salt_env)})
         kept = kept.drop("user_key").join(
             keys.lazy(), on="user_id", how="left", maintain_order="left"
         )

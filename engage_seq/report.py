@@ -21,7 +21,7 @@ import re
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,16 +34,18 @@ from torchmetrics.functional.classification import binary_precision_recall_curve
 from engage_seq import __version__
 from engage_seq.evaluation import (
     EvaluatedSplit,
+    EvaluationError,
     ReportOptions,
     RunEvaluation,
     Scorer,
     evaluate_run,
     is_finite,
     metric_key,
+    options_from_config,
 )
 from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.metrics import CALIBRATION_BINS, TOP_FRACTION
-from engage_seq.report_section import ReportSection
+from engage_seq.report_section import ReportSection, json_safe
 from engage_seq.sample_cache import PreparedSamples
 from engage_seq.sequences import horizon_part, next_event_part, parse_duration
 
@@ -427,15 +429,18 @@ def _horizon_markdown(
         )
     lines += image(f"calibration_{target}", "reliability diagram", calibration_text)
     deciles = report.deciles[evaluation.run.label]
-    lines += image(
-        f"gains_{target}",
-        "cumulative gains and lift by decile",
+    gains_text = (
         f"**Gains and lift.** Users sorted by score, best first. Contacting the top 10 % "
         f"reaches {_pct(model_row['test/captured_top10'])} of all {positives}, the top 30 % "
         f"{_pct(deciles['cumulative_capture'][2])}; the top decile's rate is "
         f"{_fmt(deciles['lift'][0], 2)}× the average, the bottom decile's "
-        f"{_fmt(deciles['lift'][-1], 2)}×.",
+        f"{_fmt(deciles['lift'][-1], 2)}×."
     )
+    if not is_finite(model_row["test/captured_top10"]):
+        rate = evaluation.splits["test"].horizon_labels[:, evaluation.targets.index(target)]
+        reason = _one_class_reason(float(rate.mean()) if rate.size else None, positives, "test")
+        gains_text = f"**Gains and lift.** Undefined: {reason}."
+    lines += image(f"gains_{target}", "cumulative gains and lift by decile", gains_text)
     means = report.score_means
     lines += image(
         f"scores_{target}",
@@ -557,6 +562,7 @@ def fairness_section(
     declared = [s for s in options.segments if s not in fairness.DERIVED_SEGMENTS]
     cfg = evaluation.config
     test = evaluation.splits["test"]
+    missing: dict[str, str] = {}  # declared columns the table lacks now: skipped, not fatal
     segments = fairness.segment_frame(
         test.frame,
         source=instantiate(cfg.data.source) if declared else None,
@@ -564,7 +570,13 @@ def fairness_section(
         ingest=instantiate(cfg.data.ingest) if declared else None,
         columns=declared,
         derived=derived,
+        missing=missing,
     )
+    shown = [s for s in options.segments if s not in missing]
+    reasons = list(dict.fromkeys(missing.values()))  # one message names every missing column
+    if not shown:
+        return "; ".join(reasons)
+    notes = [f"{r[:1].upper()}{r[1:]} Skipped here; the other segments are shown." for r in reasons]
     scores = segments.with_columns(
         pl.Series("score", evaluation.run.horizon["test"][:, 0]),
         pl.Series("label", test.horizon_labels[:, 0]),
@@ -574,14 +586,17 @@ def fairness_section(
         name: evaluation.run.metrics[f"test/{metric_key(name, target, evaluation.targets)}"]
         for name in ("auroc", "positive_rate", "mean_prediction")
     }
-    return fairness.fairness_section(
+    section = fairness.fairness_section(
         scores,
-        list(options.segments),
+        shown,
         overall,
         figures_dir,
         report_dir=report_dir,
         title=f"Segment fairness: P({_words(target)})",
+        notes=notes,
     )
+    section.summary["skipped_columns"] = sorted(missing)
+    return section
 
 
 def _run_section(
@@ -635,44 +650,64 @@ def _horizon_summary(
         f"{_duration(window)}** of a cutoff date. **Tested on** {period_text(test, window)}: "
         f"{len(test):,} users, {_pct(rate)} of them {positives}."
     )
-    quality = (
-        f"**How good.** It ranks a random one of the {positives} above a random other user "
-        f"{_pct(auroc)} of the time (ROC-AUC {_fmt(auroc, 3)})"
-    )
+    undefined = _one_class_reason(rate, positives, "test")
+    if is_finite(auroc):
+        quality = (
+            f"**How good.** It ranks a random one of the {positives} above a random other user "
+            f"{_pct(auroc)} of the time (ROC-AUC {_fmt(auroc, 3)})"
+        )
+    else:
+        quality = f"**How good.** ROC-AUC is undefined: {undefined}, so ranking is not measured"
     other = "other " if evaluation.model is None else ""  # a baseline run's own report
-    if baseline is not None:
+    if baseline is not None and is_finite(auroc):
         gap = auroc - baseline["test/auroc"]
         quality += (
             f", {'ahead of' if gap >= 0 else 'behind'} the best {other}baseline, "
             f"{baseline['label']} ({_fmt(baseline['test/auroc'], 3)}, {gap:+.3f})"
         )
-    if oracle is not None:
+    if oracle is not None and is_finite(auroc):
         quality += (
             f"; the oracle, the best any model can do on this synthetic data, reaches "
             f"{_fmt(oracle['test/auroc'], 3)} ({auroc - oracle['test/auroc']:+.3f} to go)"
         )
     quality += "."
-    action = (
-        f"**Who to contact.** The top 10 % of users by score hold "
-        f"**{_pct(model['test/captured_top10'])} of all {positives}**, "
-        f"{_fmt(model['test/lift_top10'], 1)}× as many as a random 10 %"
-    )
-    if baseline is not None:
-        action += (
-            f" ({baseline['label']}: {_pct(baseline['test/captured_top10'])}, "
-            f"{_fmt(baseline['test/lift_top10'], 1)}×)"
+    if is_finite(model["test/captured_top10"]):
+        action = (
+            f"**Who to contact.** The top 10 % of users by score hold "
+            f"**{_pct(model['test/captured_top10'])} of all {positives}**, "
+            f"{_fmt(model['test/lift_top10'], 1)}× as many as a random 10 %"
         )
-    action += "."
+        if baseline is not None and is_finite(baseline["test/captured_top10"]):
+            action += (
+                f" ({baseline['label']}: {_pct(baseline['test/captured_top10'])}, "
+                f"{_fmt(baseline['test/lift_top10'], 1)}×)"
+            )
+        action += "."
+    else:
+        action = f"**Who to contact.** The top 10 % capture is undefined: {undefined}."
     ece = model["test/ece"]
-    calibrated = (
-        f"**Can the scores be read as probabilities?** Predicted rates differ from the "
-        f"observed ones by {_fmt(ece * 100 if is_finite(ece) else None, 2)} percentage points "
-        f"on average (calibration error {_fmt(ece)}; mean prediction "
-        f"{_pct(mean_prediction, 2)} vs {_pct(rate, 2)} observed)."
+    if is_finite(ece):
+        calibrated = (
+            f"**Can the scores be read as probabilities?** Predicted rates differ from the "
+            f"observed ones by {_fmt(ece * 100, 2)} percentage points on average (calibration "
+            f"error {_fmt(ece)}; mean prediction {_pct(mean_prediction, 2)} vs {_pct(rate, 2)} "
+            "observed)."
+        )
+    else:
+        calibrated = (
+            "**Can the scores be read as probabilities?** The calibration error is not "
+            "available for the test period."
+        )
+    val_auroc = model["val/auroc"]
+    val_rate = metrics.get(f"val/{metric_key('positive_rate', target, evaluation.targets)}")
+    val_text = (
+        f"ROC-AUC was {_fmt(val_auroc, 3)}"
+        if is_finite(val_auroc)
+        else f"ROC-AUC was undefined: {_one_class_reason(val_rate, positives, 'validation')}"
     )
     val = (
         f"On the validation period ({period_text(evaluation.splits['val'], window)}), which "
-        f"chose the checkpoint, ROC-AUC was {_fmt(model['val/auroc'], 3)}."
+        f"chose the checkpoint, {val_text}."
     )
     summary = {
         "target": target,
@@ -692,6 +727,15 @@ def _horizon_summary(
         "oracle_auroc": oracle["test/auroc"] if oracle else None,
     }
     return [text, "", quality, "", action, "", calibrated, "", val], summary
+
+
+def _one_class_reason(rate: float | None, positives: str, period: str) -> str:
+    """Why a ranking figure (ROC-AUC, lift) is undefined: the period has one class only."""
+    if is_finite(rate) and rate == 0:
+        return f"no {positives} in the {period} period"
+    if is_finite(rate) and rate == 1:
+        return f"every user of the {period} period is one of the {positives}"
+    return f"the {period} period has only one outcome class"
 
 
 def _next_event_summary(evaluation: RunEvaluation, rows: list[dict[str, Any]]) -> list[str]:
@@ -715,11 +759,21 @@ def _next_event_summary(evaluation: RunEvaluation, rows: list[dict[str, Any]]) -
     return [text + "."]
 
 
-def _reproduce(evaluation: RunEvaluation, out_dir: Path) -> list[str]:
+def _reproduce(evaluation: RunEvaluation, out_dir: Path, options: ReportOptions) -> list[str]:
+    """[the engage-evaluate command that rebuilds this very report, the engage-train command
+    of the run (only when Hydra left ``.hydra/overrides.yaml``)]. engage-evaluate starts from
+    the run's own ``report:`` block, so only settings that differ from it become flags."""
+    from engage_seq.evaluate import flags_for
+
     run = evaluation.run_dir
-    commands = [f"engage-evaluate {shlex.quote(str(run))}"]
+    try:
+        trained = options_from_config(evaluation.config)
+    except (EvaluationError, ValueError):  # a bad block fails engage-evaluate with its reason
+        trained = ReportOptions()
+    words = ["engage-evaluate", str(run)]
     if out_dir.resolve() != run.resolve():
-        commands[0] += f" --out {shlex.quote(str(out_dir))}"
+        words += ["--out", str(out_dir)]
+    commands = [" ".join(shlex.quote(w) for w in [*words, *flags_for(options, trained)])]
     overrides = run / ".hydra" / "overrides.yaml"
     if overrides.is_file():
         import yaml
@@ -730,18 +784,14 @@ def _reproduce(evaluation: RunEvaluation, out_dir: Path) -> list[str]:
     return commands
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return value.as_posix()
-    return value
+def reproduce_intro(commands: Sequence[str]) -> str:
+    """The sentence above the commands, worded by which of them there are."""
+    if len(commands) > 1:
+        return "Rebuild this report (first line); train the run again (second line):"
+    return (
+        "Rebuild this report (the training command is not known: the run folder has no "
+        "`.hydra/overrides.yaml`):"
+    )
 
 
 def _write_table(frame: pl.DataFrame, path: Path) -> Path:
@@ -864,7 +914,7 @@ def write_report(
             tables[name] = _write_table(frame, tables_dir / f"{name}.csv")
         timings[section.title] = section.summary.get("seconds")
 
-    commands = _reproduce(evaluation, out)
+    commands = _reproduce(evaluation, out, options)
     timings["report"] = time.perf_counter() - started + earlier
     markdown = _assemble(evaluation, intro, body, skipped, notes, commands, timings)
     write_text_atomic(out / "report.md", markdown)
@@ -898,11 +948,12 @@ def write_report(
             },
             "tables": {k: p.relative_to(out).as_posix() for k, p in tables.items()},
             "reproduce": commands,
+            "options": asdict(options),
             "timings_seconds": {k: round(v, 2) for k, v in timings.items() if v is not None},
         }
     )
     previous = _previous_outputs(out)
-    write_json_atomic(out / "report.json", _json_safe(payload))
+    write_json_atomic(out / "report.json", json_safe(payload))
     _remove_stale(out, previous, [*figures.values(), *tables.values()])
     if options.tensorboard and plots:
         try:
@@ -1080,7 +1131,7 @@ def _assemble(
     lines += [
         "## How to reproduce",
         "",
-        "Rebuild this report, then (second line) train the run again:",
+        reproduce_intro(commands),
         "",
         "```bash",
         *commands,

@@ -207,7 +207,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     started = time.perf_counter()
     task = instantiate(cfg.task)
     monitor = _check_selected_metrics(cfg, task)  # fail before any work on a bad metric
-    report_options = _report_options(cfg)  # and on a typo in the report block
+    report_options = _report_options(cfg)  # and on a typo or bad value in the report block
+    _check_report_segments(cfg, report_options)  # and on a segment column the table lacks
     monitor_mode = metric_mode(monitor)
     if _is_zero_rank():
         write_text_atomic(run_dir / "config_resolved.yaml", _resolved_yaml(cfg, task, monitor))
@@ -326,12 +327,39 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
 
 
 def _report_options(cfg: DictConfig) -> ReportOptions:
+    """The ``report:`` block, names and values checked (a wrong baseline name or n_explain=0
+    fails here, before training, not in the report after it)."""
     block = cfg.get("report")
     values = OmegaConf.to_container(block, resolve=True) if block is not None else {}
     try:
         return ReportOptions.from_mapping(values)  # type: ignore[arg-type]
     except (TypeError, ValueError) as error:
         raise ValueError(f"report: {error}") from error
+
+
+def _check_report_segments(cfg: DictConfig, options: ReportOptions) -> None:
+    """The declared (event-table) columns of ``report.segments`` exist in the raw table, so a
+    typo fails before training rather than costing the report its fairness section. Only
+    with a report (not for baseline runs, which get none) and declared columns: reading the
+    schema is free for Parquet and CSV, one generation for the synthetic source."""
+    if not options.enabled or _is_baseline(cfg):
+        return
+    from engage_seq.fairness import DERIVED_SEGMENTS, check_segment_columns
+    from engage_seq.schema import EventSchemaError
+
+    declared = [s for s in options.segments if s not in DERIVED_SEGMENTS]
+    if not declared:
+        return
+    source = instantiate(cfg.data.source)
+    try:
+        schema = source.scan().collect_schema()
+    except Exception as error:  # an unreadable table is the data step's error to report
+        log.info("report.segments not checked before training: %s", error)
+        return
+    try:
+        check_segment_columns(schema, declared, instantiate(cfg.data.columns), source.describe())
+    except EventSchemaError as error:
+        raise ValueError(f"report.segments: {error}") from error
 
 
 def write_run_report(run_dir: Path, options: ReportOptions, prepared: Any = None) -> Path | None:

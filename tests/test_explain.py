@@ -19,6 +19,7 @@ from engage_seq.encoding import EncodedSamples, Vocabulary, encode_samples
 from engage_seq.explain import (
     TOLERANCE,
     UNKNOWN_TOKEN,
+    _user_lines,
     attribute,
     driver_table,
     explain_report_section,
@@ -327,6 +328,59 @@ def test_report_section_writes_its_figures_and_a_json_safe_summary(tmp_path: Pat
     for table in section.tables.values():
         assert "user_key" not in table.columns
         assert not any(set(table[c].cast(pl.String).to_list()) & keys for c in table.columns)
+
+
+def test_report_section_says_which_samples_each_number_covers(tmp_path: Path) -> None:
+    """The driver table covers the random subset only; the completeness check covers it plus
+    the top users outside it: the text names both counts rather than two unexplained ones."""
+    vocabulary, splits, encoded = small_split(300, seed=1)
+    test = encoded["test"]
+    torch.manual_seed(0)
+    model = EngagementModel(
+        vocabulary.n_event_ids, vocabulary.n_channel_ids, K, 1, 32, embed_dim=8, hidden=8
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        probabilities = torch.sigmoid(model(*test.batch(np.arange(len(test)))[:6])[:, 0]).numpy()
+    section = explain_report_section(
+        model, test, splits["test"], vocabulary, probabilities, tmp_path, n_explain=40,
+        n_top_users=3,
+    )  # fmt: skip
+    checked, extra = section.summary["n_checked"], section.summary["n_checked"] - 40
+    assert section.summary["n_explained"] == 40 and 40 <= checked <= 43
+    assert "over 40 random test samples (the driver table and figure; the top users" in (
+        section.markdown
+    )
+    if extra:
+        top_users = f"{extra} top user{'s' if extra != 1 else ''}"
+        assert f"over all {checked} explained samples (the 40 random ones and {top_users} not" in (
+            section.markdown
+        )
+    else:
+        assert "over all 40 explained samples (the random ones; the top users are among" in (
+            section.markdown
+        )
+
+
+def test_top_user_lines_count_events_in_the_singular_and_plural() -> None:
+    def events(n: int) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "event_type": ["purchase"] * n,
+                "channel": ["web"] * n,
+                "hours_before_cutoff": [5.0] * n,
+                "attribution": [0.1] * n,
+                "score": [0.5] * n,
+                "baseline_score": [0.2] * n,
+            }
+        )
+
+    one = _user_lines(events(1), 1, 5)
+    assert "1 event)" in one and "1 events" not in one
+    assert "other event" not in one
+    two = _user_lines(events(2), 2, 1)
+    assert "2 events)" in two and "; 1 other event together: +0.10" in two
+    assert "1 other events" not in two
+    assert "3 other events together" in _user_lines(events(4), 3, 1)
 
 
 # --- sanity on the synthetic generator (slow tier) ----------------------------------------

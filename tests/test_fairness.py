@@ -14,12 +14,13 @@ from engage_seq.build import build_in_memory
 from engage_seq.fairness import (
     MISSING,
     OTHER,
+    check_segment_columns,
     fairness_section,
     history_labels,
     segment_frame,
     segment_metrics,
 )
-from engage_seq.ingest import FileEventSource, IngestConfig, validate_events
+from engage_seq.ingest import FileEventSource, IngestConfig, user_keys, validate_events
 from engage_seq.schema import USER_KEY_SEED, ColumnMapping, EventSchemaError
 from engage_seq.sequences import HorizonTask, SamplingConfig
 
@@ -143,6 +144,69 @@ def test_unknown_or_unsafe_segment_columns_are_refused(two_users: pl.DataFrame) 
         segment_frame(samples, derived=["device"])
     with pytest.raises(ValueError, match="given twice"):
         segment_frame(samples, source=source, columns=["last_channel"])
+
+
+def test_a_declared_column_the_table_lacks_can_be_skipped_instead_of_failing(
+    two_users: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report passes ``missing``: it loses that column only (the table may have changed
+    since training checked it); derived segments and present columns are still there."""
+    monkeypatch.delenv("ENGAGE_SEQ_SALT", raising=False)
+    samples = _samples([("a", 300, 3), ("b", 300, 2)])
+    source = FrameSource(two_users)
+    ingest = IngestConfig(max_drop_fraction=0.5)
+    missing: dict[str, str] = {}
+    frame = segment_frame(
+        samples, source=source, ingest=ingest, columns=["country", "platform"], missing=missing
+    )
+    assert frame.columns == ["history_length", "last_channel", "country"]
+    assert frame["country"].to_list() == ["DE", "US"]
+    assert list(missing) == ["platform"]
+    assert "['platform'] not in in-memory frame" in missing["platform"]
+    assert "available columns" in missing["platform"] and "'country'" in missing["platform"]
+    only_missing: dict[str, str] = {}
+    frame = segment_frame(
+        samples, source=source, ingest=ingest, columns=["platform"], missing=only_missing
+    )
+    assert frame.columns == ["history_length", "last_channel"] and list(only_missing) == [
+        "platform"
+    ]
+    # the schema-only check train runs before any work
+    schema = two_users.collect_schema()
+    check_segment_columns(schema, ["country"], ColumnMapping(), "events")
+    with pytest.raises(EventSchemaError, match=r"\['platform'\] not in events; available"):
+        check_segment_columns(schema, ["platform"], ColumnMapping(), "events")
+
+
+@pytest.mark.parametrize("salt", [None, "a-salt"], ids=["unkeyed", "hmac"])
+def test_user_keys_are_the_keys_validate_events_gives(
+    salt: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One public function for ingest's key hashing: the oracle joins raw ids to samples
+    through it, so it must give exactly the keys ingest wrote (with and without a salt)."""
+    if salt is None:
+        monkeypatch.delenv("ENGAGE_SEQ_SALT", raising=False)
+    else:
+        monkeypatch.setenv("ENGAGE_SEQ_SALT", salt)
+    ids = ["u1", "u2", "00042", "ünï"]
+    events = pl.DataFrame(
+        {
+            "user_id": ids,
+            "timestamp": [T0 + i for i in range(len(ids))],
+            "event_type": ["page_view"] * len(ids),
+            "channel": ["web"] * len(ids),
+        }
+    )
+    validated = validate_events(events.lazy(), keep_user_id=True).events.collect()
+    expected = dict(zip(validated["user_id"], validated["user_key"], strict=True))
+    keys = user_keys(pl.Series("user_id", ids), "ENGAGE_SEQ_SALT")
+    assert keys.name == "user_key" and keys.dtype == pl.UInt64
+    assert keys.to_list() == [expected[i] for i in ids]
+    assert validated["user_key"].n_unique() == len(ids)
+    integers = user_keys(pl.Series([42]), "ENGAGE_SEQ_SALT")  # ids are read as text
+    assert integers.item() == user_keys(pl.Series(["42"]), "ENGAGE_SEQ_SALT").item()
+    with pytest.raises(ValueError, match="null"):
+        user_keys(pl.Series(["u1", None]), "ENGAGE_SEQ_SALT")
 
 
 def test_a_column_with_one_value_per_user_is_refused_as_an_identifier() -> None:
@@ -400,3 +464,14 @@ def test_fairness_section_warns_when_the_headline_is_from_another_split(
     json.dumps(section.summary, allow_nan=False)
     with pytest.raises(TypeError, match="unknown fairness threshold"):
         fairness_section(fair_but_one, ["country"], {}, tmp_path, max_gap=0.1)
+
+
+def test_fairness_section_shows_its_notes_first_and_keeps_them(
+    fair_but_one: pl.DataFrame, tmp_path: Path
+) -> None:
+    note = "Segment column(s) ['platform'] not in events. Skipped here."
+    section = fairness_section(fair_but_one, ["country"], {}, tmp_path, notes=[note])
+    assert f"**Note:** {note}" in section.markdown
+    assert section.markdown.index("**Note:**") < section.markdown.index("**Flagged:")
+    assert section.summary["notes"] == [note]
+    assert fairness_section(fair_but_one, ["country"], {}, tmp_path).summary["notes"] == []

@@ -7,7 +7,9 @@ import json
 import logging
 import math
 import re
+import shlex
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -17,15 +19,29 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from engage_seq import evaluate
-from engage_seq.evaluation import EvaluatedSplit, ReportOptions, _recorded_mismatch, oracle_scorer
+from engage_seq.evaluation import (
+    REFERENCE_CODE,
+    EvaluatedSplit,
+    ReferenceCache,
+    ReportOptions,
+    Scorer,
+    _recorded_mismatch,
+    oracle_scorer,
+    run_report_options,
+)
 from engage_seq.metrics import lift_at_top, score_probabilities
 from engage_seq.report import (
+    TargetReport,
+    _horizon_summary,
+    _reproduce,
     calibration_bins,
     captured_at_top,
     decile_table,
     gains_curve,
+    reproduce_intro,
     write_report,
 )
+from engage_seq.report_section import json_safe
 from engage_seq.sequences import HorizonTask, parse_instant
 from engage_seq.train import CONF_DIR, _report_options, train, write_run_report
 
@@ -306,3 +322,220 @@ def test_oracle_is_skipped_where_the_generator_drifted() -> None:
     drifted = OmegaConf.create({"data": {"source": {**source, "drift_start": "2026-03-05"}}})
     reason = oracle_scorer(drifted, task, before, ReportOptions())
     assert isinstance(reason, str) and "drift_start" in reason
+
+
+EXPLAIN_SECTION = "What drives P(purchase)"
+
+
+@pytest.mark.slow
+def test_engage_evaluate_starts_from_the_runs_own_report_block(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The run was trained with report.n_explain=64 (TINY): a rebuild without the flag keeps
+    64, a flag overrides only its own setting, and the reproduce line rebuilds exactly it."""
+    run = runs["lstm"]
+    assert run_report_options(run).n_explain == 64
+    out = tmp_path / "rebuilt"
+    quick = ["--out", str(out), "--no-oracle", "--no-baselines", "--segments", ""]
+    assert evaluate.main([str(run), *quick]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["sections"][EXPLAIN_SECTION]["n_explained"] == 64
+    assert report["options"]["n_explain"] == 64 and report["options"]["siblings"] is True
+    assert report["options"]["baselines"] == [] and report["options"]["oracle"] is False
+    assert evaluate.main([str(run), *quick, "--n-explain", "32"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["sections"][EXPLAIN_SECTION]["n_explained"] == 32
+    command = shlex.split(report["reproduce"][0])
+    assert command[:2] == ["engage-evaluate", str(run)]
+    # only what differs from the run's own block, in a fixed order
+    assert command[2:] == [
+        *("--out", str(out), "--no-baselines", "--no-oracle"),
+        *("--n-explain", "32", "--segments", ""),
+    ]
+    assert evaluate.main(command[1:]) == 0  # the printed command rebuilds the same report
+    assert json.loads((out / "report.json").read_text())["options"] == report["options"]
+    # a report written by training names the bare command: nothing differs
+    assert json.loads((run / "report.json").read_text())["reproduce"][0] == (
+        f"engage-evaluate {run}"
+    )
+
+
+def test_runs_trained_before_the_report_block_rebuild_with_the_defaults(tmp_path: Path) -> None:
+    (tmp_path / "config_resolved.yaml").write_text("seed: 1\n")
+    assert run_report_options(tmp_path) == ReportOptions()
+    (tmp_path / "config_resolved.yaml").write_text("report:\n  n_explain: 0\n")
+    assert evaluate.main([str(tmp_path)]) == 2  # a bad stored block: one line, no traceback
+
+
+def test_report_option_values_are_checked_not_just_their_names(capsys, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"baselines \['gmb'\] unknown; valid names: \[.*'gbm'"):
+        ReportOptions.from_mapping({"baselines": ["gmb"]})
+    for key, value, low in [
+        ("n_explain", 0, 1),
+        ("oracle_replicates", -1, 1),
+        ("oracle_max_users", -1, 0),
+        ("n_explain", "64", 1),
+        ("batch_size", 0, 1),
+    ]:
+        with pytest.raises(ValueError, match=f"{key} must be an integer >= {low}"):
+            ReportOptions.from_mapping({key: value})
+    assert ReportOptions.from_mapping({"oracle_max_users": 0}).oracle_max_users == 0
+    assert ReportOptions(baselines=["gbm"]).baselines == ("gbm",)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="segments must be a list of names"):
+        ReportOptions.from_mapping({"segments": [1]})
+    with pytest.raises(ValueError, match=r"segments \['country'\] listed twice"):
+        ReportOptions.from_mapping({"segments": ["country", "country"]})
+    # a bare string is a comma-separated list, not a list of letters
+    assert ReportOptions.from_mapping({"segments": "country, platform"}).segments == (
+        "country",
+        "platform",
+    )
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["report.baselines=[gmb]"])
+    with pytest.raises(ValueError, match=r"report: baselines \['gmb'\] unknown"):
+        _report_options(cfg)
+    # engage-evaluate: a bad flag is one clear line (exit 2), before any work
+    (tmp_path / "config_resolved.yaml").write_text("seed: 1\n")
+    assert evaluate.main(["--n-explain", "0", str(tmp_path)]) == 2
+    assert "n_explain must be an integer >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("report.n_explain=0", r"report: n_explain must be an integer >= 1"),
+        (
+            "report.segments=[history_length,plan]",
+            r"report.segments: segment column\(s\) \['plan'\] not in synthetic events .*"
+            r"available columns: \[.*'event_type'.*\]",
+        ),
+    ],
+    ids=["value", "segment_column"],
+)
+def test_bad_report_settings_fail_before_any_training_work(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        overrides = [*TINY, override, f"cache_dir={tmp_path / 'cache'}", "report.enabled=true"]
+        cfg = compose("train", overrides=overrides)
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        train(cfg, run)
+    assert not list(run.iterdir()) and not (tmp_path / "cache").exists()  # nothing done
+
+
+@pytest.mark.slow
+def test_a_segment_column_missing_at_report_time_skips_only_that_column(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The table changed after training: the fairness section keeps the other segments and
+    says which column it left out; with no segment left, the section is skipped with why."""
+    quick = {"baselines": (), "oracle": False, "explain": False, "tensorboard": False}
+    options = ReportOptions(**quick, segments=("history_length", "plan"))
+    markdown = write_report(runs["lstm"], options=options, out_dir=tmp_path).read_text()
+    report = json.loads((tmp_path / "report.json").read_text())
+    section = report["sections"]["Segment fairness: P(purchase)"]
+    assert section["segment_columns"] == ["history_length"]
+    assert section["skipped_columns"] == ["plan"]
+    (note,) = section["notes"]
+    assert "['plan'] not in synthetic events" in note and "available columns" in note
+    assert "### history_length" in markdown and f"**Note:** {note}" in markdown
+    assert "segment fairness" not in report["skipped"]
+    options = ReportOptions(**quick, segments=("plan",))
+    write_report(runs["lstm"], options=options, out_dir=tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "['plan'] not in synthetic events" in report["skipped"]["segment fairness"]
+    assert not any(title.startswith("Segment fairness") for title in report["sections"])
+
+
+def test_reproduce_wording_follows_the_commands_there_are(tmp_path: Path) -> None:
+    evaluation = SimpleNamespace(run_dir=tmp_path, config=OmegaConf.create({}))
+    commands = _reproduce(evaluation, tmp_path, ReportOptions())  # type: ignore[arg-type]
+    assert commands == [f"engage-evaluate {tmp_path}"]
+    assert "second line" not in reproduce_intro(commands)
+    assert "no `.hydra/overrides.yaml`" in reproduce_intro(commands)
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- model=lstm\n- seed=2\n")
+    commands = _reproduce(evaluation, tmp_path, ReportOptions(n_explain=10))  # type: ignore[arg-type]
+    assert commands == [
+        f"engage-evaluate {tmp_path} --n-explain 10",
+        "engage-train model=lstm seed=2",
+    ]
+    assert "second line" in reproduce_intro(commands)
+
+
+def _one_class_evaluation(rate: float) -> tuple[SimpleNamespace, TargetReport]:
+    """A test period where every label is ``rate`` (0: no buyers): ROC-AUC and lift are NaN,
+    as torchmetrics and `lift_at_top` give them on one class."""
+    cutoff = parse_instant("2026-03-01")
+    labels = np.full((200, 1), rate)
+    split = EvaluatedSplit("test", pl.DataFrame({"x": range(200)}), labels,
+                           np.full(200, -1), (cutoff,))  # fmt: skip
+    nan = math.nan
+    metrics = {"test/positive_rate": rate, "test/mean_prediction": 0.04,
+               "val/positive_rate": rate}  # fmt: skip
+    row = {"label": "LSTM, hidden 64", "kind": "model", "test/auroc": nan, "test/ece": 0.03,
+           "test/lift_top10": nan, "test/captured_top10": nan, "test/auprc": nan,
+           "val/auroc": nan}  # fmt: skip
+    baseline = {**row, "label": "GBM on RFM aggregates", "kind": "baseline"}
+    evaluation = SimpleNamespace(
+        splits={"test": split, "val": split},
+        targets=("purchase",),
+        run=Scorer("lstm", row["label"], "model", ("purchase",), metrics=metrics),
+        horizon_seconds=7 * 86_400,
+        model=object(),
+    )
+    report = TargetReport("purchase", [row, baseline], pl.DataFrame(), {}, {}, {})
+    return evaluation, report
+
+
+@pytest.mark.parametrize(
+    ("rate", "why"),
+    [(0.0, "no buyers in the test period"), (1.0, "every user of the test period is one of")],
+)
+def test_one_class_test_periods_say_why_figures_are_undefined(rate: float, why: str) -> None:
+    evaluation, report = _one_class_evaluation(rate)
+    lines, summary = _horizon_summary(evaluation, report)  # type: ignore[arg-type]
+    text = "\n".join(lines)
+    assert f"ROC-AUC is undefined: {why}" in text
+    assert f"The top 10 % capture is undefined: {why}" in text
+    assert "ROC-AUC was undefined: " + why.replace("test", "validation") in text
+    assert "—" not in text and "of the time" not in text and "nan" not in text.lower()
+    assert "calibration error 0.0300" in text  # defined with one class, still shown
+    assert json_safe(summary)["auroc"] is None
+
+
+def test_reference_cache_key_covers_the_baseline_fit_and_the_oracle_code(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`fit_and_score_baseline` lives in train.py and the oracle in synthetic.py: an edit to
+    either must invalidate the cached references, like an edit to baselines.py does."""
+    import importlib.util
+
+    assert {"engage_seq.train", "engage_seq.synthetic", "engage_seq.baselines"} <= set(
+        REFERENCE_CODE
+    )
+    cache = ReferenceCache(SimpleNamespace(cache_dir=tmp_path / "samples-x"))  # type: ignore[arg-type]
+    before = cache.path("gbm", {"a": 1})
+    find_spec = importlib.util.find_spec
+    for module in ("engage_seq.train", "engage_seq.synthetic"):
+        edited = tmp_path / f"{module}.py"
+        edited.write_bytes(Path(find_spec(module).origin).read_bytes() + b"# edited\n")
+
+        def fake(name: str, *args, _module=module, _edited=edited):
+            spec = find_spec(name, *args)
+            return SimpleNamespace(origin=str(_edited)) if name == _module else spec
+
+        monkeypatch.setattr(importlib.util, "find_spec", fake)
+        assert cache.path("gbm", {"a": 1}) != before, module
+        monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert cache.path("gbm", {"a": 1}) == before
+
+
+def test_one_json_safe_serves_every_report_section() -> None:
+    from engage_seq import fairness, report
+
+    value = {"a": np.float64("nan"), 1: [Path("x/y"), np.int64(3), math.inf, (0.5,)]}
+    assert json_safe(value) == {"a": None, "1": ["x/y", 3, None, [0.5]]}
+    json.dumps(json_safe(value), allow_nan=False)
+    assert fairness.json_safe is json_safe and report.json_safe is json_safe
