@@ -7,11 +7,20 @@ even where a bin is empty on one side, so it reads as "how different", where PSI
 "how much would a model notice"). Features:
 
 * ``event_type``, ``channel``, ``cat_<column>``: category shares (a category unseen on one
-  side is smoothed to `SMOOTHING`, so a new category that takes 5% of events scores ~0.3);
+  side is smoothed to `SMOOTHING`, so a new category that takes 5% of events scores ~0.3).
+  Only the `MAX_CATEGORIES` categories with the largest share on either side keep a bin of
+  their own; the rest are pooled into ``(other)``, and PSI, JS and noise are computed on these
+  pooled bins, so drift.json reproduces its numbers and rare values (which can single a user
+  out) are never listed. Pooling also keeps the statistic meaningful: over K sparse bins PSI
+  is mostly its noise floor (K - 1)(1/n_ref + 1/n_cur), which for a few hundred categories
+  alone exceeds the threshold. A column with about one value per user
+  (`engage_seq.schema.looks_like_identifier`: an e-mail, a device id) is refused outright;
 * ``sequence_length``: events per user in an event table, ``n_history`` (events before the
   cutoff) per sample in a sample file;
 * ``gap_hours``: hours between a user's consecutive events (decile bins of the reference;
-  quantile bins are invariant to monotone maps, so this equals binning log hours);
+  quantile bins are invariant to monotone maps, so this equals binning log hours); a user's
+  first event has no gap and is left out on both paths (samples: when the history reaches
+  back to it, its ``log_gap_h`` is a placeholder 0);
 * ``num_<column>``: every numeric attribute, reference deciles, nulls as their own bin; when
   most reference rows are null (an order value set on purchases only) also
   ``num_<column>:present``, the values where present, whose change the nulls would dilute;
@@ -27,6 +36,9 @@ table of 8 weeks against one of 2 weeks differs in events per user whatever happ
 use windows of equal length (``reference_start``/``reference_end``/``current_*`` cut one
 table into two).
 
+A feature with values on one side only (a column one sample file lacks) has no PSI: its verdict
+is ``missing on one side``, which counts as drift for the exit status.
+
 Thresholds: PSI below 0.1 is conventionally "no change", 0.1-0.25 "watch", above 0.25 "act".
 The default drift threshold is that 0.25, not 0.1, because PSI has a noise floor: two samples
 of one population differ by about (K - 1)(1/n_ref + 1/n_cur) for K bins and n independent rows
@@ -34,8 +46,8 @@ of one population differ by about (K - 1)(1/n_ref + 1/n_cur) for K bins and n in
 few hundred users sit at 0.05-0.1 on noise alone (measured on synthetic data: sequence length
 of 300 users, fresh seed vs seed, 0.05 and 0.09; 2000 users: 0.007), and a scheduler that
 retrains on noise learns to ignore the alarm. Every feature's threshold can be overridden.
-Exit status: 0 no feature at or above its threshold, 1 drift (some feature is), 2 bad usage or
-input.
+Exit status: 0 no feature at or above its threshold, 1 drift (some feature is, or has values
+on one side only), 2 bad usage or input.
 """
 
 from __future__ import annotations
@@ -43,9 +55,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -53,16 +64,22 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from engage_seq.cli import KeywordArgumentParser, parse_instant_arg
 from engage_seq.ingest import FileEventSource, IngestConfig, validate_events
 from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
-from engage_seq.schema import ColumnMapping, EventSchemaError
-from engage_seq.sequences import format_instant, parse_instant
+from engage_seq.schema import ColumnMapping, EventSchemaError, looks_like_identifier
+from engage_seq.sequences import format_instant
 
 DEFAULT_THRESHOLD = 0.25  # PSI at or above which a feature has drifted (exit status 1)
 WATCH_THRESHOLD = 0.1  # PSI above which the verdict is "watch" (no exit status)
 SMOOTHING = 1e-4  # share given to a bin that is empty on one side (PSI would be infinite)
 QUANTILE_BINS = 10
+MAX_CATEGORIES = 20  # categories listed (and binned) per feature; the rest pool into OTHER
 MISSING = "missing"
+OTHER = "(other)"
+ONE_SIDED = "missing on one side"  # verdict of a feature with values on one side only
+DRIFT_VERDICTS = ("drift", ONE_SIDED)  # the verdicts that set exit status 1
+DATA_CATEGORICALS = ("event_type", "channel")  # plus cat_<column>: checked for identifiers
 SAMPLE_COLUMNS = ("split", "cutoff", "n_history")
 
 
@@ -106,7 +123,12 @@ def _shares(counts: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FeatureDrift:
-    """One feature's histograms on the reference's bins, and how far apart they are."""
+    """One feature's histograms on the reference's bins, and how far apart they are.
+
+    With values on one side only, PSI and JS are NaN: against an empty histogram (uniform
+    shares, or all zeros) they would read as a number, even as "ok", where nothing was
+    compared.
+    """
 
     name: str
     kind: str  # "categorical" or "binned"
@@ -115,13 +137,24 @@ class FeatureDrift:
     current: list[int]
     threshold: float
     watch: float
+    pooled: int = 0  # categories counted in the OTHER bin
     psi: float = field(init=False)
     js_distance: float = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "psi", psi(np.array(self.reference), np.array(self.current)))
         ref, cur = np.array(self.reference), np.array(self.current)
-        object.__setattr__(self, "js_distance", js_distance(ref, cur))
+        one_sided = self.missing_in is not None
+        object.__setattr__(self, "psi", math.nan if one_sided else psi(ref, cur))
+        object.__setattr__(self, "js_distance", math.nan if one_sided else js_distance(ref, cur))
+
+    @property
+    def missing_in(self) -> str | None:
+        """The side ("reference" or "current") with no value of the feature at all while the
+        other has some; None otherwise."""
+        n_ref, n_cur = sum(self.reference), sum(self.current)
+        if (n_ref == 0) == (n_cur == 0):
+            return None
+        return "reference" if n_ref == 0 else "current"
 
     @property
     def noise(self) -> float:
@@ -134,6 +167,8 @@ class FeatureDrift:
 
     @property
     def verdict(self) -> str:
+        if self.missing_in is not None:
+            return ONE_SIDED
         if self.psi >= self.threshold:
             return "drift"
         return "watch" if self.psi >= self.watch else "ok"
@@ -143,11 +178,13 @@ class FeatureDrift:
         return {
             "name": self.name,
             "kind": self.kind,
-            "psi": self.psi,
-            "js_distance": self.js_distance,
+            "psi": _finite_or_none(self.psi),
+            "js_distance": _finite_or_none(self.js_distance),
             "threshold": self.threshold,
             "verdict": self.verdict,
-            "noise": None if math.isnan(self.noise) else self.noise,
+            "missing_in": self.missing_in,
+            "noise": _finite_or_none(self.noise),
+            "pooled_categories": self.pooled,
             "n_reference": int(sum(self.reference)),
             "n_current": int(sum(self.current)),
             "bins": self.bins,
@@ -156,6 +193,39 @@ class FeatureDrift:
             "reference_shares": ref.tolist(),
             "current_shares": cur.tolist(),
         }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def severity_order(features: list[FeatureDrift]) -> list[FeatureDrift]:
+    """Features one-sided first, then by decreasing PSI: the order every output lists them."""
+
+    def key(feature: FeatureDrift) -> tuple[int, float]:
+        return (0, 0.0) if feature.missing_in is not None else (1, -feature.psi)
+
+    return sorted(features, key=key)
+
+
+def pool_categories(
+    bins: list[str], reference: list[int], current: list[int], keep: int = MAX_CATEGORIES
+) -> tuple[list[str], list[int], list[int], int]:
+    """Keep the ``keep`` categories with the largest share on either side (so a category new
+    in the current data that matters keeps its bin), in their order, and sum the rest into
+    `OTHER` (last). Returns the bins, both counts and how many categories were pooled."""
+    if len(bins) <= keep:
+        return bins, reference, current, 0
+    ref, cur = _shares(np.array(reference)), _shares(np.array(current))
+    order = np.argsort(-np.maximum(ref, cur), kind="stable")  # ties: reference order
+    kept = np.sort(order[:keep])
+    rest = np.sort(order[keep:])
+    return (
+        [bins[i] for i in kept] + [OTHER],
+        [reference[i] for i in kept] + [int(sum(reference[i] for i in rest))],
+        [current[i] for i in kept] + [int(sum(current[i] for i in rest))],
+        len(rest),
+    )
 
 
 def categorical_counts(
@@ -286,14 +356,42 @@ def detect_kind(path: str) -> str:
     return "events"
 
 
+COLUMN_HINT = (
+    "Name your table's columns with --user-id/--timestamp/--event-type/--channel ('' for "
+    "none), list only existing attributes in --categorical/--numeric, or pass --artifact to "
+    "read the table with the run's column mapping."
+)
+ARTIFACT_COLUMN_HINT = (
+    "The artifact's column mapping names these columns; override a name with --user-id/"
+    "--timestamp/--event-type/--channel ('' for none)."
+)
+
+
+def check_event_columns(source: FileEventSource, mapping: ColumnMapping, hint: str) -> None:
+    """Name every mapped column the table lacks, with the fix for this command (the ingest
+    layer's message points at the training config, which engage-drift does not read)."""
+    try:
+        schema = source.scan().collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DriftError(f"cannot read {source.describe()}: {exc}") from None
+    missing = {role: col for role, col in mapping.required().items() if col not in schema}
+    if missing:
+        wanted = ", ".join(f"{role} -> {col!r}" for role, col in missing.items())
+        raise DriftError(
+            f"{source.describe()} lacks column(s): {wanted}. Available: {schema.names()}. {hint}"
+        )
+
+
 def read_input(
     path: str,
     mapping: ColumnMapping,
     ingest: IngestConfig,
     window: Window,
     split: str | None = None,
+    column_hint: str = COLUMN_HINT,
 ) -> DriftInput:
-    """Read one side: validated canonical events (raw ids dropped) or samples."""
+    """Read one side: validated canonical events (raw ids dropped) or samples. ``column_hint``
+    ends the error for a table that lacks a mapped column (how to fix the mapping)."""
     kind = detect_kind(path)
     if kind == "samples":
         frame = pl.scan_parquet(FileEventSource(path).files())
@@ -317,6 +415,7 @@ def read_input(
     if split is not None:
         raise DriftError(f"{path} is an event table; a split filter only applies to sample files")
     source = FileEventSource(path, csv_string_columns=(mapping.user_id,))
+    check_event_columns(source, mapping, column_hint)
     try:
         validated = validate_events(source.scan(), mapping, ingest, where=source.describe())
         events = validated.events.collect()
@@ -331,7 +430,8 @@ def read_input(
         "kind": kind,
         "path": path,
         "rows_read": validated.report["rows_read"],
-        "rows_dropped": validated.report["rows_dropped"],
+        "rows_kept": validated.report["rows_kept"],
+        "rows_dropped": validated.report["rows_dropped"],  # per reason
         "events": frame.height,
         "users": frame["user_key"].n_unique(),
         "time_span": [format_instant(int(first)), format_instant(int(last))],
@@ -358,8 +458,13 @@ def feature_values(table: DriftInput) -> dict[str, tuple[str, pl.LazyFrame]]:
         for column in categorical:
             out[column] = ("categorical", frame.select(pl.col(column).explode().alias("value")))
         out["sequence_length"] = ("binned", frame.select(pl.col("n_history").alias("value")))
-        hours = pl.col("log_gap_h").explode().cast(pl.Float64).exp() - 1.0
-        out["gap_hours"] = ("binned", frame.select(hours.alias("value")))
+        # the history reaches back to the user's first event when none was truncated away;
+        # that event's log_gap_h is a placeholder 0, not a gap (event tables have no row for it)
+        gaps = pl.col("log_gap_h")
+        from_first = pl.col("n_history") == gaps.list.len()
+        gaps = pl.when(from_first).then(gaps.list.slice(1)).otherwise(gaps)
+        hours = gaps.explode().cast(pl.Float64).exp() - 1.0
+        out["gap_hours"] = ("binned", frame.select(hours.alias("value")).drop_nulls())
         for column in numeric:
             out[column] = ("binned", frame.select(pl.col(column).explode().alias("value")))
         return out
@@ -431,10 +536,12 @@ def _mostly_missing(values: pl.LazyFrame) -> bool:
 class DriftReport:
     features: list[FeatureDrift]
     inputs: dict[str, Any]
+    max_categories: int = MAX_CATEGORIES  # categories listed per categorical feature
 
     @property
     def drifted(self) -> list[FeatureDrift]:
-        return [f for f in self.features if f.verdict == "drift"]
+        """Features at or above their threshold, and those with values on one side only."""
+        return [f for f in self.features if f.verdict in DRIFT_VERDICTS]
 
     def table(self) -> pl.DataFrame:
         return pl.DataFrame(
@@ -448,7 +555,9 @@ class DriftReport:
                 "noise": [f.noise for f in self.features],
                 "n_reference": [sum(f.reference) for f in self.features],
                 "n_current": [sum(f.current) for f in self.features],
-            }
+                "missing_in": [f.missing_in for f in self.features],
+            },
+            schema_overrides={"missing_in": pl.String},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -456,6 +565,7 @@ class DriftReport:
             "drift": bool(self.drifted),
             "drifted_features": [f.name for f in self.drifted],
             "watch_threshold": self.features[0].watch if self.features else WATCH_THRESHOLD,
+            "max_categories": self.max_categories,
             "features": [f.to_dict() for f in self.features],
             "inputs": self.inputs,
         }
@@ -469,9 +579,14 @@ def compare(
     feature_thresholds: dict[str, float] | None = None,
     artifact: tuple[Any, dict[str, Any]] | None = None,
     n_bins: int = QUANTILE_BINS,
+    max_categories: int = MAX_CATEGORIES,
 ) -> DriftReport:
     """Every feature of `feature_values` (and the scores, given a loaded artifact) on both
-    sides; a feature present on one side only is compared against an empty histogram."""
+    sides. Categorical features keep their ``max_categories`` largest categories and pool the
+    rest (see the module docstring); an identifier-like one raises `DriftError`. A feature
+    with values on one side only gets the verdict `ONE_SIDED` (no PSI)."""
+    if max_categories < 1:
+        raise DriftError(f"--max-categories must be at least 1, got {max_categories}")
     if reference.kind != current.kind:
         raise DriftError(
             f"reference {reference.where} holds {reference.kind} and current {current.where} "
@@ -479,6 +594,8 @@ def compare(
         )
     feature_thresholds = dict(feature_thresholds or {})
     ref_values, cur_values = feature_values(reference), feature_values(current)
+    refuse_identifiers(reference, ref_values)
+    refuse_identifiers(current, cur_values)
     inputs: dict[str, Any] = {"reference": reference.summary, "current": current.summary}
     if artifact is not None:
         module, metadata = artifact
@@ -504,14 +621,40 @@ def compare(
         empty = pl.LazyFrame(schema={"value": pl.String if kind == "categorical" else pl.Float64})
         ref = ref_values[name][1] if name in ref_values else empty
         cur = cur_values[name][1] if name in cur_values else empty
+        pooled = 0
         if kind == "categorical":
-            bins, r, c = categorical_counts(ref, cur)
+            bins, r, c, pooled = pool_categories(*categorical_counts(ref, cur), max_categories)
         else:
             text = duration_text if name == "gap_hours" else (lambda x: f"{x:.3g}")
             bins, r, c = binned_counts(ref, cur, n_bins, text)
         limit = feature_thresholds.get(name, threshold)
-        features.append(FeatureDrift(name, kind, bins, r, c, limit, min(watch, limit)))
-    return DriftReport(features, inputs)
+        features.append(FeatureDrift(name, kind, bins, r, c, limit, min(watch, limit), pooled))
+    return DriftReport(features, inputs, max_categories)
+
+
+def refuse_identifiers(table: DriftInput, values: dict[str, tuple[str, pl.LazyFrame]]) -> None:
+    """Raise `DriftError` for a data categorical (event type, channel, declared attribute)
+    with about one value per user: its top categories would be identifiers in drift.json,
+    and its PSI would only say that two sets of users differ."""
+    columns = [n for n in values if n in DATA_CATEGORICALS or n.startswith("cat_")]
+    if not columns:
+        return
+    users = int(table.summary["users"])
+    distinct = pl.collect_all([values[n][1].select(pl.col("value").n_unique()) for n in columns])
+    counts = {n: int(frame.item()) for n, frame in zip(columns, distinct, strict=True)}
+    suspicious = [n for n in columns if looks_like_identifier(counts[n], users)]
+    if suspicious:
+        named = ", ".join(f"{_column_name(n)} ({counts[n]:,} values)" for n in suspicious)
+        raise DriftError(
+            f"{table.where}: categorical column(s) {named} for {users:,} users look like "
+            "identifiers (about one value per user), whose values must not reach drift.json/md; "
+            "drop them from --categorical (or compare a coarser column)"
+        )
+
+
+def _column_name(feature: str) -> str:
+    """The table's column behind a feature, as the user named it (cat_email -> 'email')."""
+    return repr(feature.removeprefix("cat_")) if feature.startswith("cat_") else feature
 
 
 # --- outputs ------------------------------------------------------------------------------
@@ -527,17 +670,20 @@ def markdown(report: DriftReport) -> str:
         "PSI: population stability index on the reference's bins (below the watch level "
         f"{report.features[0].watch if report.features else WATCH_THRESHOLD:g} stable, at or "
         "above the threshold: drift); JS: Jensen-Shannon distance (base 2, 0 to 1); noise: the "
-        "PSI two samples of one population of these sizes show on average.",
+        "PSI two samples of one population of these sizes show on average. Categorical "
+        f"features list their {report.max_categories} largest categories (by share on either "
+        f"side) and pool the rest as `{OTHER}`; PSI is computed on those bins.",
         "",
         "| feature | PSI | JS distance | threshold | verdict | noise |",
         "|---|---:|---:|---:|---|---:|",
     ]
-    for f in sorted(report.features, key=lambda f: -f.psi):
+    for f in severity_order(report.features):
+        verdict = f"{f.verdict} (no values in {f.missing_in})" if f.missing_in else f.verdict
         lines.append(
-            f"| {f.name} | {f.psi:.3f} | {f.js_distance:.3f} | {f.threshold:g} | {f.verdict} "
-            f"| {f.noise:.2g} |"
+            f"| {f.name} | {_number(f.psi, '.3f')} | {_number(f.js_distance, '.3f')} "
+            f"| {f.threshold:g} | {verdict} | {_number(f.noise, '.2g')} |"
         )
-    moved = [f for f in sorted(report.features, key=lambda f: -f.psi) if f.verdict != "ok"]
+    moved = [f for f in severity_order(report.features) if f.verdict != "ok"]
     if moved:
         lines += ["", "## What moved", ""]
         for f in moved:
@@ -555,20 +701,39 @@ def markdown(report: DriftReport) -> str:
             if k not in ("kind", "path", "rows_dropped") and v is not None
         )
         lines.append(f"- **{side}** ({info['kind']}): `{info['path']}`: {size}")
+        dropped = {k: n for k, n in (info.get("rows_dropped") or {}).items() if n}
+        if dropped:
+            reasons = ", ".join(f"{k} {n:,}" for k, n in sorted(dropped.items(), key=_by_count))
+            lines.append(
+                f"  - rows dropped on ingest: {sum(dropped.values()):,} of {info['rows_read']:,}"
+                f" ({reasons})"
+            )
     if "scored_at" in report.inputs:
         at = report.inputs["scored_at"]
         lines.append(f"- scores as of {at['reference']} (reference), {at['current']} (current)")
     return "\n".join(lines) + "\n"
 
 
+def _number(value: float, spec: str) -> str:
+    return "n/a" if math.isnan(value) else format(value, spec)
+
+
+def _by_count(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
 def _largest_moves(feature: FeatureDrift, n: int = 3) -> str:
     """The bins whose share changed most, e.g. "app 22% -> 51%, web 53% -> 30%"."""
+    if feature.missing_in is not None:
+        other = "current" if feature.missing_in == "reference" else "reference"
+        n_other = sum(feature.current if other == "current" else feature.reference)
+        return f"no values in the {feature.missing_in} data ({n_other:,} in the {other})"
     ref, cur = _shares(np.array(feature.reference)), _shares(np.array(feature.current))
     order = np.argsort(-np.abs(cur - ref), kind="stable")[:n]
     return ", ".join(f"{feature.bins[i]} {ref[i]:.1%} -> {cur[i]:.1%}" for i in order)
 
 
-def write_report(report: DriftReport, out: str | Path, plot: bool = True) -> dict[str, Path]:
+def write_drift_report(report: DriftReport, out: str | Path, plot: bool = True) -> dict[str, Path]:
     """drift.md / .csv / .json (and drift.png), each written atomically into ``out``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -589,39 +754,6 @@ def write_report(report: DriftReport, out: str | Path, plot: bool = True) -> dic
 
 # --- command line -------------------------------------------------------------------------
 
-_KEY = re.compile(r"^([A-Za-z_][\w\-]*)(\.[^=]+)?=(.*)$", re.DOTALL)
-
-
-def keyword_argv(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
-    """Accept ``key=value`` (the issue's form) next to ``--key value``: a bare token whose
-    key names one of `parser`'s options becomes ``--key=value``, and ``threshold.F=X`` becomes
-    ``--feature-threshold F=X``. Anything else (a path with '=' in it) is left alone."""
-    options = {
-        option.lstrip("-").replace("-", "_")
-        for action in parser._actions
-        for option in action.option_strings
-    }
-    out: list[str] = []
-    for token in argv:
-        match = _KEY.match(token) if not token.startswith("-") else None
-        key = match.group(1).replace("-", "_") if match else None
-        if match and match.group(2) and key == "threshold" and "feature_threshold" in options:
-            out += ["--feature-threshold", f"{match.group(2)[1:]}={match.group(3)}"]
-        elif match and not match.group(2) and key in options:
-            out.append(f"--{key.replace('_', '-')}={match.group(3)}")
-        else:
-            out.append(token)
-    return out
-
-
-def _instant(value: str | None, what: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value) if value.lstrip("-").isdigit() else parse_instant(value)
-    except ValueError:
-        raise DriftError(f"cannot read {what} {value!r}: give an ISO date/time") from None
-
 
 def _feature_thresholds(pairs: list[str]) -> dict[str, float]:
     out = {}
@@ -638,14 +770,15 @@ def _names(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in (value or "").split(",") if v.strip())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> KeywordArgumentParser:
+    parser = KeywordArgumentParser(
         prog="engage-drift",
         description="Compare a current event table (or sample file) with a reference: PSI and "
         "Jensen-Shannon distance per feature (event types, channels, sequence length, gaps, "
         "attributes, and with an artifact the scores). Writes drift.md/.csv/.json/.png. Exit "
-        "status 0: no drift, 1: some feature at or above its threshold, 2: bad input. "
-        "Options may be given as key=value (reference=a.parquet) or --key value.",
+        "status 0: no drift, 1: some feature at or above its threshold or with values on one "
+        "side only, 2: bad input. Options may be given as key=value (reference=a.parquet) or "
+        "--key value.",
     )
     parser.add_argument("--reference", required=True, help="reference events or samples")
     parser.add_argument("--current", required=True, help="current events or samples")
@@ -661,9 +794,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-feature threshold, repeatable (key=value form: threshold.channel=0.1)",
     )  # fmt: skip
     parser.add_argument("--bins", type=int, default=QUANTILE_BINS, help="quantile bins")
+    parser.add_argument("--max-categories", type=int, default=MAX_CATEGORIES,
+                        help="categories kept per categorical feature, the rest pooled as "
+                        f"'{OTHER}' (default {MAX_CATEGORIES})")  # fmt: skip
     for side in ("reference", "current"):
         parser.add_argument(f"--{side}-start", help=f"keep {side} events (samples: cutoffs) "
-                            "from this ISO date/time on")  # fmt: skip
+                            "from this ISO date/time (or epoch seconds) on")  # fmt: skip
         parser.add_argument(f"--{side}-end", help="... and before this one")
         parser.add_argument(f"--{side}-split", help="sample files: keep this split only")
     parser.add_argument("--categorical", help="extra categorical columns, comma-separated")
@@ -672,7 +808,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timestamp", help="timestamp column (default: timestamp)")
     parser.add_argument("--event-type", help="event type column (default: event_type)")
     parser.add_argument("--channel", help="channel column (default: channel; '' for none)")
-    parser.add_argument("--max-drop-fraction", type=float, help="ingest drop limit")
+    parser.add_argument(
+        "--max-drop-fraction",
+        type=float,
+        help="ingest drop limit, 0 to 1 (default: the artifact's, else 0.05)",
+    )
     parser.add_argument("--no-plot", action="store_true", help="skip drift.png")
     return parser
 
@@ -711,6 +851,8 @@ def run(args: argparse.Namespace) -> DriftReport:
         raise DriftError(f"--bins must be at least 2, got {args.bins}")
     if not 0 < args.watch <= args.threshold:
         raise DriftError(f"need 0 < watch <= threshold, got {args.watch} and {args.threshold}")
+    if args.max_drop_fraction is not None and not 0 <= args.max_drop_fraction <= 1:
+        raise DriftError(f"--max-drop-fraction must be in [0, 1], got {args.max_drop_fraction}")
     artifact = None
     metadata = None
     if args.artifact:
@@ -727,16 +869,18 @@ def run(args: argparse.Namespace) -> DriftReport:
 
         ingest = ingest_config(metadata, max_drop_fraction=args.max_drop_fraction)
     else:
-        overrides = {"max_drop_fraction": args.max_drop_fraction} if args.max_drop_fraction else {}
-        ingest = IngestConfig(**overrides)
+        given = args.max_drop_fraction is not None  # 0 is a limit too: no row may be dropped
+        ingest = IngestConfig(**({"max_drop_fraction": args.max_drop_fraction} if given else {}))
+    hint = ARTIFACT_COLUMN_HINT if metadata is not None else COLUMN_HINT
     sides = {}
     for side in ("reference", "current"):
         window = Window(
-            _instant(getattr(args, f"{side}_start"), f"{side}_start"),
-            _instant(getattr(args, f"{side}_end"), f"{side}_end"),
+            parse_instant_arg(getattr(args, f"{side}_start"), f"{side}_start", DriftError),
+            parse_instant_arg(getattr(args, f"{side}_end"), f"{side}_end", DriftError),
         )
         path = getattr(args, side)
-        sides[side] = read_input(path, mapping, ingest, window, getattr(args, f"{side}_split"))
+        split = getattr(args, f"{side}_split")
+        sides[side] = read_input(path, mapping, ingest, window, split, column_hint=hint)
     report = compare(
         sides["reference"],
         sides["current"],
@@ -745,22 +889,25 @@ def run(args: argparse.Namespace) -> DriftReport:
         feature_thresholds=_feature_thresholds(args.feature_threshold),
         artifact=artifact,
         n_bins=args.bins,
+        max_categories=args.max_categories,
     )
-    write_report(report, args.out, plot=not args.no_plot)
+    write_drift_report(report, args.out, plot=not args.no_plot)
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(keyword_argv(sys.argv[1:] if argv is None else argv, parser))
+    args = build_parser().parse_args(argv)  # key=value tokens become options; usage: exit 2
     try:
         report = run(args)
     except (DriftError, EventSchemaError, OSError, pl.exceptions.PolarsError) as exc:
         print(f"engage-drift: error: {exc}", file=sys.stderr)
         return 2
     width = max(len(f.name) for f in report.features)
-    for f in sorted(report.features, key=lambda f: -f.psi):
-        print(f"{f.name:<{width}}  PSI {f.psi:7.3f}  JS {f.js_distance:5.3f}  {f.verdict}")
+    for f in severity_order(report.features):
+        print(
+            f"{f.name:<{width}}  PSI {_number(f.psi, '7.3f')}  JS {_number(f.js_distance, '5.3f')}"
+            f"  {f.verdict}" + (f" (no values in {f.missing_in})" if f.missing_in else "")
+        )
     names = ", ".join(f.name for f in report.drifted)
     verdict = f"drift in {names}" if names else "no drift"
     print(f"{verdict} (threshold {args.threshold:g}) -> {Path(args.out) / 'drift.md'}")

@@ -14,7 +14,14 @@ if TYPE_CHECKING:
     from engage_seq.backtest import BacktestResult
     from engage_seq.drift import DriftReport, FeatureDrift
 
-VERDICT_COLOURS = {"drift": "#c0392b", "watch": "#e67e22", "ok": "#7f8c8d"}
+# keys: the verdicts of engage_seq.drift.FeatureDrift ("missing on one side" = drift.ONE_SIDED)
+VERDICT_COLOURS = {
+    "drift": "#c0392b",
+    "missing on one side": "#8e44ad",
+    "watch": "#e67e22",
+    "ok": "#7f8c8d",
+}
+TARGET_COLOURS = ("#2c7fb8", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d")
 WORST_SHOWN = 4  # small multiples of the reference vs current histograms
 MAX_CATEGORIES = 12  # a categorical panel shows the largest this many categories
 MAX_DATE_TICKS = 14  # up to this many cutoffs, each gets its own date tick
@@ -43,8 +50,11 @@ def plot_drift(report: DriftReport) -> Any:
     """PSI per feature (bars coloured by verdict, the watch and act thresholds as lines),
     and below it the reference vs current shares of the worst features."""
     plt = _pyplot()
-    features = sorted(report.features, key=lambda f: f.psi)
-    worst = [f for f in reversed(features) if f.psi > 0][:WORST_SHOWN]
+    # bottom to top by PSI; features with values on one side only (no PSI) on top
+    features = sorted(
+        report.features, key=lambda f: (f.missing_in is not None, 0.0 if f.missing_in else f.psi)
+    )
+    worst = [f for f in reversed(features) if f.missing_in is None and f.psi > 0][:WORST_SHOWN]
     n_panels = max(len(worst), 1)
     fig = plt.figure(figsize=(3.6 * max(n_panels, 3), 3.2 + 0.32 * len(features) + 3.4))
     grid = fig.add_gridspec(
@@ -52,12 +62,14 @@ def plot_drift(report: DriftReport) -> Any:
     )
     ax = fig.add_subplot(grid[0, :])
     names = [f.name for f in features]
-    values = [f.psi for f in features]
+    values = [0.0 if math.isnan(f.psi) else f.psi for f in features]
     ax.barh(names, values, color=[VERDICT_COLOURS[f.verdict] for f in features])
     top = max([*values, *(f.threshold for f in features)]) * 1.18
     common = max({f.threshold for f in features}, key=[f.threshold for f in features].count)
     for y, f in enumerate(features):
-        ax.text(f.psi + top * 0.01, y, f"{f.psi:.3f}", va="center", fontsize=8)
+        text = f"no values in {f.missing_in}" if f.missing_in else f"{f.psi:.3f}"
+        colour = VERDICT_COLOURS[f.verdict] if f.missing_in else "black"
+        ax.text(values[y] + top * 0.01, y, text, va="center", fontsize=8, color=colour)
         if f.threshold != common:  # a feature's own threshold: a mark on its row
             ax.plot([f.threshold] * 2, [y - 0.4, y + 0.4], color="black", lw=1.5)
     watch = min(f.watch for f in features) if features else 0.1
@@ -100,12 +112,19 @@ def _histogram_panel(ax: Any, feature: FeatureDrift, legend: bool) -> None:
 
 
 def plot_backtest(result: BacktestResult) -> Any:
-    """Each metric over the cutoffs, the training run's test value as a dashed line; the last
-    panel compares the positive rate with the mean prediction (calibration over time)."""
+    """Each metric over the cutoffs, one line per target, the training run's test value of
+    each as a dashed line in its colour; the next panel compares each target's positive rate
+    with its mean prediction (calibration over time), the last the users scored. With several
+    targets no macro mean is drawn: it would hide which target moved."""
     plt = _pyplot()
     rows = result.rows
+    targets = result.targets
+    several = len(targets) > 1
+    per_target = {t: result.target_rows(t) for t in targets}
+    colours = {t: TARGET_COLOURS[i % len(TARGET_COLOURS)] for i, t in enumerate(targets)}
     when = [datetime.fromisoformat(c) for c in rows["cutoff"].to_list()]
-    metrics = [m for m in ("auroc", "auprc", "lift_top10", "ece") if m in rows.columns]
+    shown = ("auroc", "auprc", "lift_top10", "ece")
+    metrics = [m for m in shown if any(m in frame.columns for frame in per_target.values())]
     titles = {
         "auroc": "ROC-AUC",
         "auprc": "PR-AUC",
@@ -115,21 +134,32 @@ def plot_backtest(result: BacktestResult) -> Any:
     fig, grid = plt.subplots(2, 3, figsize=(14, 7.5), constrained_layout=True)
     axes = list(grid.flat)
     for ax, metric in zip(axes, metrics, strict=False):
-        values = [math.nan if v is None else v for v in rows[metric].to_list()]
-        ax.plot(when, values, marker="o", color="#2c7fb8", label="backtest")
-        if metric in result.reference:
-            ax.axhline(
-                result.reference[metric], color="grey", ls="--", lw=1, label="training test split"
-            )
-        ax.set_title(titles[metric], fontsize=10)
+        for target, frame in per_target.items():
+            if metric not in frame.columns:
+                continue
+            values = [math.nan if v is None else v for v in frame[metric].to_list()]
+            label = target if several else "backtest"
+            ax.plot(when, values, marker="o", color=colours[target], label=label)
+            reference = result.target_reference(target)
+            if metric in reference:
+                colour, label = (
+                    (colours[target], None) if several else ("grey", "training test split")
+                )
+                ax.axhline(reference[metric], color=colour, ls="--", lw=1, label=label)
+        note = " (dashed: training test split)" if several else ""
+        ax.set_title(titles[metric] + note, fontsize=10)
         ax.legend(fontsize=8)
     calibration = axes[len(metrics)]
-    calibration.plot(when, rows["positive_rate"].to_list(), marker="o", label="positive rate")
-    calibration.plot(
-        when, rows["mean_prediction"].to_list(), marker="s", ls="--", label="mean prediction"
-    )
+    for target, frame in per_target.items():
+        prefix = f"{target}: " if several else ""
+        colour = colours[target]
+        rate, predicted = frame["positive_rate"].to_list(), frame["mean_prediction"].to_list()
+        calibration.plot(when, rate, marker="o", color=colour, label=f"{prefix}positive rate")
+        calibration.plot(
+            when, predicted, marker="s", ls="--", color=colour, label=f"{prefix}mean prediction"
+        )
     calibration.set_title("positive rate vs mean prediction", fontsize=10)
-    calibration.legend(fontsize=8)
+    calibration.legend(fontsize=7 if several else 8)
     users = axes[len(metrics) + 1]
     users.bar(when, rows["n_users"].to_list(), width=2.0, color="#7f8c8d")
     users.set_title("users scored per cutoff", fontsize=10)
@@ -141,8 +171,9 @@ def plot_backtest(result: BacktestResult) -> Any:
     for unused in axes[len(metrics) + 2 :]:
         unused.set_visible(False)
     inputs = result.inputs
+    task = inputs["task"] + (f", targets {', '.join(targets)}" if several else "")
     fig.suptitle(
-        f"Rolling backtest of {Path(inputs['artifact']).name} ({inputs['task']}, a cutoff every "
+        f"Rolling backtest of {Path(inputs['artifact']).name} ({task}, a cutoff every "
         f"{inputs['every']}): x = cutoff date",
         fontsize=11,
     )

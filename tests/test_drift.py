@@ -15,20 +15,32 @@ import numpy as np
 import polars as pl
 import pytest
 
+from engage_seq.cli import keyword_argv
 from engage_seq.drift import (
+    ONE_SIDED,
+    OTHER,
     DriftError,
+    DriftInput,
     FeatureDrift,
     binned_counts,
     build_parser,
     categorical_counts,
     duration_text,
+    feature_values,
     js_distance,
-    keyword_argv,
     main,
+    pool_categories,
     psi,
 )
 from engage_seq.schema import to_canonical
-from engage_seq.sequences import CutoffPlan, HorizonTask, build_samples, parse_instant
+from engage_seq.sequences import (
+    CutoffPlan,
+    HorizonTask,
+    build_samples,
+    parse_instant,
+    samples_at_cutoff,
+    user_histories,
+)
 from engage_seq.synthetic import SyntheticEventSource, generate_events
 
 VENV_BIN = Path(sys.executable).parent
@@ -94,7 +106,7 @@ def test_keyword_arguments_become_options() -> None:
     argv = keyword_argv(
         ["reference=a.parquet", "current=events/date=2026-01-01", "threshold.channel=0.1",
          "--out", "x", "reference_start=2026-01-01"],
-        parser,
+        parser.option_names,
     )  # fmt: skip
     assert argv == [
         "--reference=a.parquet",
@@ -103,8 +115,9 @@ def test_keyword_arguments_become_options() -> None:
         "--out", "x",
         "--reference-start=2026-01-01",
     ]  # fmt: skip
-    assert keyword_argv(["date=2026-01-01/x.parquet"], parser) == ["date=2026-01-01/x.parquet"]
-    assert keyword_argv(["threshold.num_x:present=3"], parser) == [
+    options = parser.option_names
+    assert keyword_argv(["date=2026-01-01/x.parquet"], options) == ["date=2026-01-01/x.parquet"]
+    assert keyword_argv(["threshold.num_x:present=3"], options) == [
         "--feature-threshold",
         "num_x:present=3",
     ]
@@ -306,3 +319,197 @@ def test_an_event_window_must_hold_events(tables) -> None:
             [f"--reference={tables['reference']}", f"--current={tables['fresh']}",
              "--current-start=2027-01-01", "--no-plot"]
         ))  # fmt: skip
+
+
+# --- privacy: identifier-like columns, pooled categories ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_table(tmp_path_factory) -> Path:
+    """300 users, 4 weeks, with the segment columns; written once."""
+    path = tmp_path_factory.mktemp("small") / "events.parquet"
+    events = generate_events(
+        SyntheticEventSource(n_users=300, days=28, seed=2, user_attributes=True)
+    )
+    events.write_parquet(path)
+    return path
+
+
+def test_an_identifier_like_categorical_is_refused(small_table, tmp_path, capsys) -> None:
+    """The reviewer's repro: user_id copied into ``email`` and declared categorical would list
+    ids as bins; it is refused with one line naming the column, and nothing is written."""
+    table = tmp_path / "with_email.parquet"
+    events = pl.read_parquet(small_table)
+    events.with_columns(email=pl.col("user_id") + "@example.com").write_parquet(table)
+    out = tmp_path / "never"
+    code = main([f"reference={table}", f"current={table}", "categorical=email", f"out={out}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not out.exists()
+    assert err.startswith("engage-drift: error: ") and "\n" not in err
+    assert "'email'" in err and "identifiers" in err and "--categorical" in err
+    # a shared attribute of the same table is fine
+    assert main([f"reference={table}", f"current={table}", "categorical=platform",
+                 f"out={tmp_path / 'ok'}", "--no-plot"]) == 0  # fmt: skip
+
+
+def test_pool_categories_keeps_the_largest_on_either_side() -> None:
+    bins = ["a", "b", "c", "d", "new"]
+    reference, current = [50, 30, 15, 5, 0], [40, 25, 10, 5, 20]
+    kept, ref, cur, pooled = pool_categories(bins, reference, current, keep=3)
+    # "new" is 20% of the current side, so it keeps its bin; c and d (<= 15%) are pooled
+    assert kept == ["a", "b", "new", OTHER] and pooled == 2
+    assert ref == [50, 30, 0, 20] and cur == [40, 25, 20, 15]
+    assert pool_categories(bins, reference, current, keep=5) == (bins, reference, current, 0)
+
+
+def test_many_categories_are_pooled_and_psi_is_computed_on_the_pooled_bins(
+    small_table, tmp_path
+) -> None:
+    """60 values shared by 300 users (a long tail, not identifier-like): drift.json and drift.md
+    list the 20 largest and "(other)", and the PSI is that of the listed counts."""
+    events = pl.read_parquet(small_table)
+    paths = {}
+    for name, seed in (("reference", 0), ("current", 1)):
+        rng = np.random.default_rng(seed)
+        codes = rng.zipf(1.3, events.height) % 60  # a long tail of rare codes
+        paths[name] = tmp_path / f"{name}.parquet"
+        events.with_columns(code=pl.Series([f"code{c:02d}" for c in codes])).write_parquet(
+            paths[name]
+        )
+    out = tmp_path / "out"
+    main([f"reference={paths['reference']}", f"current={paths['current']}", "categorical=code",
+          f"out={out}", "--no-plot"])  # fmt: skip
+    report = json.loads((out / "drift.json").read_text())
+    code = next(f for f in report["features"] if f["name"] == "cat_code")
+    assert len(code["bins"]) == 21 and code["bins"][-1] == OTHER
+    assert code["pooled_categories"] == 60 - 20 and report["max_categories"] == 20
+    assert sum(code["reference_counts"]) == events.height  # nothing lost in the pooling
+    assert code["psi"] == pytest.approx(
+        psi(np.array(code["reference_counts"]), np.array(code["current_counts"]))
+    )
+    listed = set(code["bins"])
+    text = (out / "drift.md").read_text() + (out / "drift.csv").read_text()
+    rare = {f"code{c:02d}" for c in range(60)} - listed
+    assert rare and not any(r in text for r in rare)
+    # a smaller cap on the command line
+    main([f"reference={paths['reference']}", f"current={paths['current']}", "categorical=code",
+          f"out={out}", "--no-plot", "max_categories=5"])  # fmt: skip
+    report = json.loads((out / "drift.json").read_text())
+    code = next(f for f in report["features"] if f["name"] == "cat_code")
+    assert len(code["bins"]) == 6 and code["pooled_categories"] == 55
+
+
+# --- features present on one side only, gaps on both paths ---------------------------------
+
+
+def _samples(extra: dict | None = None) -> pl.DataFrame:
+    columns = {
+        "split": ["test"] * 3, "cutoff": [100] * 3, "n_history": [2, 3, 1],
+        "user_key": [1, 2, 3],
+        "event_type": [["a", "b"], ["a", "a", "b"], ["b"]],
+        "channel": [["web", "app"], ["web", "web", "app"], ["app"]],
+        "log_gap_h": [[0.0, 1.0], [0.0, 0.5, 2.0], [0.0]],
+    }  # fmt: skip
+    return pl.DataFrame({**columns, **(extra or {})})
+
+
+def test_a_feature_with_values_on_one_side_only_counts_as_drift(tmp_path, capsys) -> None:
+    lone = FeatureDrift("cat_x", "categorical", ["p", "q"], [3, 4], [0, 0], 0.25, 0.1)
+    assert lone.verdict == ONE_SIDED and lone.missing_in == "current"
+    assert math.isnan(lone.psi) and lone.to_dict()["psi"] is None
+    assert FeatureDrift("b", "binned", ["all"], [0], [0], 0.25, 0.1).verdict == "ok"
+    reference, current = tmp_path / "reference.parquet", tmp_path / "current.parquet"
+    _samples().write_parquet(reference)
+    _samples({"cat_platform": [["ios", "ios"], ["web"] * 3, ["ios"]]}).write_parquet(current)
+    out = tmp_path / "out"
+    code = main([f"reference={reference}", f"current={current}", f"out={out}"])
+    printed = capsys.readouterr().out
+    report = json.loads((out / "drift.json").read_text())
+    feature = next(f for f in report["features"] if f["name"] == "cat_platform")
+    assert code == 1 and report["drifted_features"] == ["cat_platform"]
+    assert feature["verdict"] == ONE_SIDED and feature["missing_in"] == "reference"
+    assert feature["psi"] is None and feature["n_current"] == 6
+    markdown = (out / "drift.md").read_text()
+    assert "| cat_platform | n/a | n/a | 0.25 | missing on one side (no values in reference)" in (
+        markdown
+    )
+    assert "no values in the reference data (6 in the current)" in markdown
+    assert "drift in cat_platform" in printed and (out / "drift.png").exists()
+
+
+def test_gap_hours_leave_out_first_events_on_both_paths() -> None:
+    """Three users, every event before the cutoff: the sample file's gaps (log_gap_h, whose
+    first entry is a placeholder 0 when the history reaches back to the first event) equal
+    the event table's consecutive differences; a truncated history keeps its first gap."""
+    raw = pl.LazyFrame(
+        {
+            "user_id": ["u1", "u1", "u1", "u2", "u2", "u3"],
+            "timestamp": [0, 3600, 3 * 3600, 0, 7200, 0],  # epoch seconds
+            "event_type": ["a", "b", "a", "a", "a", "b"],
+            "channel": ["web"] * 6,
+        }
+    )
+    events = to_canonical(raw).collect()
+    histories = user_histories(events.lazy())
+    cutoff = 10 * 3600
+
+    def gaps(table: DriftInput) -> list[float]:
+        values = feature_values(table)["gap_hours"][1].collect()["value"]
+        return sorted(round(v, 3) for v in values.to_list())
+
+    as_events = DriftInput("events", "e", events, events, {})
+    full = samples_at_cutoff(histories, None, cutoff, "test", max_len=8).collect()
+    assert gaps(as_events) == gaps(DriftInput("samples", "s", full, None, {})) == [1.0, 2.0, 2.0]
+    truncated = samples_at_cutoff(histories, None, cutoff, "test", max_len=2).collect()
+    # u1 keeps its last two events: both gaps are real (1 h before, 2 h); u2 its two: one gap
+    assert gaps(DriftInput("samples", "s", truncated, None, {})) == [1.0, 2.0, 2.0]
+    single = samples_at_cutoff(histories, None, cutoff, "test", max_len=1).collect()
+    assert gaps(DriftInput("samples", "s", single, None, {})) == [2.0, 2.0]  # u1 and u2
+
+
+# --- counts, usage and messages ---------------------------------------------------------------
+
+
+def test_max_drop_fraction_zero_is_a_limit_and_drops_are_reported(
+    small_table, tmp_path, capsys
+) -> None:
+    """One duplicated row: with the default limit it is dropped and drift.md says so (with
+    the reason); with max_drop_fraction=0 (no artifact) it is an error, not ignored."""
+    table = tmp_path / "duplicated.parquet"
+    events = pl.read_parquet(small_table)
+    pl.concat([events, events.head(1)]).write_parquet(table)
+    out = tmp_path / "out"
+    assert main([f"reference={table}", f"current={small_table}", f"out={out}", "--no-plot"]) == 0
+    markdown = (out / "drift.md").read_text()
+    assert f"rows dropped on ingest: 1 of {events.height + 1:,} (duplicate_event 1)" in markdown
+    assert markdown.count("rows dropped on ingest") == 1  # the current side dropped nothing
+    report = json.loads((out / "drift.json").read_text())
+    assert report["inputs"]["reference"]["rows_dropped"]["duplicate_event"] == 1
+    capsys.readouterr()
+    never = tmp_path / "never"
+    argv = [f"reference={table}", f"current={small_table}", f"out={never}"]
+    assert main([*argv, "max_drop_fraction=0"]) == 2
+    err = capsys.readouterr().err
+    assert "max_drop_fraction=0" in err and "duplicate_event" in err and not never.exists()
+    assert main([*argv, "max_drop_fraction=1.5"]) == 2
+    assert "--max-drop-fraction must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_a_missing_column_names_this_commands_options(small_table, tmp_path, capsys) -> None:
+    table = tmp_path / "renamed.csv"
+    pl.read_parquet(small_table).rename({"user_id": "customer"}).write_csv(table)
+    argv = [f"reference={table}", f"current={table}", f"out={tmp_path / 'never'}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lacks column(s): user_id -> 'user_id'" in err and "'customer'" in err
+    assert "--user-id" in err and "--artifact" in err and "data.columns" not in err
+    assert "\n" not in err
+    assert main([*argv, "user_id=customer", "--no-plot"]) == 0
+    assert main([*argv, "categorical=nope"]) == 2
+    assert "categorical 'nope' -> 'nope'" in capsys.readouterr().err
+
+
+def test_write_drift_report_is_the_library_name() -> None:
+    import engage_seq.drift as drift
+
+    assert callable(drift.write_drift_report) and not hasattr(drift, "write_report")
