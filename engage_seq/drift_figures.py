@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engage_seq.io import atomic_path
+from engage_seq import plotting
 
 if TYPE_CHECKING:
     from engage_seq.backtest import BacktestResult
@@ -27,29 +27,15 @@ MAX_CATEGORIES = 12  # a categorical panel shows the largest this many categorie
 MAX_DATE_TICKS = 14  # up to this many cutoffs, each gets its own date tick
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_png(figure: Any, target: Path) -> None:
-    """Write ``figure`` to ``target`` atomically and free it."""
-    plt = _pyplot()
-    try:
-        with atomic_path(target) as tmp:
-            figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(figure)
+def save_png(figure: Any, target: Path) -> Path:
+    """Monitoring figures are cropped to their drawing (long category labels)."""
+    return plotting.save_png(figure, target, dpi=110, tight=True)
 
 
 def plot_drift(report: DriftReport) -> Any:
     """PSI per feature (bars coloured by verdict, the watch and act thresholds as lines),
     and below it the reference vs current shares of the worst features."""
-    plt = _pyplot()
+    plt = plotting.pyplot()
     # bottom to top by PSI; features with values on one side only (no PSI) on top
     features = sorted(
         report.features, key=lambda f: (f.missing_in is not None, 0.0 if f.missing_in else f.psi)
@@ -116,7 +102,7 @@ def plot_backtest(result: BacktestResult) -> Any:
     each as a dashed line in its colour; the next panel compares each target's positive rate
     with its mean prediction (calibration over time), the last the users scored. With several
     targets no macro mean is drawn: it would hide which target moved."""
-    plt = _pyplot()
+    plt = plotting.pyplot()
     rows = result.rows
     targets = result.targets
     several = len(targets) > 1

@@ -9,27 +9,10 @@ from typing import Any
 
 import polars as pl
 
-from engage_seq.io import atomic_path
+from engage_seq.plotting import pyplot, save_png
 
 RECENCY_ORDER = ("<1 d", "1-3 d", "3-7 d", "7-30 d", ">30 d")  # = explain.RECENCY_LABELS
 EVENTS_PER_WATERFALL = 8  # bars per user; the rest are merged into one "other events" bar
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    plt = _pyplot()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
 
 
 def plot_drivers(drivers: pl.DataFrame, path: Path, target_name: str, min_events: int) -> Path:
@@ -37,7 +20,7 @@ def plot_drivers(drivers: pl.DataFrame, path: Path, target_name: str, min_events
     mean contribution per event on a diverging scale centred at 0, text = value and count.
     Cells with fewer than ``min_events`` events are hatched and their value left out: a mean
     of three events is noise, and it would otherwise set the colour scale."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import SymLogNorm
 
     order = (
@@ -94,7 +77,7 @@ def plot_drivers(drivers: pl.DataFrame, path: Path, target_name: str, min_events
         f"(hatched: < {min_events} events)",
         fontsize=10,
     )
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _short_ago(hours: float) -> str:
@@ -133,7 +116,7 @@ def plot_top_users(events: pl.DataFrame, path: Path, target_name: str) -> Path:
     """One waterfall per top user: from the baseline score, each event's contribution in time
     order (oldest at the top), to the user's score; green up, red down. Two columns once there
     are more than two users, so five users fit one screen."""
-    plt = _pyplot()
+    plt = pyplot()
     ranks = sorted(events["rank"].unique().to_list())
     ncols = 1 if len(ranks) <= 2 else 2
     nrows = math.ceil(len(ranks) / ncols)
@@ -152,7 +135,7 @@ def plot_top_users(events: pl.DataFrame, path: Path, target_name: str) -> Path:
         "average events) + each event's contribution = score",
         fontsize=9.5,
     )
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _waterfall(ax: Any, user: pl.DataFrame, rank: int, target_name: str) -> None:

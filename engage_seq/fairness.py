@@ -35,8 +35,8 @@ import torch
 
 from engage_seq.build import EventSource
 from engage_seq.ingest import IngestConfig, validate_events
-from engage_seq.io import atomic_path
 from engage_seq.metrics import score_probabilities
+from engage_seq.plotting import pyplot, save_png
 from engage_seq.report_section import ReportSection, json_safe
 from engage_seq.schema import ROW_INDEX, ColumnMapping, EventSchemaError, looks_like_identifier
 
@@ -640,12 +640,10 @@ def write_fairness_figure(metrics: pl.DataFrame, max_auroc_gap: float, path: Pat
     (left; dots, not bars, because the axis does not start at 0), and its positive rate and
     mean score joined by a line whose length is the calibration gap (right). Colour = status.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
+
+    plt = pyplot()
 
     reference = metrics.row(0, named=True)
     segments = metrics.filter(pl.col("status") != "reference")
@@ -710,10 +708,7 @@ def write_fairness_figure(metrics: pl.DataFrame, max_auroc_gap: float, path: Pat
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=7, frameon=False)
     fig.suptitle("Segment fairness: ROC-AUC and calibration per segment value", fontsize=10)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def _short(value: str, width: int = 24) -> str:

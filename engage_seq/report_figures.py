@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engage_seq.io import atomic_path
+from engage_seq.plotting import pyplot, save_png
 
 DPI = 120
 MODEL_COLOR = "#1f5fa8"
@@ -36,15 +36,6 @@ class Curve:
     y: np.ndarray
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _styles(curves: Sequence[Curve]) -> list[dict[str, Any]]:
     """Model: thick blue on top; oracle: dashed green; baselines: thinner, distinct colours."""
     styles, n_baselines = [], 0
@@ -61,12 +52,7 @@ def _styles(curves: Sequence[Curve]) -> list[dict[str, Any]]:
 
 
 def save_figure(figure: Any, path: Path) -> Path:
-    """PNG, atomically; the figure is closed (a report draws many)."""
-    plt = _pyplot()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI)
-    plt.close(figure)
-    return path
+    return save_png(figure, path, dpi=DPI)
 
 
 def plot_ranking(
@@ -78,7 +64,7 @@ def plot_ranking(
     negatives: str = "non-buyers",
 ) -> Any:
     """ROC (left) and precision-recall (right), every scorer on both, with the random lines."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2), constrained_layout=True)
     for curve, style in zip(roc, _styles(roc), strict=True):
         left.plot(curve.x, curve.y, label=curve.label, **style)
@@ -112,7 +98,7 @@ def plot_ranking(
 def plot_calibration(bins: pl.DataFrame, ece: float, title: str, positives: str = "buyers") -> Any:
     """Reliability diagram over the ECE's own bins (only bins with samples), with the count
     of each bin written on its point and drawn as bars underneath (log scale)."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib import ticker
 
     fig, (top, bottom) = plt.subplots(
@@ -177,7 +163,7 @@ def plot_gains(
 ) -> Any:
     """Cumulative gains (left, every scorer, annotated at the top 10 %) and the lift of each
     score decile (right: the first curve, the model, as bars; the others as markers)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12.5, 5.2), constrained_layout=True)
     for curve, style in zip(gains, _styles(gains), strict=True):
         left.plot(curve.x * 100, curve.y * 100, label=curve.label, **style)
@@ -244,7 +230,7 @@ def plot_score_distribution(
 ) -> Any:
     """Histograms of the predicted probability for each outcome, each normalised to its own
     group (the groups differ ~10× in size), with the group means marked."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 4.8), constrained_layout=True)
     high = float(np.quantile(probs, 0.999)) if probs.size else 1.0
     edges = np.linspace(0.0, min(1.0, max(high * 1.05, 0.05)), 51)
@@ -282,7 +268,7 @@ def plot_score_distribution(
 
 def plot_confusion(counts: np.ndarray, classes: Sequence[str], title: str) -> Any:
     """Row-normalised confusion matrix: each row, a true next event, sums to 100 %."""
-    plt = _pyplot()
+    plt = pyplot()
     support = counts.sum(axis=1)
     keep = support > 0  # classes never seen as a label carry no row
     shares = counts[keep] / support[keep, None]

@@ -25,11 +25,9 @@ def plot_sweep(report: SweepReport) -> Any:
     faint dots for single runs), which shows interactions. A search that samples points (Optuna,
     random) has no such lines to draw, so every panel is a scatter of runs against the value.
     """
-    import matplotlib
+    from engage_seq.plotting import pyplot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     params = report.swept or [report.seed_key]
     ncols = min(3, len(params))
     nrows = math.ceil(len(params) / ncols)

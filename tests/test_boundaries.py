@@ -44,6 +44,8 @@ FORBIDDEN = {
     "engage_seq.report_figures": {"torch", "lightning", "hydra"},
     "engage_seq.explain_figures": {"torch", "lightning", "hydra"},
     "engage_seq.drift_figures": {"torch", "lightning", "hydra"},
+    # matplotlib is an optional extra: importing the plumbing must not load it
+    "engage_seq.plotting": {"torch", "lightning", "hydra", "polars", "matplotlib"},
 }
 
 
