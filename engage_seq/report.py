@@ -383,7 +383,8 @@ def _horizon_markdown(
     lines = [
         "Every row is scored on exactly the same test samples by the same metric code "
         "(`engage_seq.metrics`). ROC-AUC: the chance that a random one of the "
-        f"{positives} scores above a random other user (0.5 = random); PR-AUC: average "
+        f"{positives} scores above a random one of the {negatives_noun(target)} (0.5 = random); "
+        "PR-AUC: average "
         "precision; log-loss and Brier: error of the probabilities (lower is better); "
         f"calibration error: mean gap between predicted and observed rates "
         f"({CALIBRATION_BINS} bins); lift @ top 10 %: how many times more {positives} the top "
@@ -653,8 +654,8 @@ def _horizon_summary(
     undefined = _one_class_reason(rate, positives, "test")
     if is_finite(auroc):
         quality = (
-            f"**How good.** It ranks a random one of the {positives} above a random other user "
-            f"{_pct(auroc)} of the time (ROC-AUC {_fmt(auroc, 3)})"
+            f"**How good.** It ranks a random one of the {positives} above a random one of the "
+            f"{negatives_noun(target)} {_pct(auroc)} of the time (ROC-AUC {_fmt(auroc, 3)})"
         )
     else:
         quality = f"**How good.** ROC-AUC is undefined: {undefined}, so ranking is not measured"
