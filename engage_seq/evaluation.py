@@ -39,6 +39,7 @@ from engage_seq.ingest import user_keys
 from engage_seq.io import atomic_path
 from engage_seq.metrics import HorizonMetrics, NextEventMetrics, score_probabilities
 from engage_seq.model import EngagementModel
+from engage_seq.safe_config import check_targets
 from engage_seq.sample_cache import PreparedSamples, cache_key, prepare_samples
 from engage_seq.sequences import Task, horizon_part, next_event_part
 
@@ -243,6 +244,7 @@ def read_config(run_dir: Path) -> DictConfig:
         )
     config = OmegaConf.load(path)
     assert isinstance(config, DictConfig)
+    check_targets(config)  # the report instantiates the run's data source: same rule as training
     return config
 
 
@@ -430,6 +432,7 @@ def _baseline_config(name: str) -> DictConfig:
         raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
     config = OmegaConf.load(path)
     assert isinstance(config, DictConfig)
+    check_targets(config)  # the report instantiates the run's data source: same rule as training
     return config
 
 

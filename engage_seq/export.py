@@ -10,11 +10,18 @@ Nothing is written unless the parity checks pass (`check_parity`, `engage_seq.pa
 reloaded artifact must agree with the eager model and with the Lightning predictions recorded
 at training time (``golden_batch.pt``, ``golden_events.parquet``) through both entry points,
 at batch size N and 1, and with the training code on constructed edge cases, within ``--atol``.
+
+Each file written gets a ``<file>.sha256`` sidecar (``sha256sum`` format) that the loaders in
+`engage_seq.jit` check before parsing it. Order: the parity-checked temp file is hashed, any
+old sidecar is removed, the file is renamed into place, then the new sidecar is written; a
+crash in between leaves an artifact without a sidecar (refused: re-export), never a sidecar
+that vouches for other bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import warnings
@@ -28,7 +35,14 @@ import torch
 
 from engage_seq import __version__
 from engage_seq.io import atomic_path
-from engage_seq.jit import METADATA_FILE, load_artifact, quiet_jit_deprecation
+from engage_seq.jit import (
+    METADATA_FILE,
+    file_sha256,
+    load_artifact,
+    quiet_jit_deprecation,
+    sidecar_path,
+    write_sidecar,
+)
 from engage_seq.model import MODEL_INPUTS, EngagementModel, ProbabilityModel
 from engage_seq.parity import full_parity
 from engage_seq.serving import ServingModule
@@ -69,18 +83,86 @@ def _run_dir_of(checkpoint: Path) -> Path:
     )
 
 
+def _model_parameter_types() -> dict[str, tuple[type, bool]]:
+    """EngagementModel's keyword arguments -> (expected type, required), from its signature."""
+    types: dict[str, tuple[type, bool]] = {}
+    for name, param in inspect.signature(EngagementModel.__init__).parameters.items():
+        if name == "self":
+            continue
+        default = param.default
+        if default is inspect.Parameter.empty:
+            types[name] = (int, True)  # the required ones are all sizes
+        else:
+            types[name] = (list if isinstance(default, tuple | list) else type(default), False)
+    return types
+
+
+def _is_type(value: Any, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is list:
+        return isinstance(value, list | tuple) and all(_is_type(v, int) for v in value)
+    return isinstance(value, expected)
+
+
+def checkpoint_metadata_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's ``engage_seq`` metadata, or None. weights_only loading
+    runs no code, but these values still size the model and the serving vocabularies, so
+    they are checked against EngagementModel's signature and against each other."""
+    config = meta.get("model_config")
+    if not isinstance(config, dict):
+        return "model_config is not a mapping"
+    expected = _model_parameter_types()
+    unknown = sorted(set(config) - set(expected))
+    missing = sorted(k for k, (_, required) in expected.items() if required and k not in config)
+    if unknown or missing:
+        return f"model_config keys unknown {unknown}, missing {missing}"
+    wrong = [k for k, v in config.items() if not _is_type(v, expected[k][0])]
+    if wrong:
+        return f"model_config values of the wrong type: {wrong}"
+    vocabulary = meta.get("vocabulary")
+    if not isinstance(vocabulary, dict) or not all(
+        isinstance(v, list) and all(isinstance(t, str) for t in v) for v in vocabulary.values()
+    ):
+        return "vocabulary is not a mapping of column -> list of strings"
+    attributes = meta.get("categorical_attributes", [])
+    attribute_sizes = list(config.get("attribute_sizes", []))
+    if not isinstance(attributes, list) or len(attributes) != len(attribute_sizes):
+        return f"categorical_attributes {attributes!r} do not match attribute_sizes"
+    sizes = {
+        "event_type": config["n_event_ids"],
+        "channel": config["n_channel_ids"],
+        **dict(zip(attributes, attribute_sizes, strict=True)),
+    }
+    for column, size in sizes.items():
+        if column not in vocabulary or len(vocabulary[column]) + 2 != size:
+            found = len(vocabulary.get(column, [])) + 2
+            return f"vocabulary[{column!r}] gives {found} ids, the model expects {size}"
+    return None
+
+
 def load_model(checkpoint: Path) -> tuple[EngagementModel, dict[str, Any]]:
     """Rebuild the eager model from a checkpoint (weights_only: no code runs on load)."""
     try:
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ExportError(f"cannot read checkpoint {checkpoint}: {exc}") from exc
-    meta = ckpt.get("engage_seq")
+    meta = ckpt.get("engage_seq") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "model_config" not in meta:
         raise ExportError(
             f"{checkpoint} is not an engage_seq checkpoint (no 'engage_seq' metadata); "
             "export runs written by engage-train"
         )
+    problem = checkpoint_metadata_problem(meta)
+    if problem:
+        raise ExportError(
+            f"{checkpoint}: invalid engage_seq metadata: {problem}; export runs written by "
+            "engage-train (retrain if the file was edited)"
+        )
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise ExportError(f"{checkpoint} has no state_dict; export runs written by engage-train")
     try:
         model = EngagementModel(**meta["model_config"])
         prefix = "model."
@@ -219,6 +301,9 @@ def export_program(
             raise ExportError(
                 f"torch.export program parity failed: {failing}; nothing written to {out}"
             )
+        digest = file_sha256(tmp)
+        sidecar_path(out).unlink(missing_ok=True)  # never a stale sidecar next to the new file
+    write_sidecar(out, digest)
     return diffs
 
 
@@ -294,7 +379,8 @@ def export_artifact(
         scripted = torch.jit.script(eager)
         extra = {METADATA_FILE: json.dumps(metadata, indent=2, sort_keys=True)}
         torch.jit.save(scripted, str(tmp), _extra_files=extra)
-        reloaded, _ = load_artifact(tmp)
+        digest = file_sha256(tmp)  # the bytes parity is checked on are the bytes vouched for
+        reloaded, _ = load_artifact(tmp, expected_sha256=digest)
         diffs = check_parity(reloaded, eager, golden)
         diffs.update(full_parity(reloaded, golden, golden_events, meta))
         failing = {k: v for k, v in diffs.items() if not v <= atol}  # NaN fails too
@@ -305,6 +391,8 @@ def export_artifact(
             )
         if pt2 is not None:  # inside: a failing program leaves no TorchScript file either
             diffs.update(export_program(model, output_names, golden, metadata, Path(pt2), atol))
+        sidecar_path(out).unlink(missing_ok=True)  # never a stale sidecar next to the new file
+    write_sidecar(out, digest)
     return ExportResult(out, diffs, int(golden["lengths"].shape[0]), metadata)
 
 
@@ -330,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     diffs = ", ".join(f"{k}={v:.2e}" for k, v in result.max_abs_diff.items())
     print(f"wrote {result.path} (outputs: {', '.join(result.metadata['output_names'])})")
+    print(f"wrote {sidecar_path(result.path)} (checked by engage-score; sha256sum -c works)")
     if args.pt2:
         print(f"wrote {args.pt2} (torch.export program of the tensor entry point)")
     print(f"parity on {result.n_checked} test samples: {diffs}")

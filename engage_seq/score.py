@@ -28,7 +28,7 @@ import torch
 from engage_seq.encoding import Vocabulary, encode_events_at_cutoff
 from engage_seq.ingest import FileEventSource, IngestConfig, read_id_list, validate_events
 from engage_seq.io import atomic_path
-from engage_seq.jit import load_artifact
+from engage_seq.jit import ArtifactIntegrityError, load_artifact
 from engage_seq.schema import ColumnMapping, EventSchemaError
 from engage_seq.sequences import format_instant, parse_instant
 
@@ -51,13 +51,24 @@ class ScoringError(ValueError):
     """Bad input for engage-score; the message says what to change. Nothing was written."""
 
 
-def load_scoring_artifact(path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The scripted module and its metadata, checked against each other."""
+def load_scoring_artifact(
+    path: str | Path, allow_unverified: bool | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """The scripted module and its metadata, checked against each other.
+
+    Before torch parses the file it must look like a TorchScript archive and match its
+    ``<artifact>.sha256`` sidecar (`engage_seq.jit.verify_artifact`). A missing sidecar is
+    refused unless ``allow_unverified`` (None: the ``ENGAGE_SEQ_ALLOW_UNVERIFIED``
+    environment variable, which also covers engage-drift and engage-backtest); a mismatch is
+    always refused.
+    """
     path = Path(path)
     if not path.is_file():
         raise ScoringError(f"artifact {path} does not exist")
     try:
-        module, metadata = load_artifact(path)
+        module, metadata = load_artifact(path, allow_unverified=allow_unverified)
+    except ArtifactIntegrityError as exc:  # foreign, altered or unverifiable: nothing parsed
+        raise ScoringError(str(exc)) from None
     except (RuntimeError, ValueError) as exc:
         raise ScoringError(f"{path} is not a TorchScript artifact: {exc}") from None
     if not metadata:
@@ -188,17 +199,18 @@ def score_events(
     ids: str = "raw",
     opt_out: str | None = None,
     max_drop_fraction: float | None = None,
+    allow_unverified: bool | None = None,
 ) -> dict[str, Any]:
     """Score every user with an event before the cutoff; returns the run report (also
     written next to ``out`` as ``<out>.report.json``). Raises `ScoringError` before writing
-    anything when the input or the artifact is not usable; the output files are renamed into
-    place together at the end."""
+    anything when the input or the artifact is not usable (``allow_unverified``: see
+    `load_scoring_artifact`); the output files are renamed into place together at the end."""
     started = time.perf_counter()
     if batch_size < 1:
         raise ScoringError(f"--batch-size must be at least 1, got {batch_size}")
     if ids not in ("raw", "key"):
         raise ScoringError(f"--ids must be 'raw' or 'key', got {ids!r}")
-    module, metadata = load_scoring_artifact(artifact)
+    module, metadata = load_scoring_artifact(artifact, allow_unverified)
     mapping = column_mapping(metadata)
     targets = [n for n in metadata["output_names"] if not n.startswith("next_event/")]
     if rank_by is not None and rank_by not in targets:
@@ -338,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
         "--ids", choices=("raw", "key"), default="raw",
         help="raw: the table's user ids (to act on); key: the pseudonymous user_key",
     )  # fmt: skip
+    parser.add_argument(
+        "--allow-unverified", action="store_true", default=None,
+        help="score an artifact that has no <artifact>.sha256 sidecar (hand-made or older "
+        "exports); a sidecar that does not match is refused regardless",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
@@ -356,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             ids=args.ids,
             opt_out=args.opt_out,
             max_drop_fraction=args.max_drop_fraction,
+            allow_unverified=args.allow_unverified,
         )
     except (ScoringError, EventSchemaError, OSError) as exc:
         print(f"engage-score: error: {exc}", file=sys.stderr)

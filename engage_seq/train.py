@@ -54,6 +54,7 @@ from engage_seq.metrics import (
 )
 from engage_seq.model import MODEL_INPUTS
 from engage_seq.module import EngagementLitModule, metric_mode
+from engage_seq.safe_config import check_targets
 from engage_seq.sample_cache import prepare_samples
 from engage_seq.schema import NO_CHANNEL
 from engage_seq.sequences import (
@@ -201,7 +202,13 @@ def _is_zero_rank() -> bool:
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
-    """Build (or reuse) samples, fit, evaluate the best checkpoint on val and test."""
+    """Build (or reuse) samples, fit, evaluate the best checkpoint on val and test.
+
+    Every ``_target_`` is checked first (`engage_seq.safe_config`): instantiate runs what a
+    YAML names. Checkpoints: the best one is read back with ``weights_only=True``; resume goes
+    through Lightning's full load of ``checkpoints/resume.ckpt``, which this run wrote itself
+    and is trusted local state (never resume from a file you did not write)."""
+    check_targets(cfg)  # before any work: nothing is imported or called from the YAML yet
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -685,6 +692,7 @@ class SweepReportCallback(HydraCallback):
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
     """Returns the configured ``optimized_metric`` so sweepers (Optuna) can optimise it."""
+    check_targets(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     task = instantiate(cfg.task)
     _check_sweep_direction(cfg, task)

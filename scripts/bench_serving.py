@@ -41,6 +41,7 @@ import yaml
 from bench_common import run_record
 
 from engage_seq.export import ARTIFACT_FORMAT_VERSION
+from engage_seq.jit import write_sidecar
 from engage_seq.model import EngagementModel, ProbabilityModel
 from engage_seq.score import score_events
 from engage_seq.sequences import TIME_FEATURES
@@ -173,6 +174,7 @@ def scoring_throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         torch.jit.save(
             scripted, str(artifact), _extra_files={"metadata.json": json.dumps(metadata)}
         )
+    write_sidecar(artifact)  # built here, not by engage-export: vouch for it for engage-score
     torch.set_num_threads(args.score_threads)
     report = score_events(artifact, events, workdir / "scores.parquet", top="5%")
     rows = report["rows_read"]
