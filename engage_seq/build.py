@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
 
-from engage_seq.ingest import IngestConfig, check_drops, validate_events
-from engage_seq.schema import DROP_REASONS, USER_KEY_SEED, ColumnMapping, check_columns
+from engage_seq.ingest import IngestConfig, check_drops, text_user_ids, validate_events
+from engage_seq.schema import (
+    DROP_REASONS,
+    USER_KEY_SEED,
+    ColumnMapping,
+    EventSchemaError,
+    check_columns,
+    looks_like_identifier,
+)
 from engage_seq.sequences import (
     SPLITS,
     CutoffPlan,
@@ -188,6 +196,13 @@ def _report(
     dropped: dict[str, dict[str, int]],
     splits: dict[str, dict[str, float]],
 ) -> dict[str, Any]:
+    for column, values in vocabulary.items():
+        if column.startswith("cat_") and looks_like_identifier(len(values), ingest["users"]):
+            log.warning(
+                "categorical %s has %d training values for %d users: identifier-like, so its "
+                "embedding learns little; raise data.sampling.min_category_count or drop it",
+                column, len(values), ingest["users"],
+            )  # fmt: skip
     return {
         **ingest,
         "cutoffs": plan.to_dict(),
@@ -202,6 +217,20 @@ def _report(
 
 # --- the two builders --------------------------------------------------------------------
 
+FUTURE_TOLERANCE_SECONDS = 366 * 86_400
+
+
+def check_time_span(ts_max: int, where: str) -> None:
+    """Refuse events far in the future (a 9999-12-31 placeholder, a wrong epoch unit): the
+    cutoffs would be planned around them and every label window would be empty."""
+    if ts_max > time.time() + FUTURE_TOLERANCE_SECONDS:
+        raise EventSchemaError(
+            f"{where}: the latest event is at {format_instant(ts_max)}, more than a year from "
+            "now (a placeholder date or a wrong data.columns.epoch_unit?). Cutoffs are planned "
+            "from the latest event. Set data.ingest.end to drop such rows (counted as "
+            "out_of_date_range) or fix the data."
+        )
+
 
 def build_in_memory(
     source: EventSource,
@@ -212,9 +241,11 @@ def build_in_memory(
     out_dir: Path,
 ) -> BuildResult:
     """Validate, plan, fit, build and write one samples file, all in memory."""
+    source = text_user_ids(source, mapping)
     validated = validate_events(source.scan(), mapping, ingest, source.describe())
     events = validated.events.collect().lazy()  # used three times below: resolve joins once
     assert validated.ts_min is not None and validated.ts_max is not None  # checked by validate
+    check_time_span(validated.ts_max, source.describe())
     plan = plan_cutoffs(validated.ts_min, validated.ts_max + 1, task, sampling)
     vocabulary = fit_vocabulary(events, max(plan.train), sampling.min_category_count)
     _check_targets(task, vocabulary)
@@ -242,6 +273,10 @@ def _merge_ingest(reports: list[dict[str, Any]], where: str) -> dict[str, Any]:
         "event_types": sorted({t for rep in reports for t in rep["event_types"]}),
         "time_span": [min(starts, default=None), max(ends, default=None)],
         "user_keys": reports[0]["user_keys"],
+        "numeric_missing": {
+            c: sum(rep["numeric_missing"][c] for rep in reports)
+            for c in reports[0]["numeric_missing"]
+        },
     }
 
 
@@ -258,6 +293,7 @@ def build_sharded(
     The temporary shard files hold raw rows (raw ids included) and live only inside
     ``out_dir/_work``, which is removed before this returns, even on error.
     """
+    source = text_user_ids(source, mapping)
     where = source.describe()
     raw = source.scan()
     check_columns(raw.collect_schema(), mapping, where)
@@ -292,6 +328,7 @@ def build_sharded(
         # fail before the expensive phase on a target that never occurs at all (the precise
         # training-period check follows once the token counts are merged)
         _check_targets(task, {"event_type": ingest_report["event_types"]})
+        check_time_span(max(s[1] for s in spans), where)
         plan = plan_cutoffs(min(s[0] for s in spans), max(s[1] for s in spans) + 1, task, sampling)
         train_end = max(plan.train)
 

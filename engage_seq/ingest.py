@@ -18,7 +18,7 @@ import hmac
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from engage_seq.schema import (
     USER_KEY_SEED,
     ColumnMapping,
     EventSchemaError,
+    first_line,
+    read_error,
     to_canonical,
 )
 from engage_seq.sequences import format_instant, parse_instant
@@ -73,13 +75,27 @@ class FileEventSource:
             return "csv"
         if suffixes <= {".parquet", ".pq"}:
             return "parquet"
+        if len(suffixes) == 1:
+            raise EventSchemaError(
+                f"{self.path!r} holds {sorted(suffixes)[0]!r} files, neither .parquet nor .csv; "
+                "set format: parquet or csv"
+            )
         raise EventSchemaError(
             f"{self.path!r} mixes file types {sorted(suffixes)}; set format: parquet or csv"
         )
 
     def scan(self) -> pl.LazyFrame:
+        """Lazy frame over every file; empty CSV files and unreadable Parquet footers (a
+        truncated copy, a file that is not Parquet) are refused here, naming the file."""
         files = self.files()
         if self._format(files) == "csv":
+            empty = [f for f in files if f.stat().st_size == 0]
+            if empty:
+                more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+                raise EventSchemaError(
+                    f"CSV file {str(empty[0])!r}{more} is empty (0 bytes, not even a header "
+                    "row): re-export it or remove it from the input"
+                )
             return pl.scan_csv(
                 files,
                 separator=self.csv_separator,
@@ -87,6 +103,8 @@ class FileEventSource:
                 has_header=True,
                 schema_overrides=dict.fromkeys(self.csv_string_columns, pl.String) or None,
             )
+        for file in files:
+            check_parquet_file(file)
         root = Path(self.path).expanduser()
         source = str(root) if root.is_dir() else [str(f) for f in files]
         return pl.scan_parquet(source, hive_partitioning=self.hive_partitioning)
@@ -106,6 +124,27 @@ class FileEventSource:
             "csv_string_columns": list(self.csv_string_columns),
             "files": [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
         }
+
+
+def check_parquet_file(path: Path) -> None:
+    """Read the footer only (cheap): a truncated or non-Parquet file fails here, by name,
+    instead of as a bare Polars error halfway through a scan."""
+    try:
+        pl.read_parquet_schema(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise EventSchemaError(
+            f"cannot read Parquet file {str(path)!r}: {first_line(exc)}. It is truncated or not "
+            "Parquet (an interrupted copy or export?): re-export it or remove it from the input"
+        ) from exc
+
+
+def text_user_ids(source: Any, mapping: ColumnMapping) -> Any:
+    """``source`` with the user-id column read as text when it is a CSV `FileEventSource`:
+    otherwise ids "00042" and "42" would both become 42 (two users merged, and an opt-out
+    list, read as text, would miss them)."""
+    if isinstance(source, FileEventSource) and mapping.user_id not in source.csv_string_columns:
+        return replace(source, csv_string_columns=(*source.csv_string_columns, mapping.user_id))
+    return source
 
 
 @dataclass(frozen=True)
@@ -297,7 +336,7 @@ def validate_events(
     try:  # one scan of the input: everything after this works on the collected frame
         flagged = canonical.collect()
     except pl.exceptions.PolarsError as exc:
-        raise EventSchemaError(f"cannot read {where}: {exc}") from exc
+        raise read_error(where, exc) from exc
     counts = flagged.group_by("drop_reason").len()
     kept_frame = flagged.filter(pl.col("drop_reason").is_null())
     stats = kept_frame.select(
@@ -305,6 +344,7 @@ def validate_events(
         pl.col("event_type").unique().sort().implode().alias("event_types"),
         pl.col("ts").min().alias("ts_min"),
         pl.col("ts").max().alias("ts_max"),
+        *[pl.col(f"num_{c}").null_count().alias(f"num_{c}") for c in mapping.numeric],
     )
     kept = kept_frame.lazy()
     canonical = flagged.lazy()
@@ -340,6 +380,8 @@ def validate_events(
             format_instant(ts_max) if ts_max is not None else None,
         ],
         "user_keys": "hmac-sha256" if salt else "unkeyed-hash",
+        # kept rows whose value is null, NaN, ±inf or not a number: scaled as missing (0)
+        "numeric_missing": {c: stats[f"num_{c}"].item() for c in mapping.numeric},
     }
     columns = [ROW_INDEX, "user_key", *(["user_id"] if keep_user_id else []), "ts"]
     columns += ["event_type", "channel"]

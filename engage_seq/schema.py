@@ -58,6 +58,35 @@ class EventSchemaError(ValueError):
     """The raw event table cannot be mapped onto the canonical schema."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error: Polars appends hints about options users cannot set."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def read_error(where: str, exc: BaseException) -> EventSchemaError:
+    """A Polars read failure as an EventSchemaError naming ``where`` and what to do."""
+    message = str(exc)
+    if "utf-8" in message.lower() or "utf8" in message.lower():
+        hint = "the CSV is not UTF-8: re-encode it (e.g. iconv -f latin1 -t utf-8)"
+    elif "more fields than" in message or "ragged" in message:
+        hint = (
+            "a row has more fields than the header: check the quoting (a separator inside an "
+            "unquoted value, an unclosed quote) and data.source.csv_separator"
+        )
+    elif "could not parse" in message:
+        hint = (
+            "a value does not fit the column type inferred from the first 10,000 rows, or a "
+            "quote is left open: fix the value or the quoting, read the column as text "
+            "(data.source.csv_string_columns), or convert the file to Parquet"
+        )
+    else:
+        hint = (
+            "check that it is valid Parquet, or UTF-8 CSV with a header row, the configured "
+            "separator and balanced quotes"
+        )
+    return EventSchemaError(f"cannot read {where}: {first_line(exc)}. Likely cause: {hint}")
+
+
 @dataclass(frozen=True)
 class ColumnMapping:
     """Which of the user's columns plays which role; the user's files are never renamed.
@@ -132,6 +161,8 @@ def _epoch_seconds_from_strings(col: pl.Expr, timezone: str) -> pl.Expr:
 def timestamp_to_epoch_seconds(name: str, dtype: pl.DataType, mapping: ColumnMapping) -> pl.Expr:
     """Expression converting the mapped timestamp column to Int64 epoch seconds (UTC)."""
     col = pl.col(name)
+    if dtype == pl.Null:  # an all-null column stored without a type: every row null_timestamp
+        return pl.lit(None, dtype=pl.Int64)
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is None:
             col = col.dt.replace_time_zone(
@@ -163,9 +194,18 @@ def check_columns(schema: pl.Schema, mapping: ColumnMapping, where: str) -> None
     missing = {role: col for role, col in mapping.required().items() if col not in schema}
     if missing:
         wanted = ", ".join(f"{role} -> {col!r}" for role, col in missing.items())
+        names = list(schema.names())
+        glued = len(names) == 1 and any(sep in names[0] for sep in (";", "\t", "|"))
+        hint = (
+            " The header is one column: the file uses another separator, set "
+            "data.source.csv_separator."
+            if glued
+            else ""
+        )
         raise EventSchemaError(
-            f"{where} lacks required column(s): {wanted}. Available: {list(schema.names())}. "
+            f"{where} lacks required column(s): {wanted}. Available: {names}. "
             "Set the column mapping (data.columns in the config) to the names your table uses."
+            + hint
         )
     if mapping.consent is not None:
         dtype = schema[mapping.consent]
@@ -177,7 +217,7 @@ def check_columns(schema: pl.Schema, mapping: ColumnMapping, where: str) -> None
             )
     for column in mapping.numeric:
         dtype = schema[column]
-        if not (dtype.is_numeric() or dtype == pl.String or dtype == pl.Boolean):
+        if not (dtype.is_numeric() or dtype in (pl.String, pl.Boolean, pl.Null)):
             raise EventSchemaError(
                 f"{where}: numeric column {column!r} has type {dtype}, which cannot be "
                 "converted to a number; declare it as categorical instead"
@@ -197,7 +237,10 @@ def to_canonical(
     when a salt is configured.
     """
     mapping = mapping or ColumnMapping()
-    schema = events.collect_schema()
+    try:
+        schema = events.collect_schema()
+    except pl.exceptions.PolarsError as exc:
+        raise read_error(where, exc) from exc
     check_columns(schema, mapping, where)
     ts_name = mapping.timestamp
     channel = (
