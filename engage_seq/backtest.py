@@ -44,6 +44,7 @@ from engage_seq.encoding import Vocabulary, encode_samples
 from engage_seq.ingest import FileEventSource, validate_events
 from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.metrics import score_probabilities
+from engage_seq.report_section import json_safe
 from engage_seq.schema import EventSchemaError
 from engage_seq.score import (
     ScoringError,
@@ -121,14 +122,10 @@ class BacktestResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "rows": [_json_safe_row(r) for r in self.rows.to_dicts()],
+            "rows": json_safe(self.rows.to_dicts()),
             "training_test_metrics": self.reference,
             "inputs": self.inputs,
         }
-
-
-def _json_safe_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
 
 
 def horizon_task(metadata: dict[str, Any]) -> HorizonTask:

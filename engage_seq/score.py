@@ -25,12 +25,13 @@ import numpy as np
 import polars as pl
 import torch
 
+from engage_seq.cli import parse_instant_arg
 from engage_seq.encoding import Vocabulary, encode_events_at_cutoff
 from engage_seq.ingest import FileEventSource, IngestConfig, read_id_list, validate_events
 from engage_seq.io import atomic_path
 from engage_seq.jit import ArtifactIntegrityError, load_artifact
 from engage_seq.schema import ColumnMapping, EventSchemaError
-from engage_seq.sequences import format_instant, parse_instant
+from engage_seq.sequences import format_instant
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +110,9 @@ def parse_cutoff(value: str | None, ts_max: int | None) -> int:
         if ts_max is None:
             raise ScoringError("the event table has no usable events")
         return int(ts_max) + 1
-    if value.lstrip("-").isdigit():
-        return int(value)
-    try:
-        return parse_instant(value)
-    except ValueError as exc:
-        raise ScoringError(f"cannot read cutoff {value!r}: {exc}") from None
+    at = parse_instant_arg(value, "--cutoff", ScoringError)
+    assert at is not None
+    return at
 
 
 def parse_top(value: str | None, n_users: int) -> int | None:

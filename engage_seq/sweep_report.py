@@ -30,6 +30,7 @@ import yaml
 
 from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.metrics import METRIC_MODES
+from engage_seq.report_section import json_safe
 from engage_seq.stats import student_t_two_sided_p
 
 log = logging.getLogger(__name__)
@@ -540,13 +541,6 @@ def _log_to_tensorboard(out: Path, markdown: str, figure: Any | None) -> Path:
     return logdir
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN/inf -> null: summary.json stays valid JSON for every reader."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_report(
     report: SweepReport,
     out_dir: str | Path | None = None,
@@ -606,7 +600,7 @@ def write_report(
         "lead_p_value": None if c is None else c.p_value,
     }
     files["summary"] = out / "summary.json"
-    write_json_atomic(files["summary"], {k: _json_safe(v) for k, v in summary.items()})
+    write_json_atomic(files["summary"], json_safe(summary))
     return files
 
 

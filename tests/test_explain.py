@@ -298,7 +298,8 @@ def small_split(n_users: int, seed: int, max_len: int = 32):
     return vocabulary, splits, encoded
 
 
-def test_report_section_writes_its_figures_and_a_json_safe_summary(tmp_path: Path) -> None:
+def _untrained_section_inputs() -> tuple:
+    """A seeded untrained LSTM and its test probabilities: enough for the section's plumbing."""
     vocabulary, splits, encoded = small_split(300, seed=1)
     test = encoded["test"]
     torch.manual_seed(0)
@@ -307,6 +308,11 @@ def test_report_section_writes_its_figures_and_a_json_safe_summary(tmp_path: Pat
     ).eval()  # fmt: skip
     with torch.no_grad():
         probabilities = torch.sigmoid(model(*test.batch(np.arange(len(test)))[:6])[:, 0]).numpy()
+    return vocabulary, splits, test, model, probabilities
+
+
+def test_report_section_writes_its_figures_and_a_json_safe_summary(tmp_path: Path) -> None:
+    vocabulary, splits, test, model, probabilities = _untrained_section_inputs()
     section = explain_report_section(
         model, test, splits["test"], vocabulary, probabilities, tmp_path / "report",
         n_explain=150, n_top_users=3, link_base=tmp_path,
@@ -333,14 +339,7 @@ def test_report_section_writes_its_figures_and_a_json_safe_summary(tmp_path: Pat
 def test_report_section_says_which_samples_each_number_covers(tmp_path: Path) -> None:
     """The driver table covers the random subset only; the completeness check covers it plus
     the top users outside it: the text names both counts rather than two unexplained ones."""
-    vocabulary, splits, encoded = small_split(300, seed=1)
-    test = encoded["test"]
-    torch.manual_seed(0)
-    model = EngagementModel(
-        vocabulary.n_event_ids, vocabulary.n_channel_ids, K, 1, 32, embed_dim=8, hidden=8
-    ).eval()  # fmt: skip
-    with torch.no_grad():
-        probabilities = torch.sigmoid(model(*test.batch(np.arange(len(test)))[:6])[:, 0]).numpy()
+    vocabulary, splits, test, model, probabilities = _untrained_section_inputs()
     section = explain_report_section(
         model, test, splits["test"], vocabulary, probabilities, tmp_path, n_explain=40,
         n_top_users=3,
