@@ -242,6 +242,8 @@ def rolling_backtest(
         "rows_read": validated.report["rows_read"],
         "rows_kept": validated.report["rows_kept"],
         "rows_dropped": validated.report["rows_dropped"],  # per reason
+        "numeric_missing": validated.report["numeric_missing"],  # kept, scaled as missing
+        "categorical_missing": validated.report["categorical_missing"],  # kept, as "none"
         "users": validated.report["users"],
         "time_span": validated.report["time_span"],
         "task": task.name,

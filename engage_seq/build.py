@@ -260,7 +260,23 @@ def build_in_memory(
     return BuildResult(vocabulary, scaling, plan, report, samples, [path])
 
 
-def _merge_ingest(reports: list[dict[str, Any]], where: str) -> dict[str, Any]:
+def split_by_user(
+    raw: pl.LazyFrame, mapping: ColumnMapping, shards: int, folder: Path
+) -> list[Path]:
+    """One streaming pass writing the raw rows into ``shards`` folders by a hash of the user
+    id, so every user's events land in exactly one (rows without a user go to the first).
+    Returns the folders that received rows; they hold raw ids: the caller deletes them."""
+    shard_of = (
+        pl.col(mapping.user_id).cast(pl.String).hash(seed=USER_KEY_SEED) % shards
+    ).fill_null(0)
+    raw.with_columns(shard_of.alias("_shard")).sink_parquet(
+        pl.PartitionBy(folder, key="_shard", include_key=False), mkdir=True, engine="streaming"
+    )
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def merge_ingest_reports(reports: list[dict[str, Any]], where: str) -> dict[str, Any]:
+    """One validation report for shards validated separately (users are disjoint)."""
     dropped = {r: sum(rep["rows_dropped"][r] for rep in reports) for r in DROP_REASONS}
     starts = [rep["time_span"][0] for rep in reports if rep["time_span"][0]]
     ends = [rep["time_span"][1] for rep in reports if rep["time_span"][1]]
@@ -276,6 +292,10 @@ def _merge_ingest(reports: list[dict[str, Any]], where: str) -> dict[str, Any]:
         "numeric_missing": {
             c: sum(rep["numeric_missing"][c] for rep in reports)
             for c in reports[0]["numeric_missing"]
+        },
+        "categorical_missing": {
+            c: sum(rep["categorical_missing"][c] for rep in reports)
+            for c in reports[0]["categorical_missing"]
         },
     }
 
@@ -299,15 +319,9 @@ def build_sharded(
     check_columns(raw.collect_schema(), mapping, where)
     work = out_dir / "_work"
     try:
-        shard_of = (
-            pl.col(mapping.user_id).cast(pl.String).hash(seed=USER_KEY_SEED) % sampling.shards
-        ).fill_null(0)
-        raw.with_columns(shard_of.alias("_shard")).sink_parquet(
-            pl.PartitionBy(work / "raw", key="_shard", include_key=False),
-            mkdir=True,
-            engine="streaming",
-        )
-        shard_dirs = sorted(p for p in (work / "raw").iterdir() if p.is_dir())
+        shard_dirs = split_by_user(raw, mapping, sampling.shards, work / "raw")
+        if not shard_dirs:
+            raise EventSchemaError(f"{where} is empty: no rows to build samples from")
 
         # Phase 1: validate each shard, keep its clean canonical events, merge the counts.
         ingest_reports, spans, clean = [], [], []
@@ -323,7 +337,7 @@ def build_sharded(
             if validated.ts_min is not None and validated.ts_max is not None:
                 spans.append((validated.ts_min, validated.ts_max))
             clean.append(path)
-        ingest_report = _merge_ingest(ingest_reports, where)
+        ingest_report = merge_ingest_reports(ingest_reports, where)
         check_drops(ingest_report["rows_dropped"], ingest_report["rows_kept"], ingest, where)
         # fail before the expensive phase on a target that never occurs at all (the precise
         # training-period check follows once the token counts are merged)

@@ -76,6 +76,7 @@ SMOOTHING = 1e-4  # share given to a bin that is empty on one side (PSI would be
 QUANTILE_BINS = 10
 MAX_CATEGORIES = 20  # categories listed (and binned) per feature; the rest pool into OTHER
 MISSING = "missing"
+INGEST_COUNTS = ("rows_dropped", "numeric_missing", "categorical_missing")  # own lines in drift.md
 OTHER = "(other)"
 ONE_SIDED = "missing on one side"  # verdict of a feature with values on one side only
 DRIFT_VERDICTS = ("drift", ONE_SIDED)  # the verdicts that set exit status 1
@@ -432,6 +433,8 @@ def read_input(
         "rows_read": validated.report["rows_read"],
         "rows_kept": validated.report["rows_kept"],
         "rows_dropped": validated.report["rows_dropped"],  # per reason
+        "numeric_missing": validated.report["numeric_missing"],  # kept, scaled as missing
+        "categorical_missing": validated.report["categorical_missing"],  # kept, as "none"
         "events": frame.height,
         "users": frame["user_key"].n_unique(),
         "time_span": [format_instant(int(first)), format_instant(int(last))],
@@ -698,7 +701,7 @@ def markdown(report: DriftReport) -> str:
             if isinstance(v, list)
             else f"{k} {v}"
             for k, v in info.items()
-            if k not in ("kind", "path", "rows_dropped") and v is not None
+            if k not in ("kind", "path", *INGEST_COUNTS) and v is not None
         )
         lines.append(f"- **{side}** ({info['kind']}): `{info['path']}`: {size}")
         dropped = {k: n for k, n in (info.get("rows_dropped") or {}).items() if n}
@@ -708,6 +711,14 @@ def markdown(report: DriftReport) -> str:
                 f"  - rows dropped on ingest: {sum(dropped.values()):,} of {info['rows_read']:,}"
                 f" ({reasons})"
             )
+        missing = [
+            f"{column} {n:,}"
+            for key in ("numeric_missing", "categorical_missing")
+            for column, n in (info.get(key) or {}).items()
+            if n
+        ]
+        if missing:
+            lines.append(f"  - kept rows with a missing value: {', '.join(missing)}")
     if "scored_at" in report.inputs:
         at = report.inputs["scored_at"]
         lines.append(f"- scores as of {at['reference']} (reference), {at['current']} (current)")

@@ -27,6 +27,7 @@ import polars as pl
 
 from engage_seq.schema import (
     DROP_REASONS,
+    NO_CHANNEL,
     ROW_INDEX,
     USER_KEY_SEED,
     ColumnMapping,
@@ -207,6 +208,11 @@ def check_drops(
                     {k: v for k, v in rows_dropped.items() if v})  # fmt: skip
 
 
+def _category_columns(mapping: ColumnMapping) -> list[str]:
+    """Canonical names of the channel and categorical columns, in report order."""
+    return ["channel", *(f"cat_{c}" for c in mapping.categorical)]
+
+
 def salt_fingerprint(config: IngestConfig) -> str:
     """Identifies the salt in use (for cache keys) without revealing it."""
     salt = os.environ.get(config.salt_env, "")
@@ -345,6 +351,10 @@ def validate_events(
         pl.col("ts").min().alias("ts_min"),
         pl.col("ts").max().alias("ts_max"),
         *[pl.col(f"num_{c}").null_count().alias(f"num_{c}") for c in mapping.numeric],
+        *[
+            (pl.col(c) == NO_CHANNEL).sum().alias(f"missing_{c}")
+            for c in _category_columns(mapping)
+        ],
     )
     kept = kept_frame.lazy()
     canonical = flagged.lazy()
@@ -382,6 +392,14 @@ def validate_events(
         "user_keys": "hmac-sha256" if salt else "unkeyed-hash",
         # kept rows whose value is null, NaN, ±inf or not a number: scaled as missing (0)
         "numeric_missing": {c: stats[f"num_{c}"].item() for c in mapping.numeric},
+        # kept rows without a channel / categorical value (or with the literal "none"): one
+        # category, "none", for the model
+        "categorical_missing": {
+            name: stats[f"missing_{c}"].item()
+            for name, c in zip(
+                ["channel", *mapping.categorical], _category_columns(mapping), strict=True
+            )
+        },
     }
     columns = [ROW_INDEX, "user_key", *(["user_id"] if keep_user_id else []), "ts"]
     columns += ["event_type", "channel"]

@@ -11,7 +11,6 @@ mismatch is always refused. A missing sidecar is refused too unless the caller a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from engage_seq.io import write_text_atomic
+from engage_seq.io import file_sha256, write_text_atomic
 
 METADATA_FILE = "metadata.json"
 SIDECAR_SUFFIX = ".sha256"
@@ -49,15 +48,6 @@ def sidecar_path(artifact: str | Path) -> Path:
     """``model.pt`` -> ``model.pt.sha256``."""
     artifact = Path(artifact)
     return artifact.with_name(artifact.name + SIDECAR_SUFFIX)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in chunks (artifacts can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_sidecar(artifact: str | Path, digest: str | None = None) -> Path:

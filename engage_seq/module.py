@@ -166,8 +166,9 @@ class EngagementLitModule(L.LightningModule):
                 if name != "loss":
                     self.log(f"train/{name}", value, batch_size=size)
         if not torch.isfinite(losses["loss"]):
+            value = float(losses["loss"].detach())
             raise FloatingPointError(
-                f"non-finite training loss {float(losses['loss'])} at step {self.global_step} "
+                f"non-finite training loss {value} at step {self.global_step} "
                 f"(batch {batch_idx} of epoch {self.current_epoch}); lower optim.lr or check "
                 "the numeric attributes for extreme values"
             )

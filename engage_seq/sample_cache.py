@@ -6,17 +6,25 @@ half-written entry that a later run would read; concurrent runs that need the sa
 sweep on a parallel launcher) wait on a lock file for the first builder instead of each
 building it. The key covers the input files (size, mtime), every setting, the salt in use
 (never the salt itself) and the builder's source code.
+
+The manifest records the SHA-256 of every sample file, checked each time the entry is reused:
+a file damaged after the fact (a bad disk, a partial copy of the cache, a hand edit) is found
+before training reads it, and the entry is rebuilt. Temp folders left by a killed builder are
+removed by the next builder of the same entry. Running out of disk while building is an
+``CacheSpaceError`` that names the folder and the free space, not a bare Parquet error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -28,11 +36,26 @@ import polars as pl
 from engage_seq import __version__
 from engage_seq.build import BuildResult, EventSource, build_in_memory, build_sharded
 from engage_seq.ingest import FileEventSource, IngestConfig, salt_fingerprint
+from engage_seq.io import file_sha256
 from engage_seq.schema import ColumnMapping
 from engage_seq.sequences import CutoffPlan, SamplingConfig, Task
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT_VERSION = 2
+CACHE_FORMAT_VERSION = 3  # 3: per-file SHA-256 in the manifest
+# errno values (and the "os error N" Polars puts in its messages) that mean "no room left"
+_NO_SPACE = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for this filesystem or process limit",
+}
+
+
+class CacheSpaceError(OSError):
+    """The sample cache's disk (or quota, or file-size limit) ran out while building."""
+
+
+class CacheEntryDamaged(Exception):
+    """A cached entry no longer matches its manifest; the caller rebuilds it."""
 
 
 @dataclass
@@ -99,6 +122,7 @@ def cache_key(
 def _manifest(result: BuildResult) -> dict[str, Any]:
     return {
         "files": [f.name for f in result.files],
+        "sha256": {f.name: file_sha256(f) for f in result.files},
         "vocabulary": result.vocabulary,
         "numeric_scaling": result.numeric_scaling,
         "plan": {
@@ -123,8 +147,14 @@ def _build_entry(
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
     try:
         builder = build_sharded if sampling.shards > 1 else build_in_memory
-        result = builder(source, mapping, task, sampling, ingest, tmp)
-        (tmp / "manifest.json").write_text(json.dumps(_manifest(result), indent=2))
+        try:
+            result = builder(source, mapping, task, sampling, ingest, tmp)
+            (tmp / "manifest.json").write_text(json.dumps(_manifest(result), indent=2))
+        except (OSError, pl.exceptions.PolarsError) as error:
+            reason = _no_space_reason(error)
+            if reason is None:
+                raise
+            raise _space_error(entry, tmp, reason, error) from error
         try:
             os.rename(tmp, entry)
         except OSError:
@@ -137,18 +167,82 @@ def _build_entry(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _no_space_reason(error: BaseException) -> str | None:
+    """Why a write failed for lack of room, or None for any other failure. Polars reports
+    I/O failures from its Rust writers as ``ComputeError("... (os error 28)")``."""
+    if isinstance(error, OSError) and error.errno in _NO_SPACE:
+        return _NO_SPACE[error.errno]
+    text = str(error)
+    return next((why for code, why in _NO_SPACE.items() if f"os error {code})" in text), None)
+
+
+def _space_error(entry: Path, tmp: Path, reason: str, error: BaseException) -> CacheSpaceError:
+    written = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+    free = shutil.disk_usage(entry.parent).free
+    return CacheSpaceError(
+        errno.ENOSPC,
+        f"cannot build the sample cache entry {entry.name} in {entry.parent}: {reason} "
+        f"({_size(written)} written before it failed, {_size(free)} free there then; the "
+        f"partial entry was removed). Free some space (old samples-* entries in that "
+        f"folder can be deleted: they are rebuilt when needed), or point the cache at a bigger "
+        f"disk with cache_dir=... or ENGAGE_SEQ_CACHE_DIR. ({type(error).__name__}: {error})",
+    )
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n_bytes < 1000 or unit == "GB":
+            return f"{n_bytes:,.0f} {unit}" if unit == "B" else f"{n_bytes:,.1f} {unit}"
+        n_bytes /= 1000
+    raise AssertionError("unreachable")
+
+
+def _remove_stale_temp_folders(entry: Path) -> None:
+    """Delete what a killed builder of ``entry`` left. Only called while holding the entry's
+    lock, so no live builder of this entry can own one of these folders."""
+    for stale in entry.parent.glob(f".{entry.name}-*"):
+        if stale.is_dir():
+            size = sum(f.stat().st_size for f in stale.rglob("*") if f.is_file())
+            log.warning(
+                "removing %s (%s) left by an interrupted build of %s",
+                stale.name,
+                _size(size),
+                entry.name,
+            )
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _read_verified_manifest(entry: Path) -> dict[str, Any]:
+    """The entry's manifest, once every sample file matches its recorded SHA-256."""
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text())
+        expected = manifest["sha256"]
+        names = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CacheEntryDamaged(f"its manifest is unreadable ({error})") from error
+    started = time.perf_counter()
+    for name in names:
+        path = entry / name
+        if not path.is_file():
+            raise CacheEntryDamaged(f"{name} is missing")
+        if name not in expected or file_sha256(path) != expected[name]:
+            raise CacheEntryDamaged(f"{name} does not match the SHA-256 in its manifest")
+    log.debug("verified %d sample files in %.2f s", len(names), time.perf_counter() - started)
+    return manifest
+
+
 @contextlib.contextmanager
-def _build_lock(entry: Path) -> Iterator[None]:
+def _build_lock(entry: Path) -> Iterator[bool]:
     """Exclusive while one process builds ``entry`` (POSIX ``flock``; released if it dies).
 
     Without ``fcntl`` (Windows), or on a filesystem that refuses locks (NFS without a lock
     daemon, Lustre without flock), concurrent builders stay correct through the atomic rename,
-    only wasteful.
+    only wasteful. Yields whether the lock is held (only then may stale temp folders go).
     """
     try:
         import fcntl
     except ImportError:
-        yield
+        yield False
         return
     entry.parent.mkdir(parents=True, exist_ok=True)
     with open(entry.parent / f".{entry.name}.lock", "a") as handle:
@@ -156,10 +250,10 @@ def _build_lock(entry: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError as error:
             log.warning("cannot lock %s (%s); building without the lock", handle.name, error)
-            yield
+            yield False
             return
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -176,9 +270,15 @@ def prepare_samples(
     mapping = mapping or ColumnMapping()
     ingest = ingest or IngestConfig()
     entry = Path(cache_dir) / f"samples-{cache_key(source, mapping, task, sampling, ingest)}"
-    if not (entry / "manifest.json").exists():
-        with _build_lock(entry):
-            if not (entry / "manifest.json").exists():  # nobody built it while we waited
+    manifest = _reusable_manifest(entry)
+    if manifest is None:
+        with _build_lock(entry) as locked:
+            manifest = _reusable_manifest(entry)  # somebody may have built it while we waited
+            if manifest is None:
+                if locked:
+                    _remove_stale_temp_folders(entry)
+                if entry.exists():  # damaged: rebuilt from scratch, never patched
+                    shutil.rmtree(entry)
                 log.info("building samples into %s", entry)
                 result = _build_entry(entry, source, mapping, task, sampling, ingest)
                 return PreparedSamples(
@@ -191,7 +291,6 @@ def prepare_samples(
                     preloaded=result.samples,
                 )
     log.info("reusing cached samples from %s", entry)
-    manifest = json.loads((entry / "manifest.json").read_text())
     plan = manifest["plan"]
     return PreparedSamples(
         files=[entry / name for name in manifest["files"]],
@@ -203,3 +302,14 @@ def prepare_samples(
         report=manifest["report"],
         cache_dir=entry,
     )
+
+
+def _reusable_manifest(entry: Path) -> dict[str, Any] | None:
+    """The verified manifest of a complete entry; None when it must be (re)built."""
+    if not (entry / "manifest.json").exists():
+        return None
+    try:
+        return _read_verified_manifest(entry)
+    except CacheEntryDamaged as damage:
+        log.warning("the cached samples in %s are damaged: %s; rebuilding them", entry, damage)
+        return None

@@ -16,7 +16,9 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,12 +27,19 @@ import numpy as np
 import polars as pl
 import torch
 
+from engage_seq.build import merge_ingest_reports, split_by_user
 from engage_seq.cli import parse_instant_arg
 from engage_seq.encoding import Vocabulary, encode_events_at_cutoff
-from engage_seq.ingest import FileEventSource, IngestConfig, read_id_list, validate_events
+from engage_seq.ingest import (
+    FileEventSource,
+    IngestConfig,
+    check_drops,
+    read_id_list,
+    validate_events,
+)
 from engage_seq.io import atomic_path
 from engage_seq.jit import ArtifactIntegrityError, load_artifact
-from engage_seq.schema import ColumnMapping, EventSchemaError
+from engage_seq.schema import ColumnMapping, EventSchemaError, check_columns
 from engage_seq.sequences import format_instant
 
 log = logging.getLogger(__name__)
@@ -136,6 +145,53 @@ def parse_top(value: str | None, n_users: int) -> int | None:
         ) from None
 
 
+def validated_parts(
+    source: FileEventSource,
+    mapping: ColumnMapping,
+    config: IngestConfig,
+    shards: int,
+    work: Path | None,
+) -> tuple[list[pl.LazyFrame], dict[str, Any], int | None]:
+    """(clean canonical events per user shard, the merged validation report, latest time).
+
+    With one shard the table is validated as a whole, as training does. With more, one
+    streaming pass splits the raw rows by user into ``work`` (`split_by_user`), each part is
+    validated and written back clean, and the drop limit is checked on the merged counts:
+    memory holds one part at a time, and every user is in exactly one part.
+    """
+    where = source.describe()
+    if work is None or shards == 1:
+        validated = validate_events(source.scan(), mapping, config, where=where, keep_user_id=True)
+        return [validated.events], validated.report, validated.ts_max
+    raw = source.scan()
+    check_columns(raw.collect_schema(), mapping, where)
+    folders = split_by_user(raw, mapping, shards, work / "raw")
+    if not folders:
+        raise EventSchemaError(f"{where} is empty: no rows to score")
+    parts, reports, ts_max = [], [], None
+    for k, folder in enumerate(folders):
+        label = f"{where} (shard {k + 1}/{shards})"
+        validated = validate_events(
+            pl.scan_parquet(folder), mapping, config, label, keep_user_id=True, partial=True
+        )
+        path = work / f"clean-{k:05d}.parquet"
+        validated.events.sink_parquet(path, compression="lz4")
+        shutil.rmtree(folder)
+        reports.append(validated.report)
+        parts.append(pl.scan_parquet(path))
+        if validated.ts_max is not None:
+            ts_max = validated.ts_max if ts_max is None else max(ts_max, validated.ts_max)
+    report = merge_ingest_reports(reports, where)
+    check_drops(report["rows_dropped"], report["rows_kept"], config, where)
+    return parts, report, ts_max
+
+
+def _work_folder(out: Path) -> Path:
+    """A temp folder next to ``out`` for the shard files: on the disk the scores go to."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}-shards-", dir=out.parent))
+
+
 def predict_in_batches(
     module: Any, encoded: Any, batch_size: int = 4096
 ) -> tuple[np.ndarray, float]:
@@ -198,14 +254,19 @@ def score_events(
     opt_out: str | None = None,
     max_drop_fraction: float | None = None,
     allow_unverified: bool | None = None,
+    shards: int = 1,
 ) -> dict[str, Any]:
     """Score every user with an event before the cutoff; returns the run report (also
     written next to ``out`` as ``<out>.report.json``). Raises `ScoringError` before writing
     anything when the input or the artifact is not usable (``allow_unverified``: see
-    `load_scoring_artifact`); the output files are renamed into place together at the end."""
+    `load_scoring_artifact`); the output files are renamed into place together at the end.
+    ``shards > 1`` scores the users in that many hash-split parts, one in memory at a time
+    (`validated_parts`), for tables that do not fit; the scores are the same."""
     started = time.perf_counter()
     if batch_size < 1:
         raise ScoringError(f"--batch-size must be at least 1, got {batch_size}")
+    if shards < 1:
+        raise ScoringError(f"--shards must be at least 1, got {shards}")
     if ids not in ("raw", "key"):
         raise ScoringError(f"--ids must be 'raw' or 'key', got {ids!r}")
     module, metadata = load_scoring_artifact(artifact, allow_unverified)
@@ -223,37 +284,51 @@ def score_events(
         if path.parent.exists() and not path.parent.is_dir():
             raise ScoringError(f"cannot write {path}: {path.parent} is not a folder")
     source = FileEventSource(str(events), csv_string_columns=(mapping.user_id,))
+    # shard files hold raw ids: next to the output, removed whatever happens
+    work = _work_folder(out) if shards > 1 else None
     try:
-        config = ingest_config(metadata, opt_out_path=opt_out, max_drop_fraction=max_drop_fraction)
-        validated = validate_events(
-            source.scan(), mapping, config, where=source.describe(), keep_user_id=True
-        )
-        listed = read_id_list(suppress, mapping, "suppression list") if suppress else None
-    except EventSchemaError as exc:
-        raise ScoringError(str(exc)) from None
-    at = parse_cutoff(cutoff, validated.ts_max)
-    read_seconds = time.perf_counter() - started
-    canonical = validated.events.collect()
-    keys, encoded = encode_events_at_cutoff(
-        canonical.lazy().drop("user_id"),
-        at,
-        Vocabulary.from_lists(metadata["vocabulary"]),
-        metadata["numeric_scaling"],
-        int(metadata["max_len"]),
-    )
-    users_total = canonical["user_key"].n_unique()
-    if len(encoded) == 0:
+        try:
+            config = ingest_config(
+                metadata, opt_out_path=opt_out, max_drop_fraction=max_drop_fraction
+            )
+            parts, ingest_report, ts_max = validated_parts(source, mapping, config, shards, work)
+            listed = read_id_list(suppress, mapping, "suppression list") if suppress else None
+        except EventSchemaError as exc:
+            raise ScoringError(str(exc)) from None
+        at = parse_cutoff(cutoff, ts_max)
+        read_seconds = time.perf_counter() - started
+        frames, users_total, encode_seconds, model_seconds = [], 0, 0.0, 0.0
+        for part in parts:  # one user shard in memory at a time
+            began = time.perf_counter()
+            canonical = part.collect()
+            keys, encoded = encode_events_at_cutoff(
+                canonical.lazy().drop("user_id"),
+                at,
+                Vocabulary.from_lists(metadata["vocabulary"]),
+                metadata["numeric_scaling"],
+                int(metadata["max_len"]),
+            )
+            users_total += canonical["user_key"].n_unique()
+            encode_seconds += time.perf_counter() - began
+            if len(encoded) == 0:
+                continue
+            probabilities, seconds = predict_in_batches(module, encoded, batch_size)
+            model_seconds += seconds
+            id_map = canonical.select("user_key", "user_id").unique("user_key")
+            del canonical, encoded
+            frame = pl.DataFrame({"user_key": keys}).with_columns(
+                pl.Series(f"score_{name}", probabilities[:, i])
+                for i, name in enumerate(metadata["output_names"])
+            )
+            frames.append(frame.join(id_map, on="user_key", how="left", maintain_order="left"))
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    if not frames:
         raise ScoringError(
             f"no user has an event before the cutoff {format_instant(at)}; pass a later --cutoff"
         )
-    encode_seconds = time.perf_counter() - started - read_seconds
-    probabilities, model_seconds = predict_in_batches(module, encoded, batch_size)
-    id_map = canonical.select("user_key", "user_id").unique("user_key")
-    scores = pl.DataFrame({"user_key": keys}).with_columns(
-        pl.Series(f"score_{name}", probabilities[:, i])
-        for i, name in enumerate(metadata["output_names"])
-    )
-    scores = scores.join(id_map, on="user_key", how="left", maintain_order="left")
+    scores = pl.concat(frames)
     suppressed_ids = (
         listed.collect()["user_id"] if listed is not None else pl.Series([], dtype=pl.String)
     )
@@ -284,9 +359,12 @@ def score_events(
         "artifact": str(artifact),
         "events": source.describe(),
         "cutoff": format_instant(at),
-        "rows_read": validated.report["rows_read"],
-        "rows_kept": validated.report["rows_kept"],
-        "rows_dropped": validated.report["rows_dropped"],
+        "rows_read": ingest_report["rows_read"],
+        "rows_kept": ingest_report["rows_kept"],
+        "rows_dropped": ingest_report["rows_dropped"],
+        "numeric_missing": ingest_report["numeric_missing"],  # kept, scaled as missing
+        "categorical_missing": ingest_report["categorical_missing"],  # kept, as "none"
+        "shards": shards,
         "users_in_table": users_total,
         "users_scored": scores.height,
         "users_without_events_before_cutoff": users_total - scores.height,
@@ -338,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-out", help="top list path (default: <out stem>_top.parquet)")
     parser.add_argument("--rank-by", help="target ranking the top list (default: the first)")
     parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument(
+        "--shards", type=int, default=1,
+        help="score the users in N hash-split parts, one in memory at a time (memory ~1/N; "
+        "for tables that do not fit). The split files go next to --out and are removed",
+    )  # fmt: skip
     parser.add_argument("--opt-out", help="opt-out list (Parquet/CSV of user ids): not scored")
     parser.add_argument(
         "--max-drop-fraction", type=float,
@@ -372,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             opt_out=args.opt_out,
             max_drop_fraction=args.max_drop_fraction,
             allow_unverified=args.allow_unverified,
+            shards=args.shards,
         )
     except (ScoringError, EventSchemaError, OSError) as exc:
         print(f"engage-score: error: {exc}", file=sys.stderr)
@@ -384,6 +468,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     dropped = {k: v for k, v in report["rows_dropped"].items() if v}
     print(f"rows read {report['rows_read']:,}, kept {report['rows_kept']:,}, dropped {dropped}")
+    missing = {
+        f"{kind} {column}": n
+        for kind in ("numeric", "categorical")
+        for column, n in report[f"{kind}_missing"].items()
+        if n
+    }
+    if missing:
+        print(f"kept rows with a missing value (treated as missing): {missing}")
     if report["top"]:
         print(f"top list: {report['top']['written']:,} users (suppressed users left out)")
     return 0

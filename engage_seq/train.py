@@ -566,12 +566,16 @@ def fit_and_score_baseline(
         if baseline.task_type == "horizon":
             assert horizon is not None
             labels = torch.from_numpy(
-                frame.select(pl.col(c).cast(pl.Float64) for c in horizon.label_columns).to_numpy()
+                frame.select(pl.col(c).cast(pl.Float64) for c in horizon.label_columns).to_numpy(
+                    writable=True  # torch warns on a read-only view
+                )
             )
             values = score_probabilities(list(task.targets), probs, labels)
         else:
             classes = torch.from_numpy(
-                frame.select(label_expr("label_next_event", vocabulary)).to_series().to_numpy()
+                frame.select(label_expr("label_next_event", vocabulary))
+                .to_series()
+                .to_numpy(writable=True)
             ).long()
             keep = classes >= 0
             values = score_probabilities([], next_probs=probs[keep], next_classes=classes[keep])

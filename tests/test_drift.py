@@ -477,14 +477,17 @@ def test_max_drop_fraction_zero_is_a_limit_and_drops_are_reported(
     the reason); with max_drop_fraction=0 (no artifact) it is an error, not ignored."""
     table = tmp_path / "duplicated.parquet"
     events = pl.read_parquet(small_table)
-    pl.concat([events, events.head(1)]).write_parquet(table)
+    no_channel = pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col("channel"))
+    pl.concat([events, events.head(1)]).with_columns(channel=no_channel).write_parquet(table)
     out = tmp_path / "out"
     assert main([f"reference={table}", f"current={small_table}", f"out={out}", "--no-plot"]) == 0
     markdown = (out / "drift.md").read_text()
     assert f"rows dropped on ingest: 1 of {events.height + 1:,} (duplicate_event 1)" in markdown
     assert markdown.count("rows dropped on ingest") == 1  # the current side dropped nothing
+    assert markdown.count("kept rows with a missing value: channel 1") == 1
     report = json.loads((out / "drift.json").read_text())
     assert report["inputs"]["reference"]["rows_dropped"]["duplicate_event"] == 1
+    assert report["inputs"]["reference"]["categorical_missing"] == {"channel": 1}
     capsys.readouterr()
     never = tmp_path / "never"
     argv = [f"reference={table}", f"current={small_table}", f"out={never}"]

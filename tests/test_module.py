@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import lightning as L
 import pytest
 import torch
 
@@ -67,3 +68,26 @@ def test_multitask_loss_masks_samples_without_a_next_event() -> None:
 def test_mismatched_targets_are_refused() -> None:
     with pytest.raises(ValueError, match="target names"):
         EngagementLitModule(EngagementModel(10, 6, 6, 2, max_len=8), ["purchase"])
+
+
+def test_non_finite_loss_stops_training_and_names_the_batch() -> None:
+    """Labels turned NaN in the third batch (a stand-in for a diverging model): the run stops
+    there with a message naming the step, batch and epoch, instead of training on NaN."""
+    torch.manual_seed(0)
+    model = EngagementModel(10, 6, 6, 1, max_len=8)
+    module = EngagementLitModule(model, ["purchase"])
+
+    def batch(labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        events = torch.randint(2, 10, (4, 8))
+        no_attributes = torch.zeros(4, 8, 0, dtype=torch.long)
+        return (events, torch.randint(2, 6, (4, 8)), no_attributes, torch.zeros(4, 8, 0),
+                torch.zeros(4, 8, 6), torch.full((4,), 8), labels)  # fmt: skip
+
+    batches = [batch(torch.ones(4, 1)) for _ in range(2)] + [batch(torch.full((4, 1), torch.nan))]
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+    )  # fmt: skip
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss nan at step 2 "
+                       r"\(batch 2 of epoch 0\); lower optim\.lr"):  # fmt: skip
+        trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))

@@ -4,6 +4,7 @@ metadata validated, and config ``_target_`` values restricted to engage_seq and 
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fault_injection import run_child
 from hydra import compose, initialize_config_dir
 
 from engage_seq import export
@@ -177,6 +179,40 @@ def test_re_export_never_leaves_a_stale_sidecar(
         load_artifact(out)
     monkeypatch.undo()
     export_artifact(run, out)
+    assert verify_artifact(out) == file_sha256(out)
+
+
+EXPORT_KILLS = {
+    # the scripted module half-written into its temp file
+    "mid_artifact_file": "torch.jit.save = half_written_then_die(torch.jit.save)",
+    # the new artifact renamed into place, its sidecar not yet written
+    "before_sidecar": "export.write_sidecar = lambda *args: die()",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", EXPORT_KILLS)
+def test_export_killed_by_sigkill_never_leaves_a_file_that_loads(
+    run: Path, tmp_path: Path, point: str
+) -> None:
+    out = tmp_path / "model.pt"
+    export_artifact(run, out)  # the artifact of an earlier export, about to be replaced
+    before = out.read_bytes()
+    code = f"import torch\nfrom engage_seq import export\n{EXPORT_KILLS[point]}\n"
+    killed = run_child(
+        code + "export.export_artifact(sys.argv[1], sys.argv[2])", str(run), str(out)
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    if point == "mid_artifact_file":  # killed before the rename: the old artifact stands
+        assert out.read_bytes() == before
+        assert verify_artifact(out) == file_sha256(out)
+    else:  # the new file without its sidecar: refused by every loader
+        assert not sidecar_path(out).exists()
+        with pytest.raises(ArtifactIntegrityError, match=r"has no model\.pt\.sha256"):
+            load_artifact(out)
+        with pytest.raises(ScoringError, match=r"has no model\.pt\.sha256"):
+            load_scoring_artifact(out)
+    export_artifact(run, out)  # exporting again repairs it
     assert verify_artifact(out) == file_sha256(out)
 
 

@@ -1,0 +1,217 @@
+"""Fault injection on the sample cache: a killed build, a damaged entry and a full disk never
+leave samples that are read later as if they were good.
+
+SIGKILL during training is tested in tests/test_training.py, during export in
+tests/test_safe_loading.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from fault_injection import run_child
+
+import engage_seq.sample_cache as sample_cache
+from engage_seq.sample_cache import CacheSpaceError, prepare_samples
+from engage_seq.sequences import HorizonTask, SamplingConfig
+from engage_seq.synthetic import SyntheticEventSource
+
+SOURCE = "SyntheticEventSource(n_users=300, days=70, seed=1)"  # conftest's tiny_source
+TASK = HorizonTask()
+SAMPLING = {"max_len": 16, "n_train_cutoffs": 2}
+IMPORTS = """
+import polars as pl
+from engage_seq import sample_cache
+from engage_seq.sequences import HorizonTask, SamplingConfig
+from engage_seq.synthetic import SyntheticEventSource
+"""
+
+
+def _child(body: str, cache: Path, fault: str = "") -> subprocess.CompletedProcess[str]:
+    """Build samples into ``cache`` in a child process, with ``fault`` installed first."""
+    return run_child(IMPORTS + fault + "\n" + textwrap.dedent(body), str(cache))
+
+
+def _entries(cache: Path) -> tuple[list[str], list[str]]:
+    """(complete entries, temp folders) in a cache folder."""
+    names = sorted(p.name for p in cache.iterdir() if p.is_dir())
+    return [n for n in names if n.startswith("samples-")], [n for n in names if n[0] == "."]
+
+
+@pytest.fixture(scope="module")
+def clean_build(tmp_path_factory) -> dict[int, object]:
+    """Uninterrupted builds to compare against, per shard count."""
+    source = SyntheticEventSource(n_users=300, days=70, seed=1)
+    root = tmp_path_factory.mktemp("clean")
+    return {
+        shards: prepare_samples(
+            source, TASK, SamplingConfig(**SAMPLING, shards=shards), root / str(shards)
+        ).samples
+        for shards in (1, 3)
+    }
+
+
+KILL_POINTS = {
+    # the in-memory builder's sample file, cut to half its size
+    "mid_sample_file": "write = pl.DataFrame.write_parquet\n"
+    "pl.DataFrame.write_parquet = half_written_then_die(write)",
+    # every file and the manifest written, the rename into place not yet done
+    "before_rename": "sample_cache.os.rename = lambda *args: die()",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("point", "shards"),
+    [("mid_sample_file", 1), ("mid_sample_file", 3), ("before_rename", 1)],
+    ids=["mid_sample_file", "mid_shard_file", "before_rename"],
+)
+def test_killed_cache_build_is_never_read_and_the_next_run_rebuilds(
+    tmp_path: Path, clean_build, point: str, shards: int, caplog
+) -> None:
+    cache = tmp_path / "cache"
+    killed = _child(
+        f"""
+        sampling = SamplingConfig(**{SAMPLING!r}, shards={shards})
+        sample_cache.prepare_samples({SOURCE}, HorizonTask(), sampling, sys.argv[1])
+        print("NOT KILLED")
+        """,
+        cache,
+        fault=KILL_POINTS[point],
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    complete, temp = _entries(cache)
+    assert complete == [] and len(temp) == 1  # only the builder's own temp folder
+
+    with caplog.at_level(logging.WARNING, logger="engage_seq.sample_cache"):
+        prepared = prepare_samples(
+            SyntheticEventSource(n_users=300, days=70, seed=1),
+            TASK,
+            SamplingConfig(**SAMPLING, shards=shards),
+            cache,
+        )
+    assert "left by an interrupted build" in caplog.text
+    assert _entries(cache) == ([prepared.cache_dir.name], [])
+    assert prepared.samples.equals(clean_build[shards])
+    reused = prepare_samples(
+        SyntheticEventSource(n_users=300, days=70, seed=1),
+        TASK,
+        SamplingConfig(**SAMPLING, shards=shards),
+        cache,
+    )
+    assert reused.preloaded is None and reused.samples.equals(clean_build[shards])
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_one_byte(path: Path) -> None:
+    """Same size and mtime: only the checksum can tell."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+DAMAGE = {
+    "truncated_file": lambda entry: _truncate(next(entry.glob("*.parquet"))),
+    "flipped_byte": lambda entry: _flip_one_byte(next(entry.glob("*.parquet"))),
+    "deleted_file": lambda entry: next(entry.glob("*.parquet")).unlink(),
+    "garbage_manifest": lambda entry: (entry / "manifest.json").write_text("{not json"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damaged_cache_entry_is_detected_and_rebuilt(
+    tiny_source, tmp_path: Path, damage: str, caplog, monkeypatch
+) -> None:
+    sampling = SamplingConfig(**SAMPLING)
+    first = prepare_samples(tiny_source, TASK, sampling, tmp_path)
+    DAMAGE[damage](first.cache_dir)
+    builds = []
+    real_build = sample_cache.build_in_memory
+    monkeypatch.setattr(
+        sample_cache,
+        "build_in_memory",
+        lambda *args: builds.append(1) or real_build(*args),
+    )
+    with caplog.at_level(logging.WARNING, logger="engage_seq.sample_cache"):
+        again = prepare_samples(tiny_source, TASK, sampling, tmp_path)
+    assert builds == [1]
+    assert f"cached samples in {first.cache_dir} are damaged" in caplog.text
+    assert again.cache_dir == first.cache_dir
+    assert again.samples.equals(first.samples)
+    assert prepare_samples(tiny_source, TASK, sampling, tmp_path).preloaded is None  # reused
+
+
+def test_no_space_error_names_the_folder_and_removes_the_partial_entry(
+    tiny_source, tmp_path: Path, monkeypatch
+) -> None:
+    def disk_full(*args):
+        out_dir = args[-1]
+        (out_dir / "sample-00000.parquet").write_bytes(b"x" * 500)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sample_cache, "build_in_memory", disk_full)
+    with pytest.raises(CacheSpaceError) as caught:
+        prepare_samples(tiny_source, TASK, SamplingConfig(**SAMPLING), tmp_path)
+    message = str(caught.value)
+    assert f"in {tmp_path}: no space left on device" in message
+    assert "500 B written before it failed" in message and "free there" in message
+    assert "ENGAGE_SEQ_CACHE_DIR" in message
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+@pytest.mark.slow
+def test_file_size_limit_from_the_kernel_gives_the_same_clear_error(tmp_path: Path) -> None:
+    """A real write failure (EFBIG from the kernel, through Polars' Rust writer): the process
+    may not write files over 64 KB, like a disk that fills up mid-build."""
+    cache = tmp_path / "cache"
+    result = _child(
+        f"""
+        import resource
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))
+        try:
+            sample_cache.prepare_samples(
+                {SOURCE}, HorizonTask(), SamplingConfig(**{SAMPLING!r}), sys.argv[1]
+            )
+        except sample_cache.CacheSpaceError as error:
+            print(error)
+            sys.exit(3)
+        """,
+        cache,
+    )
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "file too large" in result.stdout and "the partial entry was removed" in result.stdout
+    assert _entries(cache) == ([], [])
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path: Path):
+    """A 256 KB tmpfs: a genuinely full disk. Needs mount rights (root in a container)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); the RLIMIT_FSIZE test covers it")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_full_disk_gives_a_clear_error(tiny_source, tiny_disk: Path) -> None:
+    with pytest.raises(CacheSpaceError, match="no space left on device"):
+        prepare_samples(tiny_source, TASK, SamplingConfig(**SAMPLING), tiny_disk / "cache")
+    assert _entries(tiny_disk / "cache") == ([], [])
