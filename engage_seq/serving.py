@@ -103,9 +103,9 @@ class ServingModule(nn.Module):
         numeric: list[torch.Tensor],  # per user (n, F) float64, NaN = missing
         cutoffs: torch.Tensor,  # (B,) int64 epoch seconds: events at or after are ignored
     ) -> torch.Tensor:  # (B, n_outputs) probabilities
-        """Score each user from raw events, in any order. Every user needs at least one event
-        strictly before its cutoff (a ValueError naming the user otherwise): with no history
-        there is nothing to score, and a made-up score would look like a real one."""
+        # Every user needs at least one event strictly before its cutoff (a ValueError naming
+        # the user otherwise): with no history there is nothing to score, and a made-up score
+        # would look like a real one. (No docstring: TorchScript then fails to compile this.)
         with torch.no_grad():
             inputs = self.preprocess_events(
                 event_types, timestamps, channels, attributes, numeric, cutoffs

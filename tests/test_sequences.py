@@ -181,6 +181,21 @@ def test_no_leakage_and_exact_truncation(rows, cutoff, horizon_h, max_len) -> No
         assert sample["label_cart"] == ("cart" in window)
 
 
+@settings(max_examples=40, deadline=None)
+@given(rows=event_rows)
+def test_every_event_lands_in_exactly_one_history_in_time_order(rows) -> None:
+    frame = pl.DataFrame(
+        rows, schema=["user_key", "ts", "event_type", "channel"], orient="row"
+    ).with_columns(pl.col("user_key").cast(pl.UInt64))
+    histories = user_histories(frame.lazy()).collect()
+    assert histories["user_key"].n_unique() == histories.height  # one history per user
+    assert histories["ts"].list.len().sum() == len(rows)  # no event lost or repeated
+    for history in histories.iter_rows(named=True):
+        mine = sorted((r for r in rows if r[0] == history["user_key"]), key=lambda r: r[1])
+        got = list(zip(history["ts"], history["event_type"], history["channel"], strict=True))
+        assert got == [r[1:] for r in mine]  # the user's own events, stably time-sorted
+
+
 @settings(max_examples=25, deadline=None)
 @given(rows=event_rows, seed=st.integers(0, 1000))
 def test_build_is_permutation_invariant(rows, seed) -> None:
