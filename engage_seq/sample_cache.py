@@ -270,7 +270,7 @@ def prepare_samples(
     mapping = mapping or ColumnMapping()
     ingest = ingest or IngestConfig()
     entry = Path(cache_dir) / f"samples-{cache_key(source, mapping, task, sampling, ingest)}"
-    manifest = _reusable_manifest(entry)
+    manifest = _reusable_manifest(entry, warn=False)
     if manifest is None:
         with _build_lock(entry) as locked:
             manifest = _reusable_manifest(entry)  # somebody may have built it while we waited
@@ -304,12 +304,13 @@ def prepare_samples(
     )
 
 
-def _reusable_manifest(entry: Path) -> dict[str, Any] | None:
+def _reusable_manifest(entry: Path, warn: bool = True) -> dict[str, Any] | None:
     """The verified manifest of a complete entry; None when it must be (re)built."""
     if not (entry / "manifest.json").exists():
         return None
     try:
         return _read_verified_manifest(entry)
     except CacheEntryDamaged as damage:
-        log.warning("the cached samples in %s are damaged: %s; rebuilding them", entry, damage)
+        if warn:
+            log.warning("the cached samples in %s are damaged: %s; rebuilding them", entry, damage)
         return None

@@ -24,13 +24,14 @@ import json
 import math
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_common import peak_rss_gb
 
 EVENTS_PER_USER = 47.1  # what the synthetic generator yields on average over 120 days
 USERS_PER_CHUNK = 100_000
@@ -147,7 +148,7 @@ def worker(args: argparse.Namespace) -> None:
         result = run_pandas(
             Path(args.data), out, args.max_len, json.loads(args.cutoffs), 7 * 86_400
         )
-    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    result["peak_rss_gb"] = peak_rss_gb()  # this worker's own peak, not its parent's
     print(json.dumps(result))
 
 

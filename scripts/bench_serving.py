@@ -22,13 +22,21 @@ Targets (issue 6), 2-core CPU: TorchScript batch-1 p99 <= 1 ms (tensor) and <= 2
 
     python scripts/bench_serving.py                      # ~3 min on 2 cores (100k users)
     python scripts/bench_serving.py --users 1000000      # the 1M-user scoring figure
+    python scripts/bench_serving.py --models '' --users 1000000 --score-shards 1,8  # memory
+
+Each engage-score run happens in a fresh process, so its peak RSS is its own (the table is
+generated in this one); ``--score-shards 1,8`` compares the whole table in memory with users
+split into 8 parts scored one at a time (bounded memory, issue 8).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -43,7 +51,6 @@ from bench_common import run_record
 from engage_seq.export import ARTIFACT_FORMAT_VERSION
 from engage_seq.jit import write_sidecar
 from engage_seq.model import EngagementModel, ProbabilityModel
-from engage_seq.score import score_events
 from engage_seq.sequences import TIME_FEATURES
 from engage_seq.serving import ServingModule
 from engage_seq.synthetic import SyntheticEventSource
@@ -175,23 +182,54 @@ def scoring_throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any
             scripted, str(artifact), _extra_files={"metadata.json": json.dumps(metadata)}
         )
     write_sidecar(artifact)  # built here, not by engage-export: vouch for it for engage-score
-    torch.set_num_threads(args.score_threads)
-    report = score_events(artifact, events, workdir / "scores.parquet", top="5%")
-    rows = report["rows_read"]
-    print(
-        f"engage-score: {report['users_scored']:,} users ({rows:,} events) in "
-        f"{report['seconds']['total']:.1f} s = {report['users_per_second']:,.0f} users/s "
-        f"(read+validate {report['seconds']['read_and_validate']:.1f} s, encode "
-        f"{report['seconds']['encode']:.1f} s, model {report['seconds']['model']:.1f} s)",
-        flush=True,
+    runs = {}
+    for shards in args.score_shards:
+        report, peak_gb = score_in_child(artifact, events, workdir, shards, args.score_threads)
+        rows = report["rows_read"]
+        print(
+            f"engage-score --shards {shards}: {report['users_scored']:,} users ({rows:,} events) "
+            f"in {report['seconds']['total']:.1f} s = {report['users_per_second']:,.0f} users/s "
+            f"(read+validate {report['seconds']['read_and_validate']:.1f} s, encode "
+            f"{report['seconds']['encode']:.1f} s, model {report['seconds']['model']:.1f} s), "
+            f"peak RSS {peak_gb:.1f} GB",
+            flush=True,
+        )
+        runs[str(shards)] = {
+            "users": report["users_scored"],
+            "events": rows,
+            "seconds": report["seconds"],
+            "users_per_second": report["users_per_second"],
+            "peak_rss_gb": round(peak_gb, 2),
+        }
+    first = runs[str(args.score_shards[0])]
+    return {**first, "by_shards": runs, "generate_seconds": round(generate_seconds, 1)}
+
+
+SCORE_CHILD = """
+import json, sys, torch
+from bench_common import peak_rss_gb
+from engage_seq.score import score_events
+torch.set_num_threads(int(sys.argv[5]))
+report = score_events(sys.argv[1], sys.argv[2], sys.argv[3], top="5%", shards=int(sys.argv[4]))
+print(json.dumps({**report, "peak_rss_gb": peak_rss_gb()}))
+"""
+
+
+def score_in_child(
+    artifact: Path, events: Path, workdir: Path, shards: int, threads: int
+) -> tuple[dict[str, Any], float]:
+    """engage-score in a fresh process, so its peak RSS (GB) is its own, not the generator's."""
+    out = workdir / f"scores-{shards}.parquet"
+    command = [sys.executable, "-c", SCORE_CHILD, str(artifact), str(events), str(out)]
+    paths = [str(REPO / "scripts"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    done = subprocess.run(
+        [*command, str(shards), str(threads)], capture_output=True, text=True, env=env
     )
-    return {
-        "users": report["users_scored"],
-        "events": rows,
-        "seconds": report["seconds"],
-        "users_per_second": report["users_per_second"],
-        "generate_seconds": round(generate_seconds, 1),
-    }
+    if done.returncode != 0:
+        raise RuntimeError(f"engage-score --shards {shards} failed:\n{done.stderr[-3000:]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return report, report.pop("peak_rss_gb")
 
 
 def main() -> None:
@@ -205,6 +243,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000, help="engage-score table size")
     parser.add_argument("--score-threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-score", action="store_true", help="skip the engage-score run")
+    parser.add_argument(
+        "--score-shards",
+        type=lambda text: [int(v) for v in text.split(",")],
+        default=[1],
+        help="engage-score --shards values to run, e.g. 1,8 (each in its own process)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     record: dict[str, Any] = {"latency": {}}

@@ -72,7 +72,7 @@ def test_bench_quality_small(tmp_path: Path) -> None:
 def test_bench_serving_small(tmp_path: Path) -> None:
     record = last_json(
         [str(SCRIPTS / "bench_serving.py"), "--models", "lstm,transformer", "--calls", "120",
-         "--batch", "16", "--batch-calls", "2", "--users", "300"],
+         "--batch", "16", "--batch-calls", "2", "--users", "300", "--score-shards", "1,3"],
         tmp_path,
     )  # fmt: skip
     for model in ("lstm", "transformer"):
@@ -81,4 +81,6 @@ def test_bench_serving_small(tmp_path: Path) -> None:
             assert 0 < figures["batch1_p50_ms"] <= figures["batch1_p99_ms"]
             assert figures["batch16_users_per_s"] > 0
     assert record["engage_score"]["users"] > 250 and record["engage_score"]["users_per_second"] > 0
+    runs = record["engage_score"]["by_shards"]
+    assert runs["3"]["users"] == runs["1"]["users"] and runs["3"]["peak_rss_gb"] > 0.1
     assert "engage_score_ge_50k_users_per_s" in record["targets"]
