@@ -53,12 +53,22 @@ def _step_of(checkpoint: Path) -> int:
     return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, float]:
+    """One uninterrupted run for both kill points: how often checkpoints are saved does not
+    change what is trained."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    return _train(root / "reference", RESUMABLE, _env(root))
+
+
 @pytest.mark.parametrize("saved_at", ["mid_epoch", "epoch_end"])
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, saved_at: str) -> None:
+def test_sigkill_then_resume_matches_an_uninterrupted_run(
+    tmp_path: Path, saved_at: str, uninterrupted: dict[str, float]
+) -> None:
     env = _env(tmp_path)
     # epoch_end: no step checkpoints, so the run resumes from the end-of-epoch save
     args = RESUMABLE if saved_at == "mid_epoch" else [*RESUMABLE, "checkpoint_every_n_steps=0"]
-    reference = _train(tmp_path / "reference", args, env)
+    reference = uninterrupted
     steps_per_epoch = reference["train/steps"] / reference["train/epochs"]
 
     run_dir = tmp_path / "killed"
