@@ -32,6 +32,7 @@ from engage_seq.schema import (
     EventSchemaError,
     check_columns,
     looks_like_identifier,
+    read_error,
 )
 from engage_seq.sequences import (
     SPLITS,
@@ -261,18 +262,27 @@ def build_in_memory(
 
 
 def split_by_user(
-    raw: pl.LazyFrame, mapping: ColumnMapping, shards: int, folder: Path
-) -> list[Path]:
+    raw: pl.LazyFrame, mapping: ColumnMapping, shards: int, folder: Path, where: str
+) -> list[tuple[int, Path]]:
     """One streaming pass writing the raw rows into ``shards`` folders by a hash of the user
-    id, so every user's events land in exactly one (rows without a user go to the first).
-    Returns the folders that received rows; they hold raw ids: the caller deletes them."""
+    id, so every user's events land in exactly one (rows without a user go to shard 0).
+    Returns (shard number, folder) for the shards that received rows, in shard order; the
+    folders hold raw ids: the caller deletes them. A table Polars cannot read is an
+    `EventSchemaError` naming ``where``, as for an in-memory read."""
     shard_of = (
         pl.col(mapping.user_id).cast(pl.String).hash(seed=USER_KEY_SEED) % shards
     ).fill_null(0)
-    raw.with_columns(shard_of.alias("_shard")).sink_parquet(
-        pl.PartitionBy(folder, key="_shard", include_key=False), mkdir=True, engine="streaming"
-    )
-    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    try:
+        raw.with_columns(shard_of.alias("_shard")).sink_parquet(
+            pl.PartitionBy(folder, key="_shard", include_key=False), mkdir=True, engine="streaming"
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise read_error(where, exc) from exc
+    if not folder.is_dir():
+        return []
+    # folders are named _shard=<k>
+    found = [(int(p.name.rpartition("=")[2]), p) for p in folder.iterdir() if p.is_dir()]
+    return sorted(found)
 
 
 def merge_ingest_reports(reports: list[dict[str, Any]], where: str) -> dict[str, Any]:
@@ -319,14 +329,14 @@ def build_sharded(
     check_columns(raw.collect_schema(), mapping, where)
     work = out_dir / "_work"
     try:
-        shard_dirs = split_by_user(raw, mapping, sampling.shards, work / "raw")
+        shard_dirs = split_by_user(raw, mapping, sampling.shards, work / "raw", where)
         if not shard_dirs:
             raise EventSchemaError(f"{where} is empty: no rows to build samples from")
 
         # Phase 1: validate each shard, keep its clean canonical events, merge the counts.
         ingest_reports, spans, clean = [], [], []
-        for k, shard_dir in enumerate(shard_dirs):
-            label = f"{where} (shard {k + 1}/{len(shard_dirs)})"
+        for k, (shard, shard_dir) in enumerate(shard_dirs):
+            label = f"{where} (shard {shard + 1}/{sampling.shards})"
             validated = validate_events(
                 pl.scan_parquet(shard_dir), mapping, ingest, label, partial=True
             )

@@ -208,9 +208,11 @@ def check_drops(
                     {k: v for k, v in rows_dropped.items() if v})  # fmt: skip
 
 
-def _category_columns(mapping: ColumnMapping) -> list[str]:
-    """Canonical names of the channel and categorical columns, in report order."""
-    return ["channel", *(f"cat_{c}" for c in mapping.categorical)]
+def _category_columns(mapping: ColumnMapping) -> list[tuple[str, str]]:
+    """(the table's column name, canonical column) for the channel, when the table has one,
+    and each categorical attribute: the columns whose missing values become "none"."""
+    channel = [(mapping.channel, "channel")] if mapping.channel else []
+    return [*channel, *((c, f"cat_{c}") for c in mapping.categorical)]
 
 
 def salt_fingerprint(config: IngestConfig) -> str:
@@ -353,7 +355,7 @@ def validate_events(
         *[pl.col(f"num_{c}").null_count().alias(f"num_{c}") for c in mapping.numeric],
         *[
             (pl.col(c) == NO_CHANNEL).sum().alias(f"missing_{c}")
-            for c in _category_columns(mapping)
+            for _, c in _category_columns(mapping)
         ],
     )
     kept = kept_frame.lazy()
@@ -395,10 +397,7 @@ def validate_events(
         # kept rows without a channel / categorical value (or with the literal "none"): one
         # category, "none", for the model
         "categorical_missing": {
-            name: stats[f"missing_{c}"].item()
-            for name, c in zip(
-                ["channel", *mapping.categorical], _category_columns(mapping), strict=True
-            )
+            name: stats[f"missing_{c}"].item() for name, c in _category_columns(mapping)
         },
     }
     columns = [ROW_INDEX, "user_key", *(["user_id"] if keep_user_id else []), "ts"]

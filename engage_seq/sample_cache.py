@@ -183,7 +183,8 @@ def _space_error(entry: Path, tmp: Path, reason: str, error: BaseException) -> C
         errno.ENOSPC,
         f"cannot build the sample cache entry {entry.name} in {entry.parent}: {reason} "
         f"({_size(written)} written before it failed, {_size(free)} free there then; the "
-        f"partial entry was removed). Free some space (old samples-* entries in that "
+        f"partial entry was removed; if Polars spills to another disk, POLARS_TEMP_DIR, that one "
+        f"may be the full one). Free some space (old samples-* entries in that "
         f"folder can be deleted: they are rebuilt when needed), or point the cache at a bigger "
         f"disk with cache_dir=... or ENGAGE_SEQ_CACHE_DIR. ({type(error).__name__}: {error})",
     )
@@ -198,18 +199,46 @@ def _size(n_bytes: float) -> str:
 
 
 def _remove_stale_temp_folders(entry: Path) -> None:
-    """Delete what a killed builder of ``entry`` left. Only called while holding the entry's
-    lock, so no live builder of this entry can own one of these folders."""
-    for stale in entry.parent.glob(f".{entry.name}-*"):
-        if stale.is_dir():
-            size = sum(f.stat().st_size for f in stale.rglob("*") if f.is_file())
-            log.warning(
-                "removing %s (%s) left by an interrupted build of %s",
-                stale.name,
-                _size(size),
-                entry.name,
-            )
-            shutil.rmtree(stale, ignore_errors=True)
+    """Delete what killed builders left in the cache folder. Called while holding ``entry``'s
+    lock, so its own temp folders belong to no live builder; another entry's go only if its
+    lock can be taken at once (nobody is building it), so a key that changed since the crash
+    (an edited input, another sweep setting) does not leave gigabytes behind."""
+    import fcntl  # only called with a lock held, so fcntl exists
+
+    for stale in sorted(entry.parent.glob(".samples-*-*")):
+        owner = stale.name[1:].rpartition("-")[0].split("-damaged")[0]  # samples-<key>
+        if not stale.is_dir() or not owner.startswith("samples-"):
+            continue
+        if owner != entry.name:
+            with open(entry.parent / f".{owner}.lock", "a") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # being built right now
+                _remove_folder(stale, owner)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        else:
+            _remove_folder(stale, owner)
+
+
+def _remove_folder(stale: Path, owner: str) -> None:
+    size = sum(f.stat().st_size for f in stale.rglob("*") if f.is_file())
+    log.warning(
+        "removing %s (%s) left by an interrupted build of %s", stale.name, _size(size), owner
+    )
+    shutil.rmtree(stale, ignore_errors=True)
+
+
+def _set_aside(entry: Path) -> None:
+    """Move a damaged entry out of the way, then delete it. The rename is atomic, so a reader
+    sees the whole entry or none, and without a lock a concurrent rebuild is never deleted
+    (the rename of an entry that another process already replaced fails instead)."""
+    aside = entry.parent / f".{entry.name}-damaged-{os.getpid()}"
+    try:
+        os.rename(entry, aside)
+    except OSError:
+        return  # gone already: another process set it aside or rebuilt it
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _read_verified_manifest(entry: Path) -> dict[str, Any]:
@@ -227,7 +256,9 @@ def _read_verified_manifest(entry: Path) -> dict[str, Any]:
             raise CacheEntryDamaged(f"{name} is missing")
         if name not in expected or file_sha256(path) != expected[name]:
             raise CacheEntryDamaged(f"{name} does not match the SHA-256 in its manifest")
-    log.debug("verified %d sample files in %.2f s", len(names), time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    level = logging.INFO if seconds > 1.0 else logging.DEBUG  # large entries: say where it went
+    log.log(level, "verified the SHA-256 of %d sample files in %.1f s", len(names), seconds)
     return manifest
 
 
@@ -278,7 +309,7 @@ def prepare_samples(
                 if locked:
                     _remove_stale_temp_folders(entry)
                 if entry.exists():  # damaged: rebuilt from scratch, never patched
-                    shutil.rmtree(entry)
+                    _set_aside(entry)
                 log.info("building samples into %s", entry)
                 result = _build_entry(entry, source, mapping, task, sampling, ingest)
                 return PreparedSamples(

@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,32 +150,34 @@ def validated_parts(
     source: FileEventSource,
     mapping: ColumnMapping,
     config: IngestConfig,
-    shards: int,
     work: Path | None,
+    shards: int = 1,
 ) -> tuple[list[pl.LazyFrame], dict[str, Any], int | None]:
     """(clean canonical events per user shard, the merged validation report, latest time).
 
-    With one shard the table is validated as a whole, as training does. With more, one
-    streaming pass splits the raw rows by user into ``work`` (`split_by_user`), each part is
-    validated and written back clean, and the drop limit is checked on the merged counts:
-    memory holds one part at a time, and every user is in exactly one part.
+    Without a ``work`` folder the table is validated as a whole, as training does. With one,
+    a streaming pass splits the raw rows by user into ``shards`` parts there
+    (`split_by_user`), each part is validated and written back clean, and the drop limit is
+    checked on the merged counts (its error then shows no example value): memory holds one
+    part at a time, and every user is in exactly one part. The frames read files in ``work``:
+    use them before it goes (`shard_workspace`).
     """
     where = source.describe()
-    if work is None or shards == 1:
+    if work is None:
         validated = validate_events(source.scan(), mapping, config, where=where, keep_user_id=True)
         return [validated.events], validated.report, validated.ts_max
     raw = source.scan()
     check_columns(raw.collect_schema(), mapping, where)
-    folders = split_by_user(raw, mapping, shards, work / "raw")
+    folders = split_by_user(raw, mapping, shards, work / "raw", where)
     if not folders:
         raise EventSchemaError(f"{where} is empty: no rows to score")
     parts, reports, ts_max = [], [], None
-    for k, folder in enumerate(folders):
-        label = f"{where} (shard {k + 1}/{shards})"
+    for shard, folder in folders:
+        label = f"{where} (shard {shard + 1}/{shards})"
         validated = validate_events(
             pl.scan_parquet(folder), mapping, config, label, keep_user_id=True, partial=True
         )
-        path = work / f"clean-{k:05d}.parquet"
+        path = work / f"clean-{shard:05d}.parquet"
         validated.events.sink_parquet(path, compression="lz4")
         shutil.rmtree(folder)
         reports.append(validated.report)
@@ -186,10 +189,30 @@ def validated_parts(
     return parts, report, ts_max
 
 
-def _work_folder(out: Path) -> Path:
-    """A temp folder next to ``out`` for the shard files: on the disk the scores go to."""
+@contextlib.contextmanager
+def shard_workspace(out: Path, shards: int) -> Iterator[Path | None]:
+    """A temp folder next to ``out`` (the disk the scores go to) for the shard files, or None
+    for ``shards == 1``. The files hold raw ids, so the folder goes when the block ends, and
+    folders that a killed run left next to the same ``out`` go before a new one is made: runs
+    writing one ``out`` take turns on a lock file (``.<out>.shards.lock``), so none of those
+    folders can belong to a live run."""
+    if shards == 1:
+        yield None
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}-shards-", dir=out.parent))
+    with open(out.parent / f".{out.name}.shards.lock", "a") as lock:
+        with contextlib.suppress(ImportError, OSError):  # no flock: no cleanup of old folders
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for stale in out.parent.glob(f".{out.name}-shards-*"):
+                log.warning("removing %s, left by an interrupted engage-score run", stale.name)
+                shutil.rmtree(stale, ignore_errors=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}-shards-", dir=out.parent))
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def predict_in_batches(
@@ -284,14 +307,13 @@ def score_events(
         if path.parent.exists() and not path.parent.is_dir():
             raise ScoringError(f"cannot write {path}: {path.parent} is not a folder")
     source = FileEventSource(str(events), csv_string_columns=(mapping.user_id,))
-    # shard files hold raw ids: next to the output, removed whatever happens
-    work = _work_folder(out) if shards > 1 else None
-    try:
+    vocabulary = Vocabulary.from_lists(metadata["vocabulary"])
+    with shard_workspace(out, shards) as work:
         try:
             config = ingest_config(
                 metadata, opt_out_path=opt_out, max_drop_fraction=max_drop_fraction
             )
-            parts, ingest_report, ts_max = validated_parts(source, mapping, config, shards, work)
+            parts, ingest_report, ts_max = validated_parts(source, mapping, config, work, shards)
             listed = read_id_list(suppress, mapping, "suppression list") if suppress else None
         except EventSchemaError as exc:
             raise ScoringError(str(exc)) from None
@@ -304,7 +326,7 @@ def score_events(
             keys, encoded = encode_events_at_cutoff(
                 canonical.lazy().drop("user_id"),
                 at,
-                Vocabulary.from_lists(metadata["vocabulary"]),
+                vocabulary,
                 metadata["numeric_scaling"],
                 int(metadata["max_len"]),
             )
@@ -321,9 +343,6 @@ def score_events(
                 for i, name in enumerate(metadata["output_names"])
             )
             frames.append(frame.join(id_map, on="user_key", how="left", maintain_order="left"))
-    finally:
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
     if not frames:
         raise ScoringError(
             f"no user has an event before the cutoff {format_instant(at)}; pass a later --cutoff"

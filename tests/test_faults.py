@@ -147,6 +147,8 @@ def test_damaged_cache_entry_is_detected_and_rebuilt(
         again = prepare_samples(tiny_source, TASK, sampling, tmp_path)
     assert builds == [1]
     assert f"cached samples in {first.cache_dir} are damaged" in caplog.text
+    named = "manifest is unreadable" if damage == "garbage_manifest" else "samples-00000.parquet"
+    assert named in caplog.text
     assert again.cache_dir == first.cache_dir
     assert again.samples.equals(first.samples)
     assert prepare_samples(tiny_source, TASK, sampling, tmp_path).preloaded is None  # reused
@@ -215,3 +217,19 @@ def test_full_disk_gives_a_clear_error(tiny_source, tiny_disk: Path) -> None:
     with pytest.raises(CacheSpaceError, match="no space left on device"):
         prepare_samples(tiny_source, TASK, SamplingConfig(**SAMPLING), tiny_disk / "cache")
     assert _entries(tiny_disk / "cache") == ([], [])
+
+
+def test_temp_folders_of_other_entries_go_unless_being_built(tiny_source, tmp_path: Path) -> None:
+    """A build killed before its key changed (an edited input, another setting) is cleaned
+    by any later build; a temp folder whose entry is being built right now is left alone."""
+    import fcntl
+
+    dead = tmp_path / ".samples-00000000deadbeef-x1y2z3"
+    (dead / "_work").mkdir(parents=True)
+    (dead / "_work" / "raw.parquet").write_bytes(b"raw rows" * 100)
+    busy = tmp_path / ".samples-00000000cafecafe-a1b2c3"
+    busy.mkdir()
+    with open(tmp_path / ".samples-00000000cafecafe.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a live builder of that entry
+        prepare_samples(tiny_source, TASK, SamplingConfig(**SAMPLING), tmp_path)
+    assert not dead.exists() and busy.is_dir()

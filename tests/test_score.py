@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import warnings
@@ -11,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
+from fault_injection import run_child
 from hydra import compose, initialize_config_dir
 from polars.testing import assert_frame_equal
 
@@ -211,7 +213,8 @@ def test_sharded_scoring_gives_the_same_scores_and_counts(
     whole = score_events(artifact, dirty, tmp_path / "whole.parquet", top="5%")
     split = score_events(artifact, dirty, tmp_path / "split.parquet", top="5%", shards=4)
     assert split["shards"] == 4 and split["rows_dropped"]["duplicate_event"] > 0
-    for key in ("rows_read", "rows_kept", "rows_dropped", "users_scored", "users_in_table"):
+    counts = ("rows_read", "rows_kept", "rows_dropped", "numeric_missing", "categorical_missing")
+    for key in (*counts, "users_scored", "users_in_table"):
         assert split[key] == whole[key], key
     by_user = [
         pl.read_parquet(tmp_path / f"{n}.parquet").sort("user_id") for n in ("whole", "split")
@@ -219,6 +222,28 @@ def test_sharded_scoring_gives_the_same_scores_and_counts(
     # float32 scores may differ in the last bit (other batch mates); ranks and flags may not
     assert_frame_equal(by_user[1], by_user[0], check_exact=False, abs_tol=1e-6)
     assert by_user[1].drop("score_purchase").equals(by_user[0].drop("score_purchase"))
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert [p.name for p in tmp_path.iterdir() if "-shards-" in p.name] == []  # raw ids gone
+    csv = tmp_path / "late_iso.csv"  # a read error from the split is named, not a traceback
+    csv.write_text("user_id,timestamp,event_type,channel\n" + "u1,1767225600,view,web\n" * 12_000
+                   + "u2,2026-01-02T00:00:00Z,view,web\n")  # fmt: skip
+    with pytest.raises(ScoringError, match=r"late_iso\.csv.*could not parse"):
+        score_events(artifact, csv, tmp_path / "s.parquet", shards=2)
     with pytest.raises(ScoringError, match="--shards must be at least 1"):
         score_events(artifact, events, tmp_path / "s.parquet", shards=0)
+
+
+def test_killed_sharded_scoring_leaves_no_raw_ids_after_the_next_run(
+    artifact: Path, events: Path, tmp_path: Path
+) -> None:
+    """The shard files hold raw ids: a run killed while scoring leaves them, and the next
+    run writing the same output removes them before it starts."""
+    out = tmp_path / "scores.parquet"
+    fault = "from engage_seq import score\nscore.encode_events_at_cutoff = lambda *a: die()\n"
+    killed = run_child(
+        fault + "score.score_events(sys.argv[1], sys.argv[2], sys.argv[3], shards=2)",
+        str(artifact), str(events), str(out),
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert len(list(tmp_path.glob(".scores.parquet-shards-*"))) == 1 and not out.exists()
+    score_events(artifact, events, out, shards=2)
+    assert list(tmp_path.glob(".scores.parquet-shards-*")) == [] and out.is_file()
