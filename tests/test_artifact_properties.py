@@ -19,6 +19,7 @@ from typing import Any
 import polars as pl
 import pytest
 import torch
+from frames import FrameSource
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,20 +46,6 @@ VALUES = st.one_of(st.floats(-1e4, 1e4), st.sampled_from([math.nan, math.inf, -m
 GAPS = st.one_of(st.sampled_from([0, 1, H, 6 * H, 86_400]), st.integers(0, 40 * 86_400))
 
 Arguments = tuple[list[Any], list[Any], list[Any], list[Any], list[Any], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class FrameSource:
-    frame: pl.DataFrame
-
-    def fingerprint(self) -> dict[str, object]:
-        return {"rows": self.frame.height, "tag": "artifact-properties"}
-
-    def scan(self) -> pl.LazyFrame:
-        return self.frame.lazy()
-
-    def describe(self) -> str:
-        return "artifact properties frame"
 
 
 @dataclass(frozen=True)

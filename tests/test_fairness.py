@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from frames import FrameSource
 
 from engage_seq.build import build_in_memory
 from engage_seq.fairness import (
@@ -25,20 +26,6 @@ from engage_seq.schema import USER_KEY_SEED, ColumnMapping, EventSchemaError
 from engage_seq.sequences import HorizonTask, SamplingConfig
 
 T0 = 1_700_000_000  # epoch seconds
-
-
-class FrameSource:
-    def __init__(self, frame: pl.DataFrame) -> None:
-        self.frame = frame
-
-    def scan(self) -> pl.LazyFrame:
-        return self.frame.lazy()
-
-    def describe(self) -> str:
-        return "in-memory frame"
-
-    def fingerprint(self) -> dict[str, object]:
-        return {"rows": self.frame.height}
 
 
 def _country_of_user() -> pl.Expr:

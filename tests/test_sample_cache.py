@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import pytest
+from frames import FrameSource
 
 import engage_seq.sample_cache as sample_cache
 from engage_seq.ingest import FileEventSource
@@ -18,21 +18,6 @@ from engage_seq.sequences import HorizonTask, NextEventTask, SamplingConfig
 
 TASK = HorizonTask()
 SAMPLING = SamplingConfig(max_len=16, n_train_cutoffs=2)
-
-
-@dataclass(frozen=True)
-class FrameSource:
-    frame: pl.DataFrame
-    tag: str = "frame"
-
-    def fingerprint(self) -> dict[str, object]:
-        return {"tag": self.tag, "rows": self.frame.height}
-
-    def scan(self) -> pl.LazyFrame:
-        return self.frame.lazy()
-
-    def describe(self) -> str:
-        return f"in-memory frame {self.tag!r}"
 
 
 def test_second_prepare_reuses_the_cache(tiny_source, tmp_path: Path, monkeypatch) -> None:

@@ -4,12 +4,12 @@ when it does not."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import pytest
 import torch
+from frames import FrameSource
 
 from engage_seq.encoding import Vocabulary, encode_samples
 from engage_seq.ingest import validate_events
@@ -22,20 +22,6 @@ from engage_seq.serving import ServingModule
 
 MAX_LEN = 16  # small, so many tiny-data users have longer histories than the window
 MAPPING = ColumnMapping(categorical=("device",), numeric=("order_value",))
-
-
-@dataclass(frozen=True)
-class FrameSource:
-    frame: pl.DataFrame
-
-    def fingerprint(self) -> dict[str, object]:
-        return {"rows": self.frame.height, "tag": "serving-test"}
-
-    def scan(self) -> pl.LazyFrame:
-        return self.frame.lazy()
-
-    def describe(self) -> str:
-        return "serving test frame"
 
 
 @pytest.fixture(scope="module")
