@@ -22,13 +22,12 @@ import torch
 from frames import FrameSource
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from untrained_serving import untrained_serving_module
 
-from engage_seq.encoding import Vocabulary
-from engage_seq.model import ENCODERS, EngagementModel, ProbabilityModel
+from engage_seq.model import ENCODERS
 from engage_seq.sample_cache import prepare_samples
 from engage_seq.schema import ColumnMapping
 from engage_seq.sequences import TIME_FEATURES, HorizonTask, SamplingConfig
-from engage_seq.serving import ServingModule
 from engage_seq.synthetic import CHANNELS, EVENT_TYPES
 
 MAX_LEN = 6  # small, so long histories are cheap to generate
@@ -96,7 +95,6 @@ def artifact(tiny_events: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory
         tmp_path_factory.mktemp("artifact-cache"),
         mapping=MAPPING,
     )
-    vocabulary = Vocabulary.from_lists(prepared.vocabulary)
     # the strategies draw known and unseen tokens of every column
     assert set(prepared.vocabulary["event_type"]) == set(EVENT_TYPES)
     assert set(prepared.vocabulary["channel"]) == set(CHANNELS)
@@ -104,25 +102,7 @@ def artifact(tiny_events: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory
     scaling = prepared.numeric_scaling["num_order_value"]
     scripted = {}
     for encoder in ENCODERS:
-        torch.manual_seed(0)
-        model = EngagementModel(
-            n_event_ids=vocabulary.n_event_ids,
-            n_channel_ids=vocabulary.n_channel_ids,
-            n_time_features=len(TIME_FEATURES),
-            n_outputs=1,
-            max_len=MAX_LEN,
-            attribute_sizes=vocabulary.attribute_sizes,
-            n_numeric=1,
-            encoder=encoder,
-        ).eval()
-        module = ServingModule(
-            ProbabilityModel(model, ["purchase"]),
-            prepared.vocabulary,
-            vocabulary.attributes,
-            [(scaling["mean"], scaling["std"])],
-            MAX_LEN,
-            list(TIME_FEATURES),
-        ).eval()
+        module = untrained_serving_module(prepared, MAX_LEN, encoder)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
             scripted[encoder] = torch.jit.script(module)

@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 import torch
 from frames import FrameSource
+from untrained_serving import untrained_serving_module
 
 from engage_seq.encoding import Vocabulary, encode_samples
 from engage_seq.ingest import validate_events
-from engage_seq.model import EngagementModel, ProbabilityModel
 from engage_seq.parity import check_edge_cases, raw_arguments
 from engage_seq.sample_cache import prepare_samples
 from engage_seq.schema import ColumnMapping
@@ -46,26 +46,7 @@ def served(tiny_events: pl.DataFrame, tmp_path_factory):
     cache = tmp_path_factory.mktemp("serving-cache")
     prepared = prepare_samples(source, HorizonTask(), sampling, cache, mapping=MAPPING)
     vocabulary = Vocabulary.from_lists(prepared.vocabulary)
-    torch.manual_seed(0)
-    model = EngagementModel(
-        n_event_ids=vocabulary.n_event_ids,
-        n_channel_ids=vocabulary.n_channel_ids,
-        n_time_features=len(TIME_FEATURES),
-        n_outputs=1,
-        max_len=MAX_LEN,
-        attribute_sizes=vocabulary.attribute_sizes,
-        n_numeric=1,
-        encoder="lstm",
-    ).eval()
-    scaling = prepared.numeric_scaling["num_order_value"]
-    module = ServingModule(
-        ProbabilityModel(model, ["purchase"]),
-        prepared.vocabulary,
-        vocabulary.attributes,
-        [(scaling["mean"], scaling["std"])],
-        MAX_LEN,
-        list(TIME_FEATURES),
-    ).eval()
+    module = untrained_serving_module(prepared, MAX_LEN, "lstm")
     canonical = validate_events(events.lazy(), MAPPING).events.collect()
     return prepared, vocabulary, module, canonical
 
