@@ -137,6 +137,21 @@ class _BatchDataset(Dataset[Batch]):
         return self.encoded.batch(indices)
 
 
+class _ResumableDataLoader(DataLoader[Batch]):
+    """A loader Lightning recognises as resumable mid-epoch (it has ``state_dict`` /
+    ``load_state_dict``; otherwise Lightning warns that a mid-epoch resume "may be
+    unreliable"). The position within the epoch is restored by
+    `EventDataModule.load_state_dict` (its sampler skips the batches already done, from the
+    same seeded batch plan), so the loader itself carries no state: a resumed run ends with
+    the same steps and metrics as an uninterrupted one (tests/test_training.py)."""
+
+    def state_dict(self) -> dict[str, int]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        return None
+
+
 class EventDataModule(L.LightningDataModule):
     """Serves pre-encoded splits; build it from `encode_samples` output (no Hydra needed).
 
@@ -182,7 +197,8 @@ class EventDataModule(L.LightningDataModule):
             sampler.skip_epoch, sampler.skip = self._resume_at
             self._resume_at = None
         # Batches are already tensors; worker processes would only add IPC on 2 cores.
-        return DataLoader(_BatchDataset(encoded), sampler=sampler, batch_size=None)
+        loader = _ResumableDataLoader if shuffle else DataLoader
+        return loader(_BatchDataset(encoded), sampler=sampler, batch_size=None)
 
     def train_dataloader(self) -> DataLoader[Batch]:
         return self._loader("train", shuffle=True)

@@ -165,6 +165,11 @@ class ResumeCheckpoint(Callback):
     def __init__(self, path: Path, every_n_steps: int) -> None:
         self.path = path
         self.every_n_steps = every_n_steps
+        # the step training started from (after a restore); None if no epoch was left to run
+        self.start_step: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start_step = trainer.global_step
 
     def _save(self, trainer: L.Trainer) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
@@ -284,7 +289,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     callbacks = [
         checkpoint,
         EarlyStopping(monitor=monitor, mode=monitor_mode, patience=cfg.patience),
-        ResumeCheckpoint(resume_path, cfg.checkpoint_every_n_steps),
+        resume_callback := ResumeCheckpoint(resume_path, cfg.checkpoint_every_n_steps),
         LearningRateMonitor(logging_interval="step"),  # the schedule, next to the loss curve
     ]
     logger = TensorBoardLogger(
@@ -308,8 +313,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     fit_started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - fit_started
-    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-    metrics = _evaluate_best(cfg, trainer, module, datamodule, checkpoint.best_model_path, best)
+    best_path = _best_checkpoint(checkpoint, run_dir, resumed=ckpt_path is not None)
+    if ckpt_path is not None and resume_callback.start_step in (None, trainer.global_step):
+        log.info(
+            "resume=true: this run had already finished training (epoch %d, step %d); its best "
+            "checkpoint is evaluated again and the run folder's files rewritten",
+            trainer.current_epoch,
+            trainer.global_step,
+        )
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
+    metrics = _evaluate_best(cfg, trainer, module, datamodule, best_path, best)
     metrics.update(
         {
             "train/n_samples": float(len(encoded["train"])),
@@ -329,8 +342,33 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         _write_golden_events(test_frame, complete, run_dir / GOLDEN_EVENTS)
         logger.log_hyperparams(_flat_hparams(cfg), metrics=_final_metrics(metrics))
         log.info("metrics: %s", json.dumps(metrics, indent=1))
+    _leave_process_group(trainer)
+    if trainer.is_global_zero:
         write_run_report(run_dir, report_options, prepared)
     return metrics
+
+
+def _leave_process_group(trainer: L.Trainer) -> None:
+    """After a DDP run every rank leaves the process group together. The report runs on rank
+    0 alone, and torchmetrics syncs its states whenever a group exists, so with the group
+    still up rank 0 would wait on ranks that have exited ("Connection closed by peer")."""
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        trainer.strategy.barrier("run_finished")
+        torch.distributed.destroy_process_group()
+
+
+def _best_checkpoint(checkpoint: ModelCheckpoint, run_dir: Path, resumed: bool) -> str:
+    """The best checkpoint's path. A resumed run that had already finished fits no epoch, so
+    Lightning's callback may not know the path: the run folder's ``best.ckpt`` is that file."""
+    if checkpoint.best_model_path:
+        return checkpoint.best_model_path
+    fallback = run_dir / "checkpoints" / "best.ckpt"
+    if resumed and fallback.is_file():
+        return str(fallback)
+    raise FileNotFoundError(
+        f"no best checkpoint in {fallback.parent}: training saved none (no validation epoch "
+        "ran?); check trainer.limit_val_batches / check_val_every_n_epoch"
+    )
 
 
 def _report_options(cfg: DictConfig) -> ReportOptions:

@@ -41,10 +41,15 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "ENGAGE_SEQ_CACHE_DIR": str(tmp_path / "cache")}
 
 
-def _train(run_dir: Path, args: list[str], env: dict[str, str]) -> dict[str, float]:
+def _train(
+    run_dir: Path, args: list[str], env: dict[str, str], output: list[str] | None = None
+) -> dict[str, float]:
+    """Run engage-train; its metrics without timings (``output`` collects stdout + stderr)."""
     command = [str(VENV_BIN / "engage-train"), *args, f"hydra.run.dir={run_dir}"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{command}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    if output is not None:
+        output.append(result.stdout + result.stderr)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
 
@@ -91,11 +96,20 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
     assert process.returncode == -signal.SIGKILL
     assert not (run_dir / "metrics.json").exists()
 
-    resumed = _train(run_dir, [*args, "resume=true"], env)
+    output: list[str] = []
+    resumed = _train(run_dir, [*args, "resume=true"], env, output)
     assert resumed["train/steps"] == reference["train/steps"]
     # random draws are keyed by (seed, epoch, batch) and the data order by (seed, epoch), so
     # the resumed run is the uninterrupted run
     assert resumed == pytest.approx(reference, rel=1e-6, abs=1e-7)
+    # the loader is declared resumable, so Lightning has no "may be unreliable" warning
+    assert "not resumable" not in output[0]
+
+    if saved_at == "epoch_end":
+        # resume=true on a finished run: it says so, evaluates the best checkpoint again, exit 0
+        again = _train(run_dir, [*args, "resume=true"], env, output)
+        assert "had already finished training" in output[1]
+        assert again == pytest.approx(reference, rel=1e-6, abs=1e-7)
 
 
 def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
@@ -112,7 +126,10 @@ def test_ddp_on_cpu_gathers_metrics_over_both_ranks(tmp_path: Path) -> None:
     env = _env(tmp_path)
     args = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64", "trainer.accelerator=cpu"]
     single = _train(tmp_path / "single", args, env)
-    ddp = _train(tmp_path / "ddp", [*args, "trainer.strategy=ddp", "trainer.devices=2"], env)
+    # with the run report on: it runs on rank 0 after the ranks have left the process group
+    ddp_env = {**env, "ENGAGE_SEQ_REPORT": "true"}
+    ddp = _train(tmp_path / "ddp", [*args, "trainer.strategy=ddp", "trainer.devices=2"], ddp_env)
+    assert (tmp_path / "ddp" / "report.md").is_file()
     assert ddp["train/world_size"] == 2
     # every val/test sample scored exactly once across the two ranks
     assert ddp["val/n_samples"] == single["val/n_samples"]
