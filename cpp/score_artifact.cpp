@@ -8,11 +8,18 @@
 // numeric_attributes). An empty field is a missing value. Users are scored in order of first
 // appearance; the artifact's predict_events does vocabulary lookup, scaling, time features,
 // truncation and padding itself. Prints a header of output names, then one line per user.
+//
+// Like engage-score, a user with no event strictly before the cutoff is skipped (the model has
+// nothing to read) and counted on stderr; no user to score at all is exit 2 with a message
+// (pass a later cutoff). Exit 1: unreadable artifact or input, or no events.
 #include <torch/script.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <string>
@@ -41,6 +48,17 @@ struct UserEvents {
   std::vector<std::vector<c10::optional<std::string>>> attributes;  // [attribute][event]
   std::vector<double> numeric;                                        // row-major (event, F)
 };
+
+// "2026-05-05 00:00:00 UTC": the message names instants a person can check against the data.
+std::string utc(int64_t epoch_seconds) {
+  const std::time_t when = static_cast<std::time_t>(epoch_seconds);
+  std::tm parts{};
+  char text[32] = "?";
+  if (gmtime_r(&when, &parts) != nullptr) {
+    std::strftime(text, sizeof(text), "%Y-%m-%d %H:%M:%S UTC", &parts);
+  }
+  return text;
+}
 
 }  // namespace
 
@@ -112,6 +130,36 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (order.empty()) {
+    std::cerr << argv[2] << " holds no events\n";
+    return 1;
+  }
+  // Users with an event strictly before the cutoff, in first-appearance order. The others are
+  // skipped, as engage-score skips them: predict_events refuses a user without history.
+  std::vector<std::string> scored;
+  size_t skipped = 0;
+  int64_t latest = std::numeric_limits<int64_t>::min();
+  for (const auto& name : order) {
+    bool has_history = false;
+    for (const int64_t timestamp : users[name].timestamps) {
+      has_history = has_history || timestamp < cutoff;
+      latest = std::max(latest, timestamp);
+    }
+    if (has_history) {
+      scored.push_back(name);
+    } else {
+      ++skipped;
+    }
+  }
+  if (scored.empty()) {
+    std::cerr << "no user has an event before the cutoff " << cutoff << " (" << utc(cutoff)
+              << ") in " << argv[2] << "; the latest event is at " << latest << " ("
+              << utc(latest) << "): pass a later cutoff";
+    if (latest > 100000000000LL) std::cerr << " (timestamps must be epoch seconds, not ms)";
+    std::cerr << "\n";
+    return 2;
+  }
+
   // The argument types of predict_events (see README: "Exporting and serving").
   c10::List<c10::List<std::string>> event_types;
   c10::List<at::Tensor> timestamps;
@@ -119,7 +167,7 @@ int main(int argc, char** argv) {
   c10::List<c10::List<c10::List<c10::optional<std::string>>>> attributes;
   c10::List<at::Tensor> numeric;
   std::vector<int64_t> cutoffs;
-  for (const auto& name : order) {
+  for (const auto& name : scored) {
     UserEvents& user = users[name];
     const auto n = static_cast<int64_t>(user.event_types.size());
     event_types.push_back(c10::List<std::string>(user.event_types));
@@ -146,17 +194,24 @@ int main(int argc, char** argv) {
   } catch (const c10::Error& error) {
     std::cerr << "predict_events failed: " << error.what_without_backtrace() << "\n";
     return 1;
+  } catch (const std::exception& error) {  // the module's own raise: torch::jit::JITException
+    std::cerr << "predict_events failed: " << error.what() << "\n";
+    return 1;
   }
   const auto names = module.get_method("output_names")({}).toList();
   std::cout << "user";
   for (const auto& name : names) std::cout << "\t" << name.get().toStringRef();
   std::cout << "\n";
   auto rows = probabilities.accessor<float, 2>();
-  for (size_t i = 0; i < order.size(); ++i) {
-    std::cout << order[i];
+  for (size_t i = 0; i < scored.size(); ++i) {
+    std::cout << scored[i];
     for (int64_t j = 0; j < rows.size(1); ++j) std::printf("\t%.9g", rows[i][j]);
     std::cout << "\n";
     std::cout.flush();
+  }
+  if (skipped > 0) {
+    std::cerr << "skipped " << skipped << (skipped == 1 ? " user" : " users")
+              << " with no event before the cutoff " << cutoff << " (" << utc(cutoff) << ")\n";
   }
   return 0;
 }

@@ -280,8 +280,13 @@ def export_program(
         )
     }
     with atomic_path(out) as tmp:
-        torch.export.save(program, str(tmp), extra_files=extra)
-        loaded = torch.export.load(str(tmp)).module()
+        # Through open files, not the path: torch warns ("Expect archive file to be a file
+        # ending in .pt2", "Unable to load package…") on every name not ending in .pt2, which
+        # our temp file (and a user's --pt2 name) need not; a buffer is always accepted.
+        with tmp.open("wb") as sink:
+            torch.export.save(program, sink, extra_files=extra)
+        with tmp.open("rb") as source:
+            loaded = torch.export.load(source).module()
         with torch.inference_mode():
             reference = eager(*inputs)
             found = loaded(*inputs)

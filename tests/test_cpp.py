@@ -23,10 +23,12 @@ COMPILER = shutil.which("g++") or shutil.which("clang++")
 # user, timestamp, event_type, channel, device (categorical), order_value (numeric); "" = missing
 EVENTS = [
     ("a", 1_700_000_000, "view", "web", "ios", ""),
+    ("c_only_later", 1_700_100_000, "view", "web", "ios", "1"),  # none before the cutoff
     ("b", 1_700_003_600, "cart", "", "desktop", "12.5"),
     ("a", 1_700_007_200, "purchase", "app", "", "80"),
     ("a", 1_699_990_000, "never-seen", "web", "tv", "-3"),
     ("b", 1_700_100_000, "view", "email", "ios", ""),  # at/after the cutoff: ignored
+    ("c_only_later", 1_700_200_000, "cart", "app", "", ""),
 ]
 CUTOFF = 1_700_100_000
 
@@ -77,8 +79,12 @@ def test_cpp_program_scores_like_python(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    # issue 20: skipped like engage-score skips such users (it aborted), counted, never named
+    assert "skipped 1 user with no event before the cutoff 1700100000" in result.stderr
+    assert "c_only_later" not in result.stderr
     header, *lines = result.stdout.strip().splitlines()
     assert header.split("\t") == ["user", "purchase", "click"]
+    assert [line.split("\t")[0] for line in lines] == ["a", "b"]
     from_cpp = {line.split("\t")[0]: [float(x) for x in line.split("\t")[1:]] for line in lines}
 
     users = ["a", "b"]  # first-appearance order, as the C++ program reads them
@@ -99,6 +105,16 @@ def test_cpp_program_scores_like_python(tmp_path: Path) -> None:
         )
     for i, user in enumerate(users):
         assert from_cpp[user] == pytest.approx(expected[i].tolist(), abs=1e-6)
+
+    early = subprocess.run(  # a cutoff before every event: nothing to score, nothing printed
+        [str(binary), str(tmp_path / "artifact.pt"), str(tsv), "1600000000"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert early.returncode == 2 and early.stdout == ""
+    assert "no user has an event before the cutoff 1600000000 (2020-09-13 12:26:40 UTC)" in (
+        early.stderr
+    )
+    assert "latest event is at 1700200000 (2023-11-17 05:46:40 UTC): pass a later" in early.stderr
 
     bad = tmp_path / "bad.tsv"
     bad.write_text("a\t1\tview\n")

@@ -3,6 +3,7 @@ metadata validated, and config ``_target_`` values restricted to engage_seq and 
 
 from __future__ import annotations
 
+import logging
 import shutil
 import signal
 import subprocess
@@ -160,7 +161,17 @@ def test_re_export_never_leaves_a_stale_sidecar(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out, pt2 = tmp_path / "model.pt", tmp_path / "model.pt2"
-    export_artifact(run, out, pt2=pt2)
+    # issue 20: a successful export printed torch's "Unable to load package…" warnings. The
+    # "torch" loggers do not propagate to the root (caplog), so listen on torch.export itself.
+    records: list[logging.LogRecord] = []
+    listener = logging.Handler(logging.WARNING)
+    listener.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("torch.export").addHandler(listener)
+    try:
+        export_artifact(run, out, pt2=pt2)
+    finally:
+        logging.getLogger("torch.export").removeHandler(listener)
+    assert [r.getMessage() for r in records] == []
     for path in (out, pt2):
         assert verify_artifact(path) == file_sha256(path)
     before = out.read_bytes(), sidecar_path(out).read_text()
