@@ -166,13 +166,15 @@ def rolling_backtest(
     every: str = "7d",
     count: int | None = None,
     batch_size: int = 4096,
+    require_signed: bool | None = None,
 ) -> BacktestResult:
     """Metrics of ``artifact`` at successive cutoffs on the event table ``events`` (see the
     module docstring). ``start``: first cutoff (ISO or epoch seconds; default the run's last
-    test cutoff). The first cutoff reproduces the run's test metrics only on the event table
-    the run trained on; another table (a synthetic one with other ``days``) is another
-    realisation of the data, not an extension of it."""
-    module, metadata = _load(artifact)
+    test cutoff); ``require_signed``: see `engage_seq.score.load_scoring_artifact`. The
+    first cutoff reproduces the run's test metrics only on the event table the run trained on;
+    another table (a synthetic one with other ``days``) is another realisation of the data,
+    not an extension of it."""
+    module, metadata = _load(artifact, require_signed)
     task = horizon_task(metadata)
     step = _duration(every, "every")
     if count is not None and count < 1:
@@ -260,9 +262,9 @@ def rolling_backtest(
     return BacktestResult(pl.DataFrame(rows), reference, inputs)
 
 
-def _load(artifact: str | Path) -> tuple[Any, dict[str, Any]]:
+def _load(artifact: str | Path, require_signed: bool | None) -> tuple[Any, dict[str, Any]]:
     try:
-        return load_scoring_artifact(artifact)
+        return load_scoring_artifact(artifact, require_signed=require_signed)
     except ScoringError as exc:
         raise BacktestError(str(exc)) from None
 
@@ -422,6 +424,9 @@ def build_parser() -> KeywordArgumentParser:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-plot", action="store_true", help="skip backtest.png")
+    parser.add_argument("--require-signed", action="store_true", default=None,
+                        help="refuse an artifact without a valid <artifact>.sig (default: "
+                        "ENGAGE_SEQ_REQUIRE_SIGNED)")  # fmt: skip
     return parser
 
 
@@ -433,7 +438,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch_size < 1:
             raise BacktestError(f"--batch-size must be at least 1, got {args.batch_size}")
         result = rolling_backtest(
-            args.artifact, args.events, args.start, args.every, args.count, args.batch_size
+            args.artifact,
+            args.events,
+            args.start,
+            args.every,
+            args.count,
+            args.batch_size,
+            require_signed=args.require_signed,
         )
         write_backtest(result, args.out, plot=not args.no_plot)
     except (BacktestError, EventSchemaError, OSError, pl.exceptions.PolarsError) as exc:

@@ -830,6 +830,9 @@ def build_parser() -> KeywordArgumentParser:
         help="ingest drop limit, 0 to 1 (default: the artifact's, else 0.05)",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip drift.png")
+    parser.add_argument("--require-signed", action="store_true", default=None,
+                        help="refuse an --artifact without a valid <artifact>.sig (default: "
+                        "ENGAGE_SEQ_REQUIRE_SIGNED)")  # fmt: skip
     return parser
 
 
@@ -875,7 +878,7 @@ def run(args: argparse.Namespace) -> DriftReport:
         from engage_seq.score import ScoringError, load_scoring_artifact
 
         try:
-            artifact = load_scoring_artifact(args.artifact)
+            artifact = load_scoring_artifact(args.artifact, require_signed=args.require_signed)
         except ScoringError as exc:
             raise DriftError(str(exc)) from None
         metadata = artifact[1]

@@ -15,7 +15,9 @@ Each file written gets a ``<file>.sha256`` sidecar (``sha256sum`` format) that t
 `engage_seq.jit` check before parsing it. Order: the parity-checked temp file is hashed, any
 old sidecar is removed, the file is renamed into place, then the new sidecar is written; a
 crash in between leaves an artifact without a sidecar (refused: re-export), never a sidecar
-that vouches for other bytes.
+that vouches for other bytes. With ``ENGAGE_SEQ_SIGNING_KEY`` set, ``<file>.sig``
+(`engage_seq.signing`) follows the sidecar the same way: any old one goes before the rename,
+the new one is written last, so a signature never outlives the bytes it names.
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ from engage_seq.jit import (
 from engage_seq.model import MODEL_INPUTS, EngagementModel, ProbabilityModel
 from engage_seq.parity import full_parity
 from engage_seq.serving import ServingModule
+from engage_seq.signing import (
+    SIGNING_KEY_ENV,
+    SigningError,
+    SigningKey,
+    signature_path,
+    write_signature,
+)
+from engage_seq.signing import signing_key as configured_signing_key
 
 ARTIFACT_FORMAT_VERSION = 2  # 2: predict_events / preprocess_events (raw events in)
 GOLDEN_BATCH = "golden_batch.pt"
@@ -247,6 +257,7 @@ def export_program(
     metadata: dict[str, Any],
     out: Path,
     atol: float,
+    key: SigningKey | None = None,
 ) -> dict[str, float]:
     """The tensor entry point as a `torch.export` program (``.pt2``), parity-checked like the
     TorchScript file; raw events need TorchScript (string ops do not export).
@@ -307,16 +318,34 @@ def export_program(
                 f"torch.export program parity failed: {failing}; nothing written to {out}"
             )
         digest = file_sha256(tmp)
-        sidecar_path(out).unlink(missing_ok=True)  # never a stale sidecar next to the new file
-    write_sidecar(out, digest)
+        _remove_vouchers(out)
+    _vouch(out, digest, key)
     return diffs
+
+
+def _remove_vouchers(out: Path) -> None:
+    """Before the rename: no sidecar or signature of an older file stays next to the new one."""
+    sidecar_path(out).unlink(missing_ok=True)
+    signature_path(out).unlink(missing_ok=True)
+
+
+def _vouch(out: Path, digest: str, key: SigningKey | None) -> None:
+    """After the rename: the sidecar, then (with a key) the signature of the same digest."""
+    write_sidecar(out, digest)
+    if key is not None:
+        write_signature(out, digest, key)
 
 
 def export_artifact(
     run: str | Path, out: str | Path, atol: float = 1e-5, pt2: str | Path | None = None
 ) -> ExportResult:
     """Script, save to a temp file, reload, check parity, then move into place (and, with
-    ``pt2``, the same for a torch.export program of the tensor entry point)."""
+    ``pt2``, the same for a torch.export program of the tensor entry point). Signs both
+    when ``ENGAGE_SEQ_SIGNING_KEY`` is set."""
+    try:
+        key = configured_signing_key()  # an unusable key fails now, before any work
+    except SigningError as exc:
+        raise ExportError(str(exc)) from None
     checkpoint = find_checkpoint(Path(run))
     run_dir = _run_dir_of(checkpoint)
     model, meta = load_model(checkpoint)
@@ -396,9 +425,10 @@ def export_artifact(
                 f"no artifact written to {out}"
             )
         if pt2 is not None:  # inside: a failing program leaves no TorchScript file either
-            diffs.update(export_program(model, output_names, golden, metadata, Path(pt2), atol))
-        sidecar_path(out).unlink(missing_ok=True)  # never a stale sidecar next to the new file
-    write_sidecar(out, digest)
+            program = export_program(model, output_names, golden, metadata, Path(pt2), atol, key)
+            diffs.update(program)
+        _remove_vouchers(out)
+    _vouch(out, digest, key)
     return ExportResult(out, diffs, int(golden["lengths"].shape[0]), metadata)
 
 
@@ -425,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     diffs = ", ".join(f"{k}={v:.2e}" for k, v in result.max_abs_diff.items())
     print(f"wrote {result.path} (outputs: {', '.join(result.metadata['output_names'])})")
     print(f"wrote {sidecar_path(result.path)} (checked by engage-score; sha256sum -c works)")
+    if signature_path(result.path).is_file():
+        print(f"wrote {signature_path(result.path)} (signed with {SIGNING_KEY_ENV})")
     if args.pt2:
         print(f"wrote {args.pt2} (torch.export program of the tensor entry point)")
     print(f"parity on {result.n_checked} test samples: {diffs}")

@@ -67,7 +67,7 @@ class ScoringError(ValueError):
 
 
 def load_scoring_artifact(
-    path: str | Path, allow_unverified: bool | None = None
+    path: str | Path, allow_unverified: bool | None = None, require_signed: bool | None = None
 ) -> tuple[Any, dict[str, Any]]:
     """The scripted module and its metadata, checked against each other.
 
@@ -75,13 +75,16 @@ def load_scoring_artifact(
     ``<artifact>.sha256`` sidecar (`engage_seq.jit.verify_artifact`). A missing sidecar is
     refused unless ``allow_unverified`` (None: the ``ENGAGE_SEQ_ALLOW_UNVERIFIED``
     environment variable, which also covers engage-drift and engage-backtest); a mismatch is
-    always refused.
+    always refused. ``require_signed`` (None: ``ENGAGE_SEQ_REQUIRE_SIGNED``) also refuses an
+    artifact without a valid ``<artifact>.sig`` (`engage_seq.jit.verify_provenance`).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a folder or an unreadable file: named by check_archive
         raise ScoringError(f"artifact {path} does not exist")
     try:
-        module, metadata = load_artifact(path, allow_unverified=allow_unverified)
+        module, metadata = load_artifact(
+            path, allow_unverified=allow_unverified, require_signed=require_signed
+        )
     except ArtifactIntegrityError as exc:  # foreign, altered or unverifiable: nothing parsed
         raise ScoringError(str(exc)) from None
     except (RuntimeError, ValueError) as exc:
@@ -282,11 +285,13 @@ def score_events(
     max_drop_fraction: float | None = None,
     allow_unverified: bool | None = None,
     shards: int = 1,
+    require_signed: bool | None = None,
 ) -> dict[str, Any]:
     """Score every user with an event before the cutoff; returns the run report (also
     written next to ``out`` as ``<out>.report.json``). Raises `ScoringError` before writing
-    anything when the input or the artifact is not usable (``allow_unverified``: see
-    `load_scoring_artifact`); the output files are renamed into place together at the end.
+    anything when the input or the artifact is not usable (``allow_unverified``,
+    ``require_signed``: see `load_scoring_artifact`); the output files are renamed into place
+    together at the end.
     ``shards > 1`` scores the users in that many hash-split parts, one in memory at a time
     (`validated_parts`), for tables that do not fit; the scores are the same."""
     started = time.perf_counter()
@@ -296,7 +301,7 @@ def score_events(
         raise ScoringError(f"--shards must be at least 1, got {shards}")
     if ids not in ("raw", "key"):
         raise ScoringError(f"--ids must be 'raw' or 'key', got {ids!r}")
-    module, metadata = load_scoring_artifact(artifact, allow_unverified)
+    module, metadata = load_scoring_artifact(artifact, allow_unverified, require_signed)
     mapping = column_mapping(metadata)
     targets = [n for n in metadata["output_names"] if not n.startswith("next_event/")]
     if rank_by is not None and rank_by not in targets:
@@ -459,6 +464,11 @@ def main(argv: list[str] | None = None) -> int:
         help="score an artifact that has no <artifact>.sha256 sidecar (hand-made or older "
         "exports); a sidecar that does not match is refused regardless",
     )  # fmt: skip
+    parser.add_argument(
+        "--require-signed", action="store_true", default=None,
+        help="refuse an artifact without a valid <artifact>.sig (keys: ENGAGE_SEQ_SIGNING_KEYS; "
+        "default: ENGAGE_SEQ_REQUIRE_SIGNED)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
@@ -479,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             max_drop_fraction=args.max_drop_fraction,
             allow_unverified=args.allow_unverified,
             shards=args.shards,
+            require_signed=args.require_signed,
         )
     except (ScoringError, EventSchemaError, OSError) as exc:
         print(f"engage-score: error: {exc}", file=sys.stderr)

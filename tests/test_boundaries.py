@@ -37,6 +37,8 @@ FORBIDDEN = {
     # artifact's scores load it lazily), the backtest only the artifact
     "engage_seq.drift": {"torch", "lightning", "hydra"},
     "engage_seq.backtest": {"lightning", "hydra"},
+    # artifact keys and signatures: the standard library only (no new dependency to trust)
+    "engage_seq.signing": {"torch", "lightning", "hydra", "polars", "numpy"},
     # report sections work on a model and frames, without a Trainer; drawing is matplotlib only
     "engage_seq.explain": {"lightning", "hydra", "matplotlib"},
     "engage_seq.fairness": {"lightning", "hydra"},

@@ -26,10 +26,12 @@ from engage_seq.jit import (
     quiet_jit_deprecation,
     sidecar_path,
     verify_artifact,
+    verify_provenance,
     write_sidecar,
 )
 from engage_seq.safe_config import UnsafeTargetError, check_targets, iter_targets
 from engage_seq.score import ScoringError, load_scoring_artifact
+from engage_seq.signing import SIGNING_KEY_ENV, VERIFY_KEYS_ENV, signature_path
 from engage_seq.train import CONF_DIR, train
 
 VENV_BIN = Path(sys.executable).parent
@@ -161,6 +163,11 @@ def test_re_export_never_leaves_a_stale_sidecar(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out, pt2 = tmp_path / "model.pt", tmp_path / "model.pt2"
+    monkeypatch.setenv(SIGNING_KEY_ENV, "not a key")
+    with pytest.raises(ExportError, match=f"{SIGNING_KEY_ENV} is neither hex nor base64"):
+        export_artifact(run, out)  # an unusable key is refused before any work
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setenv(SIGNING_KEY_ENV, "ab" * 32)  # with a key, both files are signed
     # issue 20: a successful export printed torch's "Unable to load package…" warnings. The
     # "torch" loggers do not propagate to the root (caplog), so listen on torch.export itself.
     records: list[logging.LogRecord] = []
@@ -168,12 +175,16 @@ def test_re_export_never_leaves_a_stale_sidecar(
     listener.emit = records.append  # type: ignore[method-assign]
     logging.getLogger("torch.export").addHandler(listener)
     try:
-        export_artifact(run, out, pt2=pt2)
+        export_artifact(run, out, pt2=pt2)  # with a key, both files are signed
     finally:
         logging.getLogger("torch.export").removeHandler(listener)
     assert [r.getMessage() for r in records] == []
+    monkeypatch.delenv(SIGNING_KEY_ENV)
     for path in (out, pt2):
         assert verify_artifact(path) == file_sha256(path)
+        monkeypatch.setenv(VERIFY_KEYS_ENV, "ab" * 32)
+        assert verify_provenance(path, require_signed=True).endswith("signature valid")
+        monkeypatch.delenv(VERIFY_KEYS_ENV)
     before = out.read_bytes(), sidecar_path(out).read_text()
     with pytest.raises(ExportError, match="parity"):  # a failed export touches nothing
         export_artifact(run, out, atol=-1.0)
@@ -188,9 +199,11 @@ def test_re_export_never_leaves_a_stale_sidecar(
     assert out.is_file() and not sidecar_path(out).exists()  # refused, never falsely vouched
     with pytest.raises(ArtifactIntegrityError, match="has no"):
         load_artifact(out)
+    assert not signature_path(out).exists()  # nor a signature of the older file
     monkeypatch.undo()
-    export_artifact(run, out)
+    export_artifact(run, out)  # without a key: unsigned, and said so
     assert verify_artifact(out) == file_sha256(out)
+    assert verify_provenance(out).startswith("not signed")
 
 
 EXPORT_KILLS = {
