@@ -45,6 +45,7 @@ from engage_seq.jit import (
 )
 from engage_seq.model import MODEL_INPUTS, EngagementModel, ProbabilityModel
 from engage_seq.parity import full_parity
+from engage_seq.safe_config import load_untrusted_config
 from engage_seq.serving import ServingModule
 
 ARTIFACT_FORMAT_VERSION = 2  # 2: predict_events / preprocess_events (raw events in)
@@ -176,13 +177,18 @@ def load_model(checkpoint: Path) -> tuple[EngagementModel, dict[str, Any]]:
 
 
 def _run_config(run_dir: Path) -> dict[str, Any] | None:
-    """The run's resolved configuration (settings and file paths, no data), if present."""
+    """The run's resolved configuration (settings and file paths, no data), if present.
+
+    Untrusted input that rides into the artifact's metadata: size/alias limits before parsing
+    and the `_target_` check, so a hand-edited file cannot balloon the export or smuggle in a
+    target that a later reader instantiates."""
     path = run_dir / "config_resolved.yaml"
     if not path.is_file():
         return None
-    import yaml  # PyYAML comes with Hydra's OmegaConf; read here without importing Hydra
-
-    return yaml.safe_load(path.read_text())
+    try:
+        return load_untrusted_config(path)
+    except ValueError as error:  # UnsafeConfigError, or not YAML
+        raise ExportError(str(error)) from error
 
 
 def serving_module(model: EngagementModel, meta: dict[str, Any]) -> ServingModule:
@@ -314,6 +320,7 @@ def export_artifact(
     ``pt2``, the same for a torch.export program of the tensor entry point)."""
     checkpoint = find_checkpoint(Path(run))
     run_dir = _run_dir_of(checkpoint)
+    config = _run_config(run_dir)  # untrusted input: refused before anything else is read
     model, meta = load_model(checkpoint)
     golden_path = run_dir / GOLDEN_BATCH
     if not golden_path.is_file():
@@ -356,7 +363,7 @@ def export_artifact(
             "softmax (they sum to 1)",
         },
         "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else {},
-        "config": _run_config(run_dir),
+        "config": config,
         **{k: v for k, v in meta.items() if k not in ("target_names", "output_names")},
     }
     golden = torch.load(golden_path, map_location="cpu", weights_only=True)
