@@ -46,6 +46,7 @@ from engage_seq.data import (
 )
 from engage_seq.evaluation import ReportOptions
 from engage_seq.export import GOLDEN_BATCH, GOLDEN_EVENTS
+from engage_seq.hydra_precheck import check_command_line
 from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.metrics import (
     HORIZON_METRICS,
@@ -55,12 +56,7 @@ from engage_seq.metrics import (
 )
 from engage_seq.model import MODEL_INPUTS
 from engage_seq.module import EngagementLitModule, metric_mode
-from engage_seq.safe_config import (
-    UnsafeConfigError,
-    check_command_line,
-    check_targets,
-    trust_command_line,
-)
+from engage_seq.safe_config import UnsafeConfigError, check_targets, trust_command_line
 from engage_seq.sample_cache import prepare_samples
 from engage_seq.schema import NO_CHANNEL
 from engage_seq.sequences import (

@@ -21,12 +21,12 @@ from hydra import compose, initialize_config_dir
 from engage_seq import evaluate, train
 from engage_seq.evaluation import sibling_runs
 from engage_seq.export import ExportError, export_artifact
+from engage_seq.hydra_precheck import check_command_line
 from engage_seq.safe_config import (
     ALLOWED_TARGETS_ENV,
     ALLOWED_TARGETS_FILE_ENV,
     UnsafeConfigError,
     UnsafeTargetError,
-    check_command_line,
     check_targets,
     command_line_targets,
     iter_targets,
