@@ -45,7 +45,7 @@ from engage_seq.ingest import user_keys
 from engage_seq.io import atomic_path
 from engage_seq.metrics import HorizonMetrics, NextEventMetrics, score_probabilities
 from engage_seq.model import EngagementModel
-from engage_seq.safe_config import check_targets
+from engage_seq.safe_config import UnsafeConfigError, check_targets, load_untrusted_config
 from engage_seq.sample_cache import PreparedSamples, cache_key, prepare_samples
 from engage_seq.sequences import Task, horizon_part, next_event_part
 
@@ -248,9 +248,10 @@ def read_config(run_dir: Path) -> DictConfig:
         raise EvaluationError(
             f"no {CONFIG_FILE} in {run_dir}: pass a run folder written by engage-train"
         )
-    config = OmegaConf.load(path)
+    # Untrusted input (a run folder may come from anyone): size/alias limits before parsing,
+    # then every _target_ checked against the defaults and the person's own allow-list.
+    config = OmegaConf.create(load_untrusted_config(path))
     assert isinstance(config, DictConfig)
-    check_targets(config)  # the report instantiates the run's data source: same rule as training
     return config
 
 
@@ -687,6 +688,9 @@ def sibling_runs(run_dir: Path, fingerprint: str) -> list[SiblingRun]:
             cfg = read_config(other)
             same = recorded_fingerprint(other, cfg) == fingerprint
             metrics = _read_metrics(other)
+        except UnsafeConfigError as error:  # refused before anything in it was instantiated
+            log.warning("report: sibling %s skipped, its config is refused: %s", other.name, error)
+            continue
         except Exception as error:  # another run's files must not break this report
             log.info("report: sibling %s not read: %s", other.name, error)
             continue

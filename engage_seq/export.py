@@ -47,6 +47,7 @@ from engage_seq.jit import (
 )
 from engage_seq.model import MODEL_INPUTS, EngagementModel, ProbabilityModel
 from engage_seq.parity import full_parity
+from engage_seq.safe_config import load_untrusted_config
 from engage_seq.serving import ServingModule
 from engage_seq.signing import (
     SIGNING_KEY_ENV,
@@ -186,13 +187,18 @@ def load_model(checkpoint: Path) -> tuple[EngagementModel, dict[str, Any]]:
 
 
 def _run_config(run_dir: Path) -> dict[str, Any] | None:
-    """The run's resolved configuration (settings and file paths, no data), if present."""
+    """The run's resolved configuration (settings and file paths, no data), if present.
+
+    Untrusted input that rides into the artifact's metadata: size/alias limits before parsing
+    and the `_target_` check, so a hand-edited file cannot balloon the export or smuggle in a
+    target that a later reader instantiates."""
     path = run_dir / "config_resolved.yaml"
     if not path.is_file():
         return None
-    import yaml  # PyYAML comes with Hydra's OmegaConf; read here without importing Hydra
-
-    return yaml.safe_load(path.read_text())
+    try:
+        return load_untrusted_config(path)
+    except ValueError as error:  # UnsafeConfigError, or not YAML
+        raise ExportError(str(error)) from error
 
 
 def serving_module(model: EngagementModel, meta: dict[str, Any]) -> ServingModule:
@@ -348,6 +354,7 @@ def export_artifact(
         raise ExportError(str(exc)) from None
     checkpoint = find_checkpoint(Path(run))
     run_dir = _run_dir_of(checkpoint)
+    config = _run_config(run_dir)  # untrusted input: refused before anything else is read
     model, meta = load_model(checkpoint)
     golden_path = run_dir / GOLDEN_BATCH
     if not golden_path.is_file():
@@ -390,7 +397,7 @@ def export_artifact(
             "softmax (they sum to 1)",
         },
         "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else {},
-        "config": _run_config(run_dir),
+        "config": config,
         **{k: v for k, v in meta.items() if k not in ("target_names", "output_names")},
     }
     golden = torch.load(golden_path, map_location="cpu", weights_only=True)

@@ -46,6 +46,7 @@ from engage_seq.evaluation import (
 from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.metrics import CALIBRATION_BINS, TOP_FRACTION
 from engage_seq.report_section import ReportSection, json_safe
+from engage_seq.safe_config import read_untrusted_yaml
 from engage_seq.sample_cache import PreparedSamples
 from engage_seq.sequences import horizon_part, next_event_part, parse_duration
 
@@ -777,9 +778,11 @@ def _reproduce(evaluation: RunEvaluation, out_dir: Path, options: ReportOptions)
     commands = [" ".join(shlex.quote(w) for w in [*words, *flags_for(options, trained)])]
     overrides = run / ".hydra" / "overrides.yaml"
     if overrides.is_file():
-        import yaml
-
-        listed = yaml.safe_load(overrides.read_text()) or []
+        try:  # a run folder's file: size/alias limits before parsing
+            listed = read_untrusted_yaml(overrides) or []
+        except ValueError as error:  # UnsafeConfigError or not YAML: only this line is lost
+            log.warning("report: no engage-train command: %s", error)
+            return commands
         train = " ".join(["engage-train", *(shlex.quote(str(o)) for o in listed)])
         commands.append(train)
     return commands

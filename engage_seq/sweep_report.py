@@ -31,6 +31,7 @@ import yaml
 from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.metrics import METRIC_MODES
 from engage_seq.report_section import json_safe
+from engage_seq.safe_config import load_untrusted_config, read_untrusted_yaml
 from engage_seq.stats import student_t_two_sided_p
 
 log = logging.getLogger(__name__)
@@ -178,10 +179,10 @@ def _run_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def _read_run(run_dir: Path, name: str) -> Run:
-    """Raw YAML reads (no interpolation: values are reported as written)."""
-    overrides = parse_overrides(
-        yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    )
+    """Raw YAML reads (no interpolation: values are reported as written), as untrusted input:
+    size/alias limits before parsing, and the run's config passes the `_target_` check or the
+    run is listed as unreadable."""
+    overrides = parse_overrides(read_untrusted_yaml(run_dir / ".hydra" / "overrides.yaml") or [])
     raw = json.loads((run_dir / "metrics.json").read_text())
     if not isinstance(raw, dict):
         raise ValueError("metrics.json is not a JSON object")
@@ -189,8 +190,7 @@ def _read_run(run_dir: Path, name: str) -> Run:
     optimized = None
     resolved = run_dir / "config_resolved.yaml"
     if resolved.is_file():
-        config = yaml.safe_load(resolved.read_text())
-        optimized = config.get("optimized_metric") if isinstance(config, dict) else None
+        optimized = load_untrusted_config(resolved).get("optimized_metric")
     return Run(name, overrides, metrics, None if optimized is None else str(optimized))
 
 
@@ -355,7 +355,7 @@ def _sweep_command(sweep_dir: Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        task = yaml.safe_load(path.read_text())["hydra"]["overrides"]["task"]
+        task = read_untrusted_yaml(path)["hydra"]["overrides"]["task"]
     except Exception:  # an unreadable file only costs the report its "command" line
         return None
     return "engage-train -m " + " ".join(str(item) for item in task)

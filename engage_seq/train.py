@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -45,6 +46,7 @@ from engage_seq.data import (
 )
 from engage_seq.evaluation import ReportOptions
 from engage_seq.export import GOLDEN_BATCH, GOLDEN_EVENTS
+from engage_seq.hydra_precheck import check_command_line
 from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.metrics import (
     HORIZON_METRICS,
@@ -54,7 +56,7 @@ from engage_seq.metrics import (
 )
 from engage_seq.model import MODEL_INPUTS
 from engage_seq.module import EngagementLitModule, metric_mode
-from engage_seq.safe_config import check_targets
+from engage_seq.safe_config import UnsafeConfigError, check_targets, trust_command_line
 from engage_seq.sample_cache import prepare_samples
 from engage_seq.schema import NO_CHANNEL
 from engage_seq.sequences import (
@@ -734,7 +736,8 @@ class SweepReportCallback(HydraCallback):
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
     """Returns the configured ``optimized_metric`` so sweepers (Optuna) can optimise it."""
-    check_targets(cfg)
+    check_targets(cfg)  # this job's values (a sweep's are only known here)
+    check_targets(HydraConfig.get(), prefix="hydra")
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     task = instantiate(cfg.task)
     _check_sweep_direction(cfg, task)
@@ -743,6 +746,17 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    """engage-train. The command line is composed and checked (`safe_config`) before Hydra
+    runs: Hydra instantiates ``hydra.callbacks`` and configures logging from the config before
+    `_hydra_main` (and any check in it) starts."""
+    argv = sys.argv[1:]
+    try:
+        trust_command_line(argv)  # allowed_targets=[...] typed here, never from a YAML
+        task_function = getattr(_hydra_main, "__wrapped__", _hydra_main)
+        check_command_line(argv, CONF_DIR, "train", task_function)
+    except (UnsafeConfigError, ValueError) as error:
+        print(f"engage-train: {error}", file=sys.stderr)
+        sys.exit(2)
     _hydra_main()
 
 

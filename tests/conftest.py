@@ -18,6 +18,14 @@ def _no_run_reports_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENGAGE_SEQ_REPORT", "false")
 
 
+@pytest.fixture(autouse=True)
+def _no_personal_allowed_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite never trusts the developer's own allow-list (environment or user file), so a
+    refused target is refused on every machine."""
+    monkeypatch.delenv("ENGAGE_SEQ_ALLOWED_TARGETS", raising=False)
+    monkeypatch.setenv("ENGAGE_SEQ_ALLOWED_TARGETS_FILE", os.devnull)  # not a file: no names
+
+
 @pytest.fixture(scope="session")
 def tiny_source() -> SyntheticEventSource:
     return SyntheticEventSource(n_users=300, days=70, seed=1)

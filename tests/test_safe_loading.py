@@ -292,9 +292,14 @@ def test_foreign_targets_are_refused_before_any_work(override: str, tmp_path: Pa
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
-def test_allow_listed_targets_pass() -> None:
+def test_allow_listed_targets_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _compose("data.source._target_=json.loads", "allowed_targets=[json.loads]")
-    check_targets(cfg)
+    # issue 15: a config's own allowed_targets is no longer trusted (a file cannot vouch for
+    # itself); the person running the command allow-lists (tests/test_config_trust.py)
+    with pytest.raises(UnsafeTargetError, match="own allowed_targets list is ignored"):
+        check_targets(cfg)
     check_targets(_compose("data.source._target_=json.loads"), extra=["json.loads"])
     with pytest.raises(UnsafeTargetError, match=r"data\.source\._target_ = 'json\.loads'"):
         check_targets(_compose("data.source._target_=json.loads"))
+    monkeypatch.setenv("ENGAGE_SEQ_ALLOWED_TARGETS", "json.loads")
+    check_targets(cfg)

@@ -1,0 +1,291 @@
+"""Issue 15: trust comes from outside the file being checked.
+
+Every attack of the issue is a test that now does no harm: each would call
+``pathlib.Path.touch`` on a file (``Path.touch(self=path)`` creates it), and each test asserts
+the file is never created and the refusal names the config node. Run folders are written by
+hand (a few lines of YAML), not trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from engage_seq import evaluate, train
+from engage_seq.evaluation import sibling_runs
+from engage_seq.export import ExportError, export_artifact
+from engage_seq.hydra_precheck import check_command_line
+from engage_seq.safe_config import (
+    ALLOWED_TARGETS_ENV,
+    ALLOWED_TARGETS_FILE_ENV,
+    UnsafeConfigError,
+    UnsafeTargetError,
+    check_targets,
+    command_line_targets,
+    iter_targets,
+    load_untrusted_config,
+    read_untrusted_yaml,
+    trust_command_line,
+)
+from engage_seq.sweep_report import collect_runs
+from engage_seq.train import CONF_DIR
+
+VENV_BIN = Path(sys.executable).parent
+TOUCH = "pathlib.Path.touch"
+
+
+def _touch_node(target: Path, indent: str = "  ") -> str:
+    """The YAML body of a node that creates ``target`` when instantiated."""
+    return f"{indent}_target_: {TOUCH}\n{indent}_args_: ['{target}']\n"
+
+
+def _evil_run(folder: Path, pwned: Path, node: str = "task") -> Path:
+    """A run folder whose config allow-lists its own payload, as in the issue."""
+    folder.mkdir(parents=True)
+    (folder / "config_resolved.yaml").write_text(
+        f"allowed_targets: [{TOUCH}]\nseed: 1\n{node}:\n{_touch_node(pwned)}"
+    )
+    (folder / "metrics.json").write_text('{"val/auroc": 0.9}\n')
+    return folder
+
+
+def _check_argv(*argv: str) -> None:
+    check_command_line(list(argv), CONF_DIR, "train", train._hydra_main.__wrapped__)
+
+
+def _refused_by_main(monkeypatch: pytest.MonkeyPatch, capsys, *argv: str) -> str:
+    """engage-train's entry point on ``argv``: exits 2 before Hydra runs; returns stderr."""
+    monkeypatch.setattr(sys, "argv", ["engage-train", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        train.main()
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+# ---- configs read back from run folders ----------------------------------------------------
+
+
+def test_evaluate_of_an_evil_run_folder_is_refused_naming_the_node(tmp_path: Path, capsys) -> None:
+    pwned = tmp_path / "pwned"
+    run = _evil_run(tmp_path / "run", pwned)
+    assert evaluate.main([str(run), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert "config key task._target_ = 'pathlib.Path.touch'" in err
+    assert "own allowed_targets list is ignored" in err and ALLOWED_TARGETS_ENV in err
+    assert not pwned.exists() and not (tmp_path / "report").exists()
+
+
+def test_hydra_nodes_of_a_run_folder_are_checked(tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    node = _touch_node(pwned, "      ")
+    (tmp_path / "c.yaml").write_text(f"hydra:\n  callbacks:\n    x:\n{node}")
+    with pytest.raises(UnsafeTargetError, match=r"c\.yaml: config key hydra\.callbacks\.x\."):
+        load_untrusted_config(tmp_path / "c.yaml")
+    assert not pwned.exists()
+
+
+def test_a_hostile_sibling_is_skipped_with_a_warning_and_never_instantiated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A legitimate run's report lists the other runs of its multirun: an evil sibling (no
+    checkpoint, so its task would be instantiated to fingerprint its samples) is skipped."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    legit = sweep / "0_seed=1"
+    legit.mkdir()
+    pwned = tmp_path / "pwned"
+    _evil_run(sweep / "1_seed=2", pwned)
+    with caplog.at_level(logging.INFO, logger="engage_seq.evaluation"):
+        assert sibling_runs(legit, "samples-any") == []
+    (record,) = [r for r in caplog.records if "1_seed=2" in r.getMessage()]
+    assert record.levelno == logging.WARNING and "task._target_" in record.getMessage()
+    assert not pwned.exists()
+
+
+def test_a_hostile_run_in_a_sweep_is_listed_unreadable(tmp_path: Path) -> None:
+    run = _evil_run(tmp_path / "sweep" / "0_seed=1", tmp_path / "pwned")
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    runs, _, unreadable = collect_runs(tmp_path / "sweep")
+    assert runs == [] and "UnsafeTargetError" in unreadable[0] and "task._target_" in unreadable[0]
+
+
+def _alias_bomb() -> str:
+    """~600 bytes that expand to 9**10 strings once anything walks the aliases."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * 9) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+def _interpolation_bomb() -> str:
+    lines = ["s0: lol"] + [f"s{i}: '{'${s' + str(i - 1) + '}' * 9}'" for i in range(1, 12)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_alias_bomb(), "anchors/aliases are refused"),
+        (_interpolation_bomb(), r"key s\d+ holds an interpolation"),
+        ("a: " + "[" * 100 + "]" * 100 + "\n", "levels deep"),
+        ("x: [" + "1," * 30_000 + "1]\n", "values"),
+        ("pad: '" + "x" * 1_100_000 + "'\n", "is over 1,000,000 bytes"),
+    ],
+    ids=["alias_bomb", "interpolation_bomb", "deep", "many_nodes", "big"],
+)
+def test_yaml_bombs_in_a_run_folder_are_refused_fast(tmp_path: Path, text: str, message) -> None:
+    """engage-export embeds the run's config in the artifact: the issue's 2.7 KB alias bomb
+    ran past 60 s and 6 GB there. Now refused before parsing, in well under a second."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"never read")
+    (run / "config_resolved.yaml").write_text(text)
+    started = time.perf_counter()
+    with pytest.raises(ExportError, match=message):
+        export_artifact(run, tmp_path / "model.pt")
+    with pytest.raises(UnsafeConfigError, match=message):
+        load_untrusted_config(run / "config_resolved.yaml")
+    assert time.perf_counter() - started < 2.0
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_untrusted_yaml_reads_plain_files(tmp_path: Path) -> None:
+    (tmp_path / "o.yaml").write_text("- seed=1\n- model=lstm\n")
+    assert read_untrusted_yaml(tmp_path / "o.yaml") == ["seed=1", "model=lstm"]
+    (tmp_path / "bad.yaml").write_text("a: [1\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml is not valid YAML"):
+        read_untrusted_yaml(tmp_path / "bad.yaml")
+
+
+# ---- engage-train: the command line and --config-dir --------------------------------------
+
+
+@pytest.mark.slow
+def test_hydra_callbacks_on_the_command_line_do_no_harm(tmp_path: Path, isolated_env) -> None:
+    """Hydra instantiates hydra.callbacks before the task function runs: the console script
+    refuses them before Hydra starts (one real subprocess; it fails before training)."""
+    pwned = tmp_path / "pwned"
+    result = subprocess.run(
+        [
+            str(VENV_BIN / "engage-train"),
+            "data=synthetic_tiny",
+            "trainer=smoke",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"+hydra.callbacks.x._target_={TOUCH}",
+            f"+hydra.callbacks.x._args_=['{pwned}']",
+        ],
+        cwd=tmp_path,
+        env=isolated_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "config key hydra.callbacks.x._target_ = 'pathlib.Path.touch'" in result.stderr
+    assert not pwned.exists() and not (tmp_path / "run").exists()
+
+
+def _config_dir(tmp_path: Path, body: str) -> Path:
+    """A shared experiment YAML, as passed with ``--config-dir``."""
+    folder = tmp_path / "shared_conf"
+    (folder / "experiment").mkdir(parents=True)
+    (folder / "experiment" / "evil.yaml").write_text(f"# @package _global_\n{body}")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("node", "body"),
+    [
+        ("data.source._target_", "data:\n  source:\n{touch}"),
+        ("hydra.callbacks.x._target_", "hydra:\n  callbacks:\n    x:\n{touch6}"),
+        (
+            "hydra.job_logging.handlers.evil.class",
+            "hydra:\n  job_logging:\n    handlers:\n      evil:\n"
+            "        class: pathlib.Path.touch\n        self: '{pwned}'\n",
+        ),
+    ],
+    ids=["data_source", "hydra_callbacks", "logging_handler"],
+)
+def test_a_config_dir_yaml_cannot_allow_list_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, node: str, body: str
+) -> None:
+    pwned = tmp_path / "pwned"
+    text = body.format(
+        touch=_touch_node(pwned, "    "), touch6=_touch_node(pwned, "      "), pwned=pwned
+    )
+    conf = _config_dir(tmp_path, f"allowed_targets: [{TOUCH}]\n{text}")
+    monkeypatch.chdir(tmp_path)
+    err = _refused_by_main(monkeypatch, capsys, "--config-dir", str(conf), "experiment=evil")
+    assert f"config key {node} = 'pathlib.Path.touch'" in err
+    assert not pwned.exists() and not (tmp_path / "outputs").exists()
+
+
+def test_sweeper_custom_search_space_is_checked() -> None:
+    with pytest.raises(UnsafeTargetError, match=r"hydra\.sweeper\.custom_search_space = 'os"):
+        _check_argv("-m", "sweep=optuna", "hydra.sweeper.custom_search_space=os.system")
+
+
+def test_checked_in_hydra_nodes_are_checked_and_pass() -> None:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["sweep=optuna"], return_hydra_config=True)
+    paths = {path for path, _ in iter_targets(cfg)}
+    assert {"hydra.callbacks.sweep_report._target_", "hydra.sweeper.sampler._target_"} <= paths
+    assert "hydra.job_logging.handlers.console.class" in paths
+    check_targets(cfg)
+    _check_argv("-m", "sweep=optuna", "hydra/launcher=slurm", "model=lstm,gru")
+
+
+# ---- the person running the command still extends the allow-list ---------------------------
+
+
+def test_command_line_extends_the_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["data.source._target_=json.loads", "allowed_targets=[json.loads]"]
+    with pytest.raises(UnsafeTargetError, match=r"data\.source\._target_ = 'json\.loads'"):
+        _check_argv(*argv)  # the value alone is not trusted, wherever it is set
+    monkeypatch.setenv(ALLOWED_TARGETS_ENV, "a.B")
+    trust_command_line(argv)  # what engage-train's main() does first
+    _check_argv(*argv)
+    assert os.environ[ALLOWED_TARGETS_ENV] == "a.B,json.loads"  # jobs and the report inherit it
+
+
+def test_command_line_targets_parse_only_allowed_targets() -> None:
+    assert command_line_targets(["seed=1", "+allowed_targets=a.B", "~allowed_targets"]) == ["a.B"]
+    assert command_line_targets(["allowed_targets=[c.D,a.B]"]) == ["a.B", "c.D"]
+    with pytest.raises(ValueError, match="cannot be swept"):
+        command_line_targets(["allowed_targets=a.B,c.D"])
+    with pytest.raises(ValueError, match="not a dotted Python name"):
+        command_line_targets(["allowed_targets=['torch load']"])
+
+
+def test_environment_and_user_file_extend_the_allow_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["data.source._target_=json.loads"]
+    monkeypatch.setenv(ALLOWED_TARGETS_ENV, "json.loads, other.Name")
+    _check_argv(*argv)
+    monkeypatch.delenv(ALLOWED_TARGETS_ENV)
+    listed = tmp_path / "allowed_targets.txt"
+    listed.write_text("# my team's sources\njson.loads  # the test's stand-in\n")
+    monkeypatch.setenv(ALLOWED_TARGETS_FILE_ENV, str(listed))
+    _check_argv(*argv)
+    listed.write_text("json loads\n")
+    with pytest.raises(ValueError, match=r"allowed_targets\.txt: 'json loads' is not a dotted"):
+        _check_argv(*argv)
+
+
+def test_a_trusted_run_folder_target_is_read_back(tmp_path: Path, monkeypatch) -> None:
+    """The person's allow-list (not the file's) lets engage-evaluate read their own runs."""
+    path = tmp_path / "config_resolved.yaml"
+    path.write_text("data:\n  source:\n    _target_: json.loads\n")
+    with pytest.raises(UnsafeTargetError):
+        load_untrusted_config(path)
+    monkeypatch.setenv(ALLOWED_TARGETS_ENV, "json.loads")
+    assert load_untrusted_config(path)["data"]["source"]["_target_"] == "json.loads"
