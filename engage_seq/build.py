@@ -31,6 +31,7 @@ from engage_seq.ingest import (
     text_user_ids,
     validate_events,
 )
+from engage_seq.messages import IDENTIFIER_MIN_VALUES
 from engage_seq.schema import (
     DROP_REASONS,
     USER_KEY_SEED,
@@ -186,12 +187,21 @@ def split_report(
 
 
 def _check_targets(task: Task, vocabulary: dict[str, list[str]]) -> None:
+    """Every target occurs in training. The event types seen are listed, unless there are so
+    many that data.columns.event_type is likely an identifier (an e-mail, an order id), whose
+    values must not reach a message."""
     unknown = sorted(set(task.targets) - set(vocabulary["event_type"]))
     if unknown:
+        seen = vocabulary["event_type"]
+        listed = (
+            f"event types seen: {seen}"
+            if len(seen) <= IDENTIFIER_MIN_VALUES
+            else f"{len(seen)} event types seen (not listed: that many looks like an "
+            "identifier mapped as data.columns.event_type)"
+        )
         raise ValueError(
             f"task {task.name!r}: target event type(s) {unknown} never occur in the training "
-            f"period; event types seen: {vocabulary['event_type']}. Check the spelling in the "
-            "task config."
+            f"period; {listed}. Check the spelling in the task config."
         )
 
 

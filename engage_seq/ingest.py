@@ -288,7 +288,7 @@ def user_keys(user_ids: pl.Series, salt_env: str = "ENGAGE_SEQ_SALT") -> pl.Seri
 def read_id_list(path: str, mapping: ColumnMapping, what: str = "opt-out list") -> pl.LazyFrame:
     """A list of user ids (Parquet/CSV): the event table's user-id column, or a file's only
     column, as distinct ``user_id`` text normalised like the table's (`schema.user_id_text`:
-    7.0 -> "7", whitespace trimmed, a CSV id "00042" stays "00042"), so the two can match.
+    a float 7.0 -> "7", whitespace trimmed, a CSV id "00042" stays "00042"), so they match.
     A CSV whose header looks like an id (no header row: the first id would be lost) is an
     error naming the file."""
     if not Path(path).expanduser().exists() and not glob.glob(path):

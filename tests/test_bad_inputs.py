@@ -497,6 +497,12 @@ CASES: list[Case] = [
          parquet(events().with_columns(ref=pl.lit(SECRET) + pl.col("user_id"))),
          mapping=ColumnMapping(timestamp="ref", channel=None), error=EventSchemaError,
          match=(r"e\.g\. ref = <hidden: identifier-like column>",), absent=(SECRET,)),
+    Case("event_type_mapped_to_identifier", "*build*: data.columns.event_type pointed at e-mails",
+         parquet(build_table().with_columns(
+             email=pl.lit(SECRET) + pl.int_range(pl.len()).cast(pl.String) + "@example.com")),
+         mapping=ColumnMapping(event_type="email", channel=None), build=True, error=ValueError,
+         match=(r"target event type\(s\) \['purchase'\] never occur",
+                "event types seen \\(not listed"), absent=(SECRET,)),
     Case("csv_parse_error_value", "an account code column turns to text after 10,000 rows",
          epoch_then_text_csv, mapping=ColumnMapping(channel=None, categorical=("account",)),
          error=EventSchemaError,
