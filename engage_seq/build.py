@@ -24,7 +24,14 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from engage_seq.ingest import IngestConfig, check_drops, text_user_ids, validate_events
+from engage_seq.ingest import (
+    IngestConfig,
+    check_drops,
+    check_opt_out,
+    text_user_ids,
+    validate_events,
+)
+from engage_seq.messages import IDENTIFIER_MIN_VALUES
 from engage_seq.schema import (
     DROP_REASONS,
     USER_KEY_SEED,
@@ -33,6 +40,7 @@ from engage_seq.schema import (
     check_columns,
     looks_like_identifier,
     read_error,
+    user_id_text,
 )
 from engage_seq.sequences import (
     SPLITS,
@@ -179,12 +187,21 @@ def split_report(
 
 
 def _check_targets(task: Task, vocabulary: dict[str, list[str]]) -> None:
+    """Every target occurs in training. The event types seen are listed, unless there are so
+    many that data.columns.event_type is likely an identifier (an e-mail, an order id), whose
+    values must not reach a message."""
     unknown = sorted(set(task.targets) - set(vocabulary["event_type"]))
     if unknown:
+        seen = vocabulary["event_type"]
+        listed = (
+            f"event types seen: {seen}"
+            if len(seen) <= IDENTIFIER_MIN_VALUES
+            else f"{len(seen)} event types seen (not listed: that many looks like an "
+            "identifier mapped as data.columns.event_type)"
+        )
         raise ValueError(
             f"task {task.name!r}: target event type(s) {unknown} never occur in the training "
-            f"period; event types seen: {vocabulary['event_type']}. Check the spelling in the "
-            "task config."
+            f"period; {listed}. Check the spelling in the task config."
         )
 
 
@@ -269,9 +286,9 @@ def split_by_user(
     Returns (shard number, folder) for the shards that received rows, in shard order; the
     folders hold raw ids: the caller deletes them. A table Polars cannot read is an
     `EventSchemaError` naming ``where``, as for an in-memory read."""
-    shard_of = (
-        pl.col(mapping.user_id).cast(pl.String).hash(seed=USER_KEY_SEED) % shards
-    ).fill_null(0)
+    # the id as ingest normalises it: " 7" and 7.0 are user "7", so they share a shard
+    user = user_id_text(mapping.user_id, raw.collect_schema()[mapping.user_id])
+    shard_of = (user.hash(seed=USER_KEY_SEED) % shards).fill_null(0)
     try:
         raw.with_columns(shard_of.alias("_shard")).sink_parquet(
             pl.PartitionBy(folder, key="_shard", include_key=False), mkdir=True, engine="streaming"
@@ -307,6 +324,15 @@ def merge_ingest_reports(reports: list[dict[str, Any]], where: str) -> dict[str,
             c: sum(rep["categorical_missing"][c] for rep in reports)
             for c in reports[0]["categorical_missing"]
         },
+        "timestamp_dst": {
+            k: sum(rep["timestamp_dst"][k] for rep in reports) for k in reports[0]["timestamp_dst"]
+        },
+        "opt_out": None  # every shard read the whole list; its users are in one shard each
+        if reports[0]["opt_out"] is None
+        else {
+            "users_listed": reports[0]["opt_out"]["users_listed"],
+            "users_matched": sum(rep["opt_out"]["users_matched"] for rep in reports),
+        },
     }
 
 
@@ -326,7 +352,7 @@ def build_sharded(
     source = text_user_ids(source, mapping)
     where = source.describe()
     raw = source.scan()
-    check_columns(raw.collect_schema(), mapping, where)
+    check_columns(raw.collect_schema(), mapping, where, raw)
     work = out_dir / "_work"
     try:
         shard_dirs = split_by_user(raw, mapping, sampling.shards, work / "raw", where)
@@ -349,6 +375,7 @@ def build_sharded(
             clean.append(path)
         ingest_report = merge_ingest_reports(ingest_reports, where)
         check_drops(ingest_report["rows_dropped"], ingest_report["rows_kept"], ingest, where)
+        check_opt_out(ingest_report["opt_out"], ingest, where)
         # fail before the expensive phase on a target that never occurs at all (the precise
         # training-period check follows once the token counts are merged)
         _check_targets(task, {"event_type": ingest_report["event_types"]})

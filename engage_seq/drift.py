@@ -67,7 +67,8 @@ import polars as pl
 from engage_seq.cli import KeywordArgumentParser, parse_instant_arg
 from engage_seq.ingest import FileEventSource, IngestConfig, validate_events
 from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
-from engage_seq.schema import ColumnMapping, EventSchemaError, looks_like_identifier
+from engage_seq.messages import describe_columns
+from engage_seq.schema import ColumnMapping, EventSchemaError, looks_like_identifier, read_error
 from engage_seq.sequences import format_instant
 
 DEFAULT_THRESHOLD = 0.25  # PSI at or above which a feature has drifted (exit status 1)
@@ -350,7 +351,7 @@ def detect_kind(path: str) -> str:
     except EventSchemaError as exc:
         raise DriftError(str(exc)) from None
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DriftError(f"cannot read {path}: {exc}") from None
+        raise DriftError(str(read_error(path, exc))) from None
     is_list = isinstance(schema.get("event_type"), pl.List)
     if all(c in schema for c in SAMPLE_COLUMNS) and is_list:
         return "samples"
@@ -372,15 +373,18 @@ def check_event_columns(source: FileEventSource, mapping: ColumnMapping, hint: s
     """Name every mapped column the table lacks, with the fix for this command (the ingest
     layer's message points at the training config, which engage-drift does not read)."""
     try:
-        schema = source.scan().collect_schema()
+        frame = source.scan()
+        schema = frame.collect_schema()
+    except EventSchemaError as exc:
+        raise DriftError(str(exc)) from None
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DriftError(f"cannot read {source.describe()}: {exc}") from None
+        raise DriftError(str(read_error(source.describe(), exc))) from None
     missing = {role: col for role, col in mapping.required().items() if col not in schema}
     if missing:
         wanted = ", ".join(f"{role} -> {col!r}" for role, col in missing.items())
-        raise DriftError(
-            f"{source.describe()} lacks column(s): {wanted}. Available: {schema.names()}. {hint}"
-        )
+        where = source.describe()
+        available = describe_columns(schema.names(), where, frame)  # never a headerless row
+        raise DriftError(f"{where} lacks column(s): {wanted}. {available} {hint}")
 
 
 def read_input(

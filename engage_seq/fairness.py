@@ -35,6 +35,7 @@ import torch
 
 from engage_seq.build import EventSource
 from engage_seq.ingest import IngestConfig, validate_events
+from engage_seq.messages import describe_columns
 from engage_seq.metrics import score_probabilities
 from engage_seq.plotting import pyplot, save_png
 from engage_seq.report_section import ReportSection, json_safe
@@ -46,6 +47,9 @@ MISSING = "(missing)"  # no value before the cutoff: counted as its own segment 
 OTHER = "(other)"  # values beyond ``max_values`` pooled, so a 200-country table stays readable
 OVERALL = "(overall)"  # the reference row of `segment_metrics`
 DERIVED_SEGMENTS = ("history_length", "last_channel")
+# columns the segment pipeline and the report add next to segment values: a declared segment
+# column of one of these names would collide with them (a DuplicateError, or a silent overwrite)
+RESERVED_SEGMENT_NAMES = (ROW_INDEX, "_sample", "user_key", "ts", "cutoff", "score", "label")
 # Lower bounds of the history-length buckets: log-spaced because 1 event (cold start) and 64+
 # (the default max_len: the model sees a truncated history) behave very differently.
 HISTORY_BOUNDS = (1, 2, 5, 16, 64)
@@ -83,11 +87,27 @@ def last_channel() -> pl.Expr:
 
 
 def missing_column_message(missing: Sequence[str], schema: pl.Schema, where: str) -> str:
-    """'segment column(s) [...] not in <where>; available columns: [...]. ...'"""
+    """'segment column(s) [...] not in <where>; available columns: [...]. ...' (names only,
+    and none when the header row looks like data: `messages.describe_columns`)."""
     return (
-        f"segment column(s) {list(missing)} not in {where}; available columns: "
-        f"{schema.names()}. Name user-level columns of the event table (e.g. country, platform)."
+        f"segment column(s) {list(missing)} not in {where}; "
+        f"{describe_columns(schema.names(), where, label='available columns')} "
+        "Name user-level columns of the event table (e.g. country, platform)."
     )
+
+
+def check_derived_segments(schema: pl.Schema, derived: Sequence[str], where: str) -> None:
+    """Refuse a derived segment whose name is also a column of the raw table: the report
+    would show the derived values under that name, and a reader would take them for the
+    table's own column."""
+    clash = [d for d in derived if d in schema]
+    if clash:
+        raise EventSchemaError(
+            f"segment(s) {clash} in report.segments are derived from the samples, but {where} "
+            "also has a column of that name: the report would show the derived values under "
+            "the column's name. To segment by the column, give it another name in the table; "
+            f"otherwise leave {clash} out of report.segments"
+        )
 
 
 def check_segment_columns(
@@ -99,6 +119,13 @@ def check_segment_columns(
     missing = [c for c in columns if c not in schema]
     if missing:
         raise EventSchemaError(missing_column_message(missing, schema, where))
+    reserved = [c for c in columns if c in RESERVED_SEGMENT_NAMES]
+    if reserved:
+        raise EventSchemaError(
+            f"segment column(s) {reserved} of {where} share a name with a column the fairness "
+            f"report works with ({', '.join(RESERVED_SEGMENT_NAMES)}): give the column another "
+            "name in the table, or leave it out of report.segments"
+        )
     roles = {mapping.user_id: "user id", mapping.timestamp: "timestamp"}
     refused = [f"{c!r} ({roles[c]})" for c in columns if c in roles]
     if refused:
@@ -130,8 +157,9 @@ def _segment_events(
     """
     check_segment_columns(raw.collect_schema(), columns, mapping, where)
     validated = validate_events(raw, mapping, ingest, where)
-    values = raw.with_row_index(ROW_INDEX).select(
-        pl.col(ROW_INDEX).cast(pl.UInt64), *(pl.col(c).cast(pl.String) for c in columns)
+    values = raw.select(  # not with_row_index: the table may have a column named like it
+        pl.int_range(pl.len(), dtype=pl.UInt64).alias(ROW_INDEX),
+        *(pl.col(c).cast(pl.String) for c in columns),
     )
     kept = validated.events.select(ROW_INDEX, "user_key", "ts")
     return kept.join(values, on=ROW_INDEX, how="left")
@@ -212,6 +240,7 @@ def segment_frame(
                 "pass the run's source (and its column mapping and ingest settings)"
             )
         raw, where = source.scan(), source.describe()
+        check_derived_segments(raw.collect_schema(), derived, where)
         if missing is not None:
             schema = raw.collect_schema()
             absent = [c for c in columns if c not in schema]

@@ -25,8 +25,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from engage_seq.listing import check_readable, folder_files, refuse_repeats
+from engage_seq.messages import describe_columns, example_value, first_row, header_looks_like_data
 from engage_seq.schema import (
     DROP_REASONS,
+    DST_AMBIGUOUS,
+    DST_NONEXISTENT,
     NO_CHANNEL,
     ROW_INDEX,
     USER_KEY_SEED,
@@ -35,6 +39,7 @@ from engage_seq.schema import (
     first_line,
     read_error,
     to_canonical,
+    user_id_text,
 )
 from engage_seq.sequences import format_instant, parse_instant
 
@@ -57,15 +62,20 @@ class FileEventSource:
     csv_string_columns: tuple[str, ...] = ()
 
     def files(self) -> list[Path]:
+        """The data files, sorted; each one checked to open (a named error otherwise)."""
         root = Path(self.path).expanduser()
         if root.is_dir():
-            found = [p for p in root.rglob("*") if p.is_file() and p.suffix in (".parquet", ".csv")]
+            found = folder_files(root)
         else:
-            found = [Path(p) for p in glob.glob(str(root), recursive=True) if Path(p).is_file()]
+            found = [Path(p) for p in glob.glob(str(root), recursive=True)]
+            found = [p for p in found if not p.is_dir()]  # broken links too: named below
+            refuse_repeats(found, self.path)
         if not found:
             raise EventSchemaError(
                 f"no event files at {self.path!r}: give a Parquet/CSV file, a directory or a glob"
             )
+        for path in found:
+            check_readable(path)
         return sorted(found)
 
     def _format(self, files: list[Path]) -> str:
@@ -107,8 +117,17 @@ class FileEventSource:
         for file in files:
             check_parquet_file(file)
         root = Path(self.path).expanduser()
-        source = str(root) if root.is_dir() else [str(f) for f in files]
-        return pl.scan_parquet(source, hive_partitioning=self.hive_partitioning)
+        if not root.is_dir():
+            return pl.scan_parquet(
+                [str(f) for f in files], hive_partitioning=self.hive_partitioning
+            )
+        # the listed files, not the folder: Polars would read a README.txt or loop on a link
+        below = {p.split("=")[0] for f in files for p in f.relative_to(root).parts[:-1] if "=" in p}
+        hive = bool(below) if self.hive_partitioning is None else self.hive_partitioning
+        frame = pl.scan_parquet([str(f) for f in files], hive_partitioning=hive)
+        # with a list of files Polars also parses key=value folders *above* the root
+        above = {p.split("=")[0] for p in root.parts if "=" in p} - below
+        return frame.drop(sorted(above), strict=False) if hive and above else frame
 
     def describe(self) -> str:
         return self.path
@@ -160,6 +179,8 @@ class IngestConfig:
     end: str | None = None  # ISO date/time, exclusive
     drop_duplicates: bool = True  # exact duplicate events (every mapped column equal)
     opt_out_path: str | None = None  # Parquet/CSV listing opted-out users (the user_id column)
+    # a listed user missing from the table is a warning (ids written differently?); true: error
+    opt_out_must_match: bool = False
     max_drop_fraction: float = 0.05
     salt_env: str = "ENGAGE_SEQ_SALT"
 
@@ -244,14 +265,20 @@ def user_keys(user_ids: pl.Series, salt_env: str = "ENGAGE_SEQ_SALT") -> pl.Seri
     the salt in ``$salt_env`` when set, else the unkeyed hash of `schema.to_canonical`. For
     code that must join raw ids (the synthetic oracle's truth) to samples without keeping
     the ids; ids are read as text, as ingest reads them. One HMAC per element (~1.5 µs), so
-    pass distinct ids where many rows share one. Nulls are refused (ingest drops them).
+    pass distinct ids where many rows share one. Ids are normalised as ingest does
+    (`schema.user_id_text`); nulls, blanks and NaN are refused (ingest drops them).
     """
     if user_ids.null_count():
         raise ValueError(
             f"user ids hold {user_ids.null_count()} null(s); ingest drops null users, so they "
             "have no key: filter them out first"
         )
-    ids = user_ids.cast(pl.String)
+    ids = user_ids.to_frame("id").select(user_id_text("id", user_ids.dtype)).to_series()
+    if ids.null_count():
+        raise ValueError(
+            f"user ids hold {ids.null_count()} blank or NaN value(s); ingest counts them as "
+            "null_user, so they have no key: filter them out first"
+        )
     salt = os.environ.get(salt_env, "")
     if not salt:
         return ids.hash(seed=USER_KEY_SEED).alias("user_key")
@@ -260,36 +287,100 @@ def user_keys(user_ids: pl.Series, salt_env: str = "ENGAGE_SEQ_SALT") -> pl.Seri
 
 def read_id_list(path: str, mapping: ColumnMapping, what: str = "opt-out list") -> pl.LazyFrame:
     """A list of user ids (Parquet/CSV): the event table's user-id column, or a file's only
-    column. Ids are read as text (a CSV id "00042" stays "00042")."""
+    column, as distinct ``user_id`` text normalised like the table's (`schema.user_id_text`:
+    a float 7.0 -> "7", whitespace trimmed, a CSV id "00042" stays "00042"), so they match.
+    A CSV whose header looks like an id (no header row: the first id would be lost) is an
+    error naming the file."""
     if not Path(path).expanduser().exists() and not glob.glob(path):
         raise EventSchemaError(f"{what} {path!r} does not exist")
     head = FileEventSource(path).scan()
     names = head.collect_schema().names()
     if mapping.user_id in names:
         column = mapping.user_id
-    elif len(names) == 1:
+    elif len(names) == 1 and not header_looks_like_data(names, first_row(head)):
         column = names[0]  # a bare list of ids
+    elif len(names) == 1:
+        raise EventSchemaError(
+            f"the first row of {what} {path!r} looks like an id, not a header (value not "
+            f"shown): add a header row naming the column ({mapping.user_id!r}), or the first "
+            "id would be read as the column name and never matched"
+        )
     else:
         raise EventSchemaError(
-            f"{what} {path!r} has no column {mapping.user_id!r} (columns: {names}); "
-            "name the user-id column like the event table's, or keep a single column"
+            f"{what} {path!r} has no column {mapping.user_id!r} "
+            f"({describe_columns(names, repr(path), head, 'columns')}); name the user-id "
+            "column like the event table's, or keep a single column"
         )
     frame = FileEventSource(path, csv_string_columns=(column,)).scan()
-    return frame.select(pl.col(column).cast(pl.String).alias("user_id")).unique()
+    dtype = frame.collect_schema()[column]
+    return frame.select(user_id_text(column, dtype).alias("user_id")).drop_nulls().unique()
+
+
+def check_list_matches(
+    what: str, path: str, listed: int, matched: int, where: str, must_match: bool
+) -> None:
+    """Warn (or, with ``must_match``, refuse) when an id list matches nobody in ``where`` or
+    only part of it: a list written in another id format (a float export, another system's
+    ids) would otherwise let listed users through unnoticed. Names the file and the counts,
+    never an id."""
+    if listed and matched == listed:
+        return
+    if listed == 0:
+        problem = "lists no user"
+    elif matched == 0:
+        problem = (
+            f"matches none of its {listed} users in {where}: check that it holds the same ids, "
+            "written the same way, as the table's user-id column"
+        )
+    else:
+        problem = (
+            f"matches {matched} of its {listed} users in {where}; the other {listed - matched} "
+            "are not in this table (other ids, or another id format?)"
+        )
+    if must_match:
+        raise EventSchemaError(
+            f"{what} {path!r} {problem}. data.ingest.opt_out_must_match is true: fix the list "
+            "or the table, or set it to false to accept this"
+        )
+    log.warning("%s %r %s", what, path, problem)
+
+
+def _opt_out_ids(config: IngestConfig, mapping: ColumnMapping) -> pl.DataFrame | None:
+    """The distinct normalised ids of ``config.opt_out_path`` (None without one)."""
+    if not config.opt_out_path:
+        return None
+    try:
+        return read_id_list(config.opt_out_path, mapping).collect()
+    except pl.exceptions.PolarsError as exc:
+        raise read_error(f"opt-out list {config.opt_out_path!r}", exc) from exc
+
+
+def check_opt_out(opt_out: dict[str, int] | None, config: IngestConfig, where: str) -> None:
+    """`check_list_matches` for the opt-out list of a whole table's report (a shard's report
+    is partial: the caller checks the merged one)."""
+    if opt_out is not None and config.opt_out_path:
+        check_list_matches(
+            "opt-out list",
+            config.opt_out_path,
+            opt_out["users_listed"],
+            opt_out["users_matched"],
+            where,
+            config.opt_out_must_match,
+        )
 
 
 def _example(
     raw: pl.LazyFrame, canonical: pl.LazyFrame, reason: str, mapping: ColumnMapping
 ) -> str:
-    """One offending value for an error message (never a user id)."""
+    """One offending value for an error message (`messages.example_value`: never a value of
+    the user-id column or of an identifier-like one)."""
     if reason not in ("unparseable_timestamp", "out_of_date_range", "null_event_type"):
         return ""
     row = canonical.filter(pl.col("drop_reason") == reason).select(ROW_INDEX).head(1).collect()
     if row.height == 0:
         return ""
     column = mapping.event_type if reason == "null_event_type" else mapping.timestamp
-    value = raw.select(column).slice(int(row.item()), 1).collect().item()
-    return f"; e.g. {column} = {value!r}"
+    return f"; e.g. {column} = {example_value(raw, column, int(row.item()), mapping.user_id)}"
 
 
 def validate_events(
@@ -310,18 +401,18 @@ def validate_events(
     mapping = mapping or ColumnMapping()
     config = config or IngestConfig()
     canonical = to_canonical(raw, mapping, where)
-    if config.opt_out_path:
-        opted_out = read_id_list(config.opt_out_path, mapping).with_columns(
-            pl.lit(True).alias("_listed")
-        )
-        canonical = (
-            canonical.join(opted_out, on="user_id", how="left", maintain_order="left")
-            .with_columns(
-                (pl.col("consent_opt_out") | pl.col("_listed").fill_null(False)).alias(
-                    "consent_opt_out"
-                )
-            )
-            .drop("_listed")
+    listed = _opt_out_ids(config, mapping)
+    if listed is not None:
+        canonical = canonical.join(
+            listed.lazy().with_columns(pl.lit(True).alias("_listed")),
+            on="user_id",
+            how="left",
+            maintain_order="left",
+        ).with_columns(
+            pl.col("_listed").fill_null(False),
+            (pl.col("consent_opt_out") | pl.col("_listed").fill_null(False)).alias(
+                "consent_opt_out"
+            ),
         )
     in_range = pl.lit(True)
     if config.start:
@@ -357,7 +448,15 @@ def validate_events(
             (pl.col(c) == NO_CHANNEL).sum().alias(f"missing_{c}")
             for _, c in _category_columns(mapping)
         ],
+        pl.col(DST_AMBIGUOUS).sum().alias("dst_ambiguous"),
     )
+    dst_nonexistent = flagged.select(
+        (pl.col(DST_NONEXISTENT) & (pl.col("drop_reason") == "unparseable_timestamp")).sum()
+    ).item()
+    opt_out = None
+    if listed is not None:
+        matched = flagged.filter(pl.col("_listed")).select(pl.col("user_id").n_unique()).item()
+        opt_out = {"users_listed": listed.height, "users_matched": matched}
     kept = kept_frame.lazy()
     canonical = flagged.lazy()
     by_reason = {r: 0 for r in DROP_REASONS}
@@ -372,6 +471,7 @@ def validate_events(
         check_drops(
             by_reason, rows_kept, config, where, lambda r: _example(raw, canonical, r, mapping)
         )
+        check_opt_out(opt_out, config, where)
     salt = os.environ.get(config.salt_env, "")
     if salt:
         users = kept.select("user_id").unique().collect()["user_id"]
@@ -399,6 +499,14 @@ def validate_events(
         "categorical_missing": {
             name: stats[f"missing_{c}"].item() for name, c in _category_columns(mapping)
         },
+        # naive local times at a DST change (data.columns.timezone): kept as the earlier of
+        # the two instants (ambiguous), or dropped as unparseable_timestamp (nonexistent)
+        "timestamp_dst": {
+            "ambiguous": stats["dst_ambiguous"].item(),
+            "nonexistent": dst_nonexistent,
+        },
+        # users in data.ingest.opt_out_path, and how many of them the table holds (None: no list)
+        "opt_out": opt_out,
     }
     columns = [ROW_INDEX, "user_key", *(["user_id"] if keep_user_id else []), "ts"]
     columns += ["event_type", "channel"]

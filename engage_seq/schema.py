@@ -15,9 +15,19 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from engage_seq.messages import (  # noqa: F401  (looks_like_identifier: re-exported)
+    describe_columns,
+    first_row,
+    header_looks_like_data,
+    looks_like_identifier,
+    redact_library_message,
+)
+
 NO_CHANNEL = "none"  # channel value when the table has no channel column
 USER_KEY_SEED = 0x5EED_E1A6
 ROW_INDEX = "_row"  # input order; ties at the same second keep it
+# flags of `to_canonical` that are counted, not dropped on (see `TimestampExprs`)
+DST_AMBIGUOUS, DST_NONEXISTENT = "_dst_ambiguous", "_dst_nonexistent"
 
 # Why a row can be dropped, in priority order: a row is counted under its first reason, so the
 # counts add up to exactly the rows removed.
@@ -44,23 +54,14 @@ _ISO_FORMATS = (
 )
 
 
-# A column with more distinct values than this, and than half the users, is identifier-like.
-IDENTIFIER_MIN_VALUES = 50
-
-
-def looks_like_identifier(n_distinct: int, n_users: int) -> bool:
-    """About one value per user (an e-mail, a device id): such a column's values must never be
-    listed in a report or a drift table, whatever role the user gave the column."""
-    return n_distinct > max(IDENTIFIER_MIN_VALUES, n_users // 2)
-
-
 class EventSchemaError(ValueError):
     """The raw event table cannot be mapped onto the canonical schema."""
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an error: Polars appends hints about options users cannot set."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    """The first line of an error (Polars appends hints about options users cannot set),
+    without the data values a library quotes in it (`redact_library_message`)."""
+    return redact_library_message((str(exc).strip().splitlines() or [type(exc).__name__])[0])
 
 
 def read_error(where: str, exc: BaseException) -> EventSchemaError:
@@ -131,50 +132,115 @@ class ColumnMapping:
         return roles
 
 
+# The instants Python's datetime can show (years 1 to 9999). An epoch outside them is a
+# placeholder or garbage (int64 min, a wrong unit) and formatting it raises, so such a row is
+# flagged unparseable_timestamp, like text that is no date.
+MIN_EPOCH_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+MAX_EPOCH_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+_DATE_DAYS = (-719_162, 2_932_896)  # the same range in days since 1970-01-01
+_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class TimestampExprs:
+    """How the mapped timestamp column becomes epoch seconds (three ``pl.Expr``).
+
+    ``seconds``: Int64 epoch seconds (UTC) within years 1-9999, null when the value is missing
+    or unusable. ``dst_ambiguous``: a naive local time in a fall-back hour (it happens twice);
+    it is kept as the *earlier* instant and counted. ``dst_nonexistent``: a naive local time in
+    a spring-forward gap (it never happens); its ``seconds`` is null, so the row is dropped as
+    ``unparseable_timestamp``, and counted here too. Both are False for UTC.
+    """
+
+    seconds: pl.Expr
+    dst_ambiguous: pl.Expr
+    dst_nonexistent: pl.Expr
+
+
+def _in_range(seconds: pl.Expr) -> pl.Expr:
+    return pl.when(seconds.is_between(MIN_EPOCH_SECONDS, MAX_EPOCH_SECONDS)).then(seconds)
+
+
+def _utc(seconds: pl.Expr) -> TimestampExprs:
+    return TimestampExprs(_in_range(seconds), pl.lit(False), pl.lit(False))
+
+
 def _epoch_seconds_from_integers(col: pl.Expr, unit: str) -> pl.Expr:
+    """Integers in ``unit`` -> seconds. Non-strict cast: a UInt64 beyond int64 becomes null.
+    ``abs`` of int64 min wraps to itself, is taken for seconds and fails the range check."""
+    value = col.cast(pl.Int64, strict=False)
     if unit != "auto":
-        return col.cast(pl.Int64) // _EPOCH_DIVISORS[unit]
-    magnitude = col.cast(pl.Int64).abs()  # per value: one stray ms row cannot shift the rest
+        return value // _EPOCH_DIVISORS[unit]
+    magnitude = value.abs()  # per value: one stray ms row cannot shift the rest
     return (
         pl.when(magnitude < 10**11)
-        .then(col.cast(pl.Int64))
+        .then(value)
         .when(magnitude < 10**14)
-        .then(col.cast(pl.Int64) // 1_000)
+        .then(value // 1_000)
         .when(magnitude < 10**17)
-        .then(col.cast(pl.Int64) // 1_000_000)
-        .otherwise(col.cast(pl.Int64) // 1_000_000_000)
+        .then(value // 1_000_000)
+        .otherwise(value // 1_000_000_000)
     )
 
 
-def _epoch_seconds_from_strings(col: pl.Expr, timezone: str) -> pl.Expr:
-    """ISO-8601 strings, mixed formats allowed; naive ones are in ``timezone``."""
+def _local_instants(naive: pl.Expr, timezone: str) -> TimestampExprs:
+    """Naive datetimes read as wall-clock time in ``timezone`` (see `TimestampExprs` for the
+    DST rule: ambiguous -> the earlier instant, nonexistent -> null; both counted)."""
+    # the time-zone code panics (not an error: a crash) far outside its range: bound first
+    naive = pl.when(
+        naive.dt.epoch("s").is_between(MIN_EPOCH_SECONDS - _DAY, MAX_EPOCH_SECONDS + _DAY)
+    ).then(naive)
+    if timezone == "UTC":
+        return _utc(naive.dt.epoch("s"))
+    earliest = naive.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
+    either = naive.dt.replace_time_zone(timezone, ambiguous="null", non_existent="null")
+    return TimestampExprs(
+        _in_range(earliest.dt.epoch("s")),
+        earliest.is_not_null() & either.is_null(),
+        naive.is_not_null() & earliest.is_null(),
+    )
+
+
+def _epoch_seconds_from_strings(col: pl.Expr, timezone: str) -> TimestampExprs:
+    """ISO-8601 strings, mixed formats allowed; naive ones are in ``timezone``. Text that is
+    no date in these formats (or a year beyond 9999) gives null."""
     text = col.str.strip_chars().str.replace(r"Z$", "+00:00")
-    parsed = []
-    for fmt, has_offset in _ISO_FORMATS:
-        value = text.str.to_datetime(fmt, strict=False, time_unit="us")
-        if not has_offset:
-            value = value.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
-        parsed.append(value.dt.epoch("s"))
-    return pl.coalesce(parsed)
+    parsed = {
+        has_offset: [
+            text.str.to_datetime(fmt, strict=False, time_unit="us")
+            for fmt, offset in _ISO_FORMATS
+            if offset == has_offset
+        ]
+        for has_offset in (True, False)
+    }
+    aware = _in_range(pl.coalesce([value.dt.epoch("s") for value in parsed[True]]))
+    local = _local_instants(pl.coalesce(parsed[False]), timezone)
+    return TimestampExprs(
+        pl.coalesce([aware, local.seconds]),
+        aware.is_null() & local.dst_ambiguous,
+        aware.is_null() & local.dst_nonexistent,
+    )
 
 
-def timestamp_to_epoch_seconds(name: str, dtype: pl.DataType, mapping: ColumnMapping) -> pl.Expr:
-    """Expression converting the mapped timestamp column to Int64 epoch seconds (UTC)."""
+def timestamp_exprs(name: str, dtype: pl.DataType, mapping: ColumnMapping) -> TimestampExprs:
+    """The mapped timestamp column as epoch seconds plus its DST flags (`TimestampExprs`).
+    Values outside years 1-9999, NaN and ±inf give null seconds (unparseable_timestamp)."""
     col = pl.col(name)
     if dtype == pl.Null:  # an all-null column stored without a type: every row null_timestamp
-        return pl.lit(None, dtype=pl.Int64)
+        return _utc(pl.lit(None, dtype=pl.Int64))
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is None:
-            col = col.dt.replace_time_zone(
-                mapping.timezone, ambiguous="earliest", non_existent="null"
-            )
-        return col.dt.epoch("s")
+            return _local_instants(col, mapping.timezone)
+        return _utc(col.dt.epoch("s"))
     if isinstance(dtype, pl.Date):
-        return col.cast(pl.Datetime("us")).dt.replace_time_zone(mapping.timezone).dt.epoch("s")
+        days = col.cast(pl.Int32)
+        in_range = pl.when(days.is_between(*_DATE_DAYS)).then(col)  # a far date cannot cast
+        return _local_instants(in_range.cast(pl.Datetime("us")), mapping.timezone)
     if dtype.is_integer():
-        return _epoch_seconds_from_integers(col, mapping.epoch_unit)
+        return _utc(_epoch_seconds_from_integers(col, mapping.epoch_unit))
     if dtype.is_float():
-        return _epoch_seconds_from_integers(col.round(0), mapping.epoch_unit)
+        usable = pl.when(col.is_finite() & (col.abs() < 9.2e18)).then(col.round(0))
+        return _utc(_epoch_seconds_from_integers(usable, mapping.epoch_unit))
     if dtype == pl.String:
         return _epoch_seconds_from_strings(col, mapping.timezone)
     raise EventSchemaError(
@@ -184,17 +250,52 @@ def timestamp_to_epoch_seconds(name: str, dtype: pl.DataType, mapping: ColumnMap
     )
 
 
+def user_id_text(column: str, dtype: pl.DataType) -> pl.Expr:
+    """The user id as the text that every hash, join and id list uses, so an opt-out list
+    written as text ("7") matches a table that stored the id as 7, 7.0 or " 7 ".
+
+    Integers print as integers; a float holding an integer prints without its ".0" (NaN and
+    ±inf are no id: null); text loses surrounding whitespace but keeps leading zeros ("007"
+    is not "7") and is otherwise compared as written (a text "7.0" stays "7.0": rewriting
+    text costs a regex per row, ~0.5 s per 10M events, and the match counts show a list in
+    another format); blank text is null (counted as ``null_user``).
+    """
+    col = pl.col(column)
+    if dtype.is_integer():
+        return col.cast(pl.String)
+    if dtype.is_float():
+        integral = col.is_finite() & (col.round(0) == col) & (col.abs() < 9.2e18)
+        return (
+            pl.when(integral)
+            .then(col.cast(pl.Int64, strict=False).cast(pl.String))
+            .when(col.is_finite())
+            .then(col.cast(pl.String))
+        )
+    text = col.cast(pl.String).str.strip_chars()
+    return pl.when(text != "").then(text)
+
+
 def _finite(x: pl.Expr) -> pl.Expr:
     """NaN and ±inf become missing: one of them would otherwise poison the scaling statistics."""
     return pl.when(x.is_finite()).then(x)
 
 
-def check_columns(schema: pl.Schema, mapping: ColumnMapping, where: str) -> None:
-    """Raise EventSchemaError naming every mapped column the table lacks."""
+def check_columns(
+    schema: pl.Schema, mapping: ColumnMapping, where: str, frame: pl.LazyFrame | None = None
+) -> None:
+    """Raise EventSchemaError naming every mapped column the table lacks. ``frame`` (the
+    table itself) lets a CSV without a header row be recognised by its first record; its
+    "column names" are data (a user id among them), so they are then never listed."""
     missing = {role: col for role, col in mapping.required().items() if col not in schema}
     if missing:
         wanted = ", ".join(f"{role} -> {col!r}" for role, col in missing.items())
         names = list(schema.names())
+        if header_looks_like_data(names, first_row(frame)):
+            raise EventSchemaError(
+                f"{where} lacks required column(s): {wanted}. The first row of {where} looks "
+                "like data, not a header (values not shown): add a header row naming the "
+                "columns, then map them in data.columns."
+            )
         glued = len(names) == 1 and any(sep in names[0] for sep in (";", "\t", "|"))
         hint = (
             " The header is one column: the file uses another separator, set "
@@ -203,7 +304,7 @@ def check_columns(schema: pl.Schema, mapping: ColumnMapping, where: str) -> None
             else ""
         )
         raise EventSchemaError(
-            f"{where} lacks required column(s): {wanted}. Available: {names}. "
+            f"{where} lacks required column(s): {wanted}. {describe_columns(names, where)} "
             "Set the column mapping (data.columns in the config) to the names your table uses."
             + hint
         )
@@ -232,33 +333,31 @@ def to_canonical(
     """Select and convert the mapped columns, adding the drop flags of `DROP_REASONS`.
 
     Flags computed here: null_user, null_timestamp, unparseable_timestamp, null_event_type,
-    consent_opt_out. The rest need settings or whole-table context and are added by
-    `ingest.validate_events`. ``user_key`` is the unkeyed hash; `ingest` swaps in HMAC keys
-    when a salt is configured.
+    consent_opt_out, and the DST counters `DST_AMBIGUOUS` / `DST_NONEXISTENT`. The rest need
+    settings or whole-table context and are added by `ingest.validate_events`. ``user_id`` is
+    `user_id_text` (the form id lists are matched in); ``user_key`` is its unkeyed hash, and
+    `ingest` swaps in HMAC keys when a salt is configured.
     """
     mapping = mapping or ColumnMapping()
     try:
         schema = events.collect_schema()
     except pl.exceptions.PolarsError as exc:
         raise read_error(where, exc) from exc
-    check_columns(schema, mapping, where)
+    check_columns(schema, mapping, where, events)
     ts_name = mapping.timestamp
     channel = (
         pl.col(mapping.channel).cast(pl.String).fill_null(NO_CHANNEL)
         if mapping.channel is not None
         else pl.lit(NO_CHANNEL, dtype=pl.String)
     )
+    user = user_id_text(mapping.user_id, schema[mapping.user_id])
     consent_ok = (
-        pl.col(mapping.consent)
-        .cast(pl.Boolean, strict=False)
-        .fill_null(True)
-        .all()
-        .over(pl.col(mapping.user_id))
+        pl.col(mapping.consent).cast(pl.Boolean, strict=False).fill_null(True).all().over(user)
         if mapping.consent is not None
         else pl.lit(True)
     )
-    user = pl.col(mapping.user_id).cast(pl.String)
-    ts = timestamp_to_epoch_seconds(ts_name, schema[ts_name], mapping)
+    time = timestamp_exprs(ts_name, schema[ts_name], mapping)
+    ts = time.seconds
     columns = [
         pl.int_range(pl.len(), dtype=pl.UInt64).alias(ROW_INDEX),
         user.alias("user_id"),
@@ -274,10 +373,12 @@ def to_canonical(
             _finite(pl.col(c).cast(pl.Float64, strict=False)).alias(f"num_{c}")
             for c in mapping.numeric
         ],
-        pl.col(mapping.user_id).is_null().alias("null_user"),
+        user.is_null().alias("null_user"),
         pl.col(ts_name).is_null().alias("null_timestamp"),
         (pl.col(ts_name).is_not_null() & ts.is_null()).alias("unparseable_timestamp"),
         pl.col(mapping.event_type).is_null().alias("null_event_type"),
         (~consent_ok).alias("consent_opt_out"),
+        time.dst_ambiguous.alias(DST_AMBIGUOUS),
+        time.dst_nonexistent.alias(DST_NONEXISTENT),
     ]  # fmt: skip
     return events.select(columns)

@@ -39,12 +39,14 @@ from engage_seq.ingest import (
     FileEventSource,
     IngestConfig,
     check_drops,
+    check_list_matches,
+    check_opt_out,
     read_id_list,
     validate_events,
 )
 from engage_seq.io import atomic_path
 from engage_seq.jit import ArtifactIntegrityError, load_artifact
-from engage_seq.schema import ColumnMapping, EventSchemaError, check_columns
+from engage_seq.schema import ColumnMapping, EventSchemaError, check_columns, read_error
 from engage_seq.sequences import format_instant
 
 log = logging.getLogger(__name__)
@@ -174,7 +176,7 @@ def validated_parts(
         validated = validate_events(source.scan(), mapping, config, where=where, keep_user_id=True)
         return [validated.events], validated.report, validated.ts_max
     raw = source.scan()
-    check_columns(raw.collect_schema(), mapping, where)
+    check_columns(raw.collect_schema(), mapping, where, raw)
     folders = split_by_user(raw, mapping, shards, work / "raw", where)
     if not folders:
         raise EventSchemaError(f"{where} is empty: no rows to score")
@@ -193,6 +195,7 @@ def validated_parts(
             ts_max = validated.ts_max if ts_max is None else max(ts_max, validated.ts_max)
     report = merge_ingest_reports(reports, where)
     check_drops(report["rows_dropped"], report["rows_kept"], config, where)
+    check_opt_out(report["opt_out"], config, where)
     return parts, report, ts_max
 
 
@@ -264,10 +267,17 @@ def ingest_config(metadata: dict[str, Any], **overrides: Any) -> IngestConfig:
     recorded = ((metadata.get("config") or {}).get("data") or {}).get("ingest") or {}
     kept = {
         k: recorded[k]
-        for k in ("drop_duplicates", "max_drop_fraction", "salt_env")
+        for k in ("drop_duplicates", "max_drop_fraction", "salt_env", "opt_out_must_match")
         if k in recorded
     }
     return IngestConfig(**{**kept, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def _read_suppression_list(path: str, mapping: ColumnMapping) -> pl.DataFrame:
+    try:
+        return read_id_list(path, mapping, "suppression list").collect()
+    except pl.exceptions.PolarsError as exc:
+        raise read_error(f"suppression list {path!r}", exc) from exc
 
 
 def score_events(
@@ -286,6 +296,7 @@ def score_events(
     allow_unverified: bool | None = None,
     shards: int = 1,
     require_signed: bool | None = None,
+    opt_out_must_match: bool | None = None,
 ) -> dict[str, Any]:
     """Score every user with an event before the cutoff; returns the run report (also
     written next to ``out`` as ``<out>.report.json``). Raises `ScoringError` before writing
@@ -320,10 +331,13 @@ def score_events(
     with shard_workspace(out, shards) as work:
         try:
             config = ingest_config(
-                metadata, opt_out_path=opt_out, max_drop_fraction=max_drop_fraction
+                metadata,
+                opt_out_path=opt_out,
+                max_drop_fraction=max_drop_fraction,
+                opt_out_must_match=opt_out_must_match,
             )
             parts, ingest_report, ts_max = validated_parts(source, mapping, config, work, shards)
-            listed = read_id_list(suppress, mapping, "suppression list") if suppress else None
+            listed = _read_suppression_list(suppress, mapping) if suppress else None
         except EventSchemaError as exc:
             raise ScoringError(str(exc)) from None
         at = parse_cutoff(cutoff, ts_max)
@@ -357,9 +371,7 @@ def score_events(
             f"no user has an event before the cutoff {format_instant(at)}; pass a later --cutoff"
         )
     scores = pl.concat(frames)
-    suppressed_ids = (
-        listed.collect()["user_id"] if listed is not None else pl.Series([], dtype=pl.String)
-    )
+    suppressed_ids = listed["user_id"] if listed is not None else pl.Series([], dtype=pl.String)
     scores = scores.with_columns(
         pl.col("user_id").is_in(suppressed_ids.implode()).alias("suppressed")
     )
@@ -372,8 +384,12 @@ def score_events(
     score_columns = [f"score_{name}" for name in metadata["output_names"]]
     scores = scores.select(id_column, *score_columns, *ranked, "suppressed")
     suppressed = int(scores["suppressed"].sum())
-    if suppress and suppressed == 0:
-        log.warning("the suppression list matched none of the scored users: check its id column")
+    if suppress:
+        try:  # listed users without an event before the cutoff are not scored: not matched
+            check_list_matches("suppression list", suppress, suppressed_ids.len(), suppressed,
+                               "the scored users", config.opt_out_must_match)  # fmt: skip
+        except EventSchemaError as exc:
+            raise ScoringError(str(exc)) from None
     top_count = parse_top(top, scores.height)
     top_frame = None
     ties_at_cut = 0
@@ -397,6 +413,9 @@ def score_events(
         "users_scored": scores.height,
         "users_without_events_before_cutoff": users_total - scores.height,
         "users_suppressed": suppressed,
+        "suppress_users_listed": suppressed_ids.len() if suppress else None,
+        "opt_out": ingest_report["opt_out"],  # users listed / found in the table (no ids)
+        "timestamp_dst": ingest_report["timestamp_dst"],  # naive local times at a DST change
         "top": None
         if top_frame is None
         else {"requested": top, "written": top_frame.height, "tied_just_below_cut": ties_at_cut},
@@ -451,6 +470,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--opt-out", help="opt-out list (Parquet/CSV of user ids): not scored")
     parser.add_argument(
+        "--opt-out-must-match", action="store_true", default=None,
+        help="refuse an --opt-out or --suppress list whose users are not all in the table "
+        "(default: warn; or the training run's data.ingest.opt_out_must_match)",
+    )  # fmt: skip
+    parser.add_argument(
         "--max-drop-fraction", type=float,
         help="refuse tables losing more rows than this on ingest (default: the training run's)",
     )  # fmt: skip
@@ -490,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
             allow_unverified=args.allow_unverified,
             shards=args.shards,
             require_signed=args.require_signed,
+            opt_out_must_match=args.opt_out_must_match,
         )
     except (ScoringError, EventSchemaError, OSError) as exc:
         print(f"engage-score: error: {exc}", file=sys.stderr)

@@ -385,25 +385,34 @@ def _report_options(cfg: DictConfig) -> ReportOptions:
 
 
 def _check_report_segments(cfg: DictConfig, options: ReportOptions) -> None:
-    """The declared (event-table) columns of ``report.segments`` exist in the raw table, so a
-    typo fails before training rather than costing the report its fairness section. Only
-    with a report (not for baseline runs, which get none) and declared columns: reading the
-    schema is free for Parquet and CSV, one generation for the synthetic source."""
+    """The declared (event-table) columns of ``report.segments`` exist in the raw table, and
+    no derived segment shares its name with a table column, so a typo or a clash fails
+    before training rather than costing the report its fairness section. Only with a report
+    (not for baseline runs, which get none), and only for declared columns or a file source:
+    reading the schema is free for Parquet and CSV, one generation for the synthetic source
+    (whose columns never clash)."""
     if not options.enabled or _is_baseline(cfg):
         return
-    from engage_seq.fairness import DERIVED_SEGMENTS, check_segment_columns
-    from engage_seq.schema import EventSchemaError
+    from engage_seq.fairness import (
+        DERIVED_SEGMENTS,
+        check_derived_segments,
+        check_segment_columns,
+    )
+    from engage_seq.ingest import FileEventSource
+    from engage_seq.schema import EventSchemaError, first_line
 
     declared = [s for s in options.segments if s not in DERIVED_SEGMENTS]
-    if not declared:
-        return
+    derived = [s for s in options.segments if s in DERIVED_SEGMENTS]
     source = instantiate(cfg.data.source)
+    if not declared and not (derived and isinstance(source, FileEventSource)):
+        return
     try:
         schema = source.scan().collect_schema()
     except Exception as error:  # an unreadable table is the data step's error to report
-        log.info("report.segments not checked before training: %s", error)
+        log.info("report.segments not checked before training: %s", first_line(error))
         return
     try:
+        check_derived_segments(schema, derived, source.describe())
         check_segment_columns(schema, declared, instantiate(cfg.data.columns), source.describe())
     except EventSchemaError as error:
         raise ValueError(f"report.segments: {error}") from error

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,52 @@ def epoch_then_iso_csv(tmp: Path) -> Path:
     return tmp / "events.csv"
 
 
+def epoch_then_text_csv(tmp: Path) -> Path:
+    """A categorical of integer codes for 10,001 rows, then a text value: Polars' parse error
+    would quote the value (an account number, here)."""
+    n = 10_001
+    frame = pl.DataFrame(
+        {"user_id": [f"u{i % 50}" for i in range(n)], "timestamp": T0 + np.arange(n) * 60,
+         "event_type": ["view"] * n, "account": np.arange(n) % 7}
+    ).with_columns(pl.col("account").cast(pl.String))  # fmt: skip
+    late = pl.DataFrame({"user_id": ["u1"], "timestamp": [T0], "event_type": ["view"],
+                         "account": [SECRET]})  # fmt: skip
+    pl.concat([frame, late]).write_csv(tmp / "events.csv")
+    return tmp / "events.csv"
+
+
+def with_opt_out(body: str, frame: pl.DataFrame) -> Callable[[Path], Path]:
+    """The events as Parquet plus ``opt_out.csv`` (`IngestConfig(opt_out_path="opt_out.csv")`
+    is read relative to the case's folder)."""
+
+    def write(tmp: Path) -> Path:
+        (tmp / "opt_out.csv").write_text(body)
+        return parquet(frame)(tmp)
+
+    return write
+
+
+def folder_with_readme(tmp: Path) -> Path:
+    folder = tmp / "parts"
+    folder.mkdir()
+    build_table().write_parquet(folder / "events.parquet")
+    (folder / "README.txt").write_text("exported 2026-03-09 by the CRM team\n")
+    (folder / "_SUCCESS").write_text("")
+    return folder
+
+
+def folder_with_link_loop(tmp: Path) -> Path:
+    folder = tmp / "parts"
+    folder.mkdir()
+    build_table().write_parquet(folder / "events.parquet")
+    (folder / "again").symlink_to(folder, target_is_directory=True)
+    return folder
+
+
+def glob_through_link_loop(tmp: Path) -> Path:
+    return folder_with_link_loop(tmp) / "**" / "*.parquet"
+
+
 def one_user_million_events() -> pl.DataFrame:
     n = 1_000_000
     return pl.DataFrame(
@@ -146,10 +192,12 @@ class Case:
     sampling: SamplingConfig = SAMPLING
     error: type[Exception] | None = None
     match: tuple[str, ...] = ()  # regexes, all must be found in the error message
+    absent: tuple[str, ...] = ()  # raw ids in the data: none may appear in the error message
     expect: dict[str, Any] = field(default_factory=dict)  # "rows_dropped" = non-zero reasons
     slow: bool = False
 
 
+SECRET = "SECRET-7731-ID"  # a raw id (or account number) no message may show
 UNICODE_TYPES = ["🛒 purchase", "página_vista", "عرض", "e\u0301vénement", "zero\u200bwidth"]
 LONG = "x" * 10_000
 CASES: list[Case] = [
@@ -269,7 +317,36 @@ CASES: list[Case] = [
              + "u1,2026-03-29T02:30:00,view\n"),
          mapping=ColumnMapping(channel=None, timezone="Europe/Berlin"),
          ingest=IngestConfig(max_drop_fraction=0.05),
-         expect={"rows_kept": 40, "rows_dropped": {"unparseable_timestamp": 1}}),
+         expect={"rows_kept": 40, "rows_dropped": {"unparseable_timestamp": 1},
+                 "timestamp_dst.nonexistent": 1}),
+    Case("dst_ambiguous_local_time", "naive Berlin time in the fall-back hour (happens twice)",
+         text("user_id,timestamp,event_type\n" + "".join(
+             f"u{i % 5},2026-10-24T{i % 24:02d}:00:00,view\n" for i in range(40))
+             + "u1,2026-10-25T02:30:00,view\n"),
+         mapping=ColumnMapping(channel=None, timezone="Europe/Berlin"),
+         expect={"rows_kept": 41, "rows_dropped": {}, "timestamp_dst.ambiguous": 1,
+                 "time_span.1": "2026-10-25T00:30:00+00:00"}),  # the earlier: 02:30 CEST
+    Case("epoch_out_of_range", "integer epochs at int64 min and at year -1199",
+         parquet(pl.concat([events().with_columns(pl.col("timestamp").dt.epoch("s")),
+                            events().head(2).with_columns(
+                                timestamp=pl.Series([-(2**63), -99_999_999_999]))])),
+         expect={"rows_kept": 100, "rows_dropped": {"unparseable_timestamp": 2}}),
+    Case("float_epoch_nan_inf", "float epochs with NaN, +inf and 1e30",
+         parquet(pl.concat([events().with_columns(pl.col("timestamp").dt.epoch("s") * 1.0),
+                            events().head(3).with_columns(
+                                timestamp=pl.Series([float("nan"), float("inf"), 1e30]))])),
+         expect={"rows_kept": 100, "rows_dropped": {"unparseable_timestamp": 3}}),
+    Case("date_out_of_range", "a Date column with one date in the year 5,881,580",
+         parquet(pl.concat([events().with_columns(pl.col("timestamp").dt.date()),
+                            events().head(1).with_columns(timestamp=pl.lit(2**31 - 1).cast(
+                                pl.Int32).cast(pl.Date))])),
+         expect={"rows_kept": 100, "rows_dropped": {"unparseable_timestamp": 1}}),
+    Case("datetime_out_of_range_local", "a naive ms datetime in the year 318,857, Berlin time",
+         parquet(pl.concat([events().with_columns(pl.col("timestamp").cast(pl.Datetime("ms"))),
+                            events().head(1).with_columns(timestamp=pl.lit(10**16).cast(
+                                pl.Datetime("ms")))])),
+         mapping=ColumnMapping(channel=None, timezone="Europe/Berlin"),
+         expect={"rows_kept": 100, "rows_dropped": {"unparseable_timestamp": 1}}),
     Case("far_future_timestamp", "one event at 9999-12-31 (a placeholder date)",
          parquet(pl.concat([build_table(), build_table().head(1).with_columns(
              pl.lit(datetime(9999, 12, 31)).cast(pl.Datetime("us")).alias("timestamp"))])),
@@ -395,6 +472,75 @@ CASES: list[Case] = [
     Case("unsupported_file_type", "events.txt", text("user_id\n", name="events.txt"),
          error=EventSchemaError, match=(r"'\.txt' files, neither \.parquet nor \.csv",
                                         "set format")),
+    Case("folder_with_readme", "*build*: a Parquet folder with a README.txt and a _SUCCESS",
+         folder_with_readme, build=True, expect={"rows_kept": 1400, "users": 20}),
+    Case("folder_link_loop", "*build*: a Parquet folder holding a link to itself",
+         folder_with_link_loop, build=True, error=EventSchemaError,
+         match=(r"folder '.*again' is '.*parts' again, reached through a symbolic link",
+                "read twice", "Remove the link")),
+    Case("glob_link_loop", "a glob `parts/**/*.parquet` through the same link",
+         glob_through_link_loop, error=EventSchemaError,
+         match=(r"reaches '.*events\.parquet' again as '.*again.*'", "read twice")),
+    # --- ids: never in a message; id lists that cannot silently miss
+    Case("headerless_csv", "a CSV without a header row: the first record is a user's",
+         text(f"{SECRET},2026-03-02T10:00:00,purchase\nu2,2026-03-03T11:00:00,view\n"),
+         error=EventSchemaError,
+         match=(r"first row of .*events\.csv looks like data, not a header",
+                "add a header row"), absent=(SECRET, "2026-03-02")),
+    Case("timestamp_mapped_to_id_column", "data.columns.timestamp pointed at customer_id",
+         parquet(events().with_columns(customer_id=pl.lit(SECRET) + pl.col("user_id"))),
+         mapping=ColumnMapping(timestamp="customer_id", channel=None),
+         error=EventSchemaError,
+         match=("all 100 rows were dropped", "unparseable_timestamp",
+                r"e\.g\. customer_id = <hidden: identifier-like column>"), absent=(SECRET,)),
+    Case("timestamp_mapped_to_identifier_like", "the same with an innocently named column",
+         parquet(events().with_columns(ref=pl.lit(SECRET) + pl.col("user_id"))),
+         mapping=ColumnMapping(timestamp="ref", channel=None), error=EventSchemaError,
+         match=(r"e\.g\. ref = <hidden: identifier-like column>",), absent=(SECRET,)),
+    Case("event_type_mapped_to_identifier", "*build*: data.columns.event_type pointed at e-mails",
+         parquet(build_table().with_columns(
+             email=pl.lit(SECRET) + pl.int_range(pl.len()).cast(pl.String) + "@example.com")),
+         mapping=ColumnMapping(event_type="email", channel=None), build=True, error=ValueError,
+         match=(r"target event type\(s\) \['purchase'\] never occur",
+                "event types seen \\(not listed"), absent=(SECRET,)),
+    Case("csv_parse_error_value", "an account code column turns to text after 10,000 rows",
+         epoch_then_text_csv, mapping=ColumnMapping(channel=None, categorical=("account",)),
+         error=EventSchemaError,
+         match=(r"could not parse a value \(not shown\) .* at column 'account'",
+                "csv_string_columns"), absent=(SECRET,)),
+    Case("ids_with_whitespace", "ids ' u000 ' and 'u000' (one user), one blank id",
+         parquet(with_rows(with_rows(events(), [0, 1], user_id=" u000 "), [2], user_id="   ")),
+         expect={"users": 5, "rows_kept": 99, "rows_dropped": {"null_user": 1}}),
+    Case("opt_out_float_ids", "ids stored as Parquet Float64 (0.0, 1.0 …), opt-out CSV says 0",
+         with_opt_out("user_id\n0\n", events().with_columns(
+             user_id=pl.col("user_id").str.slice(1).cast(pl.Float64))),
+         ingest=IngestConfig(opt_out_path="opt_out.csv", max_drop_fraction=0.5),
+         expect={"rows_dropped": {"consent_opt_out": 20}, "users": 4,
+                 "opt_out": {"users_listed": 1, "users_matched": 1}}),
+    Case("opt_out_sharded", "*build*: float ids and a text opt-out list, out of core (shards=3)",
+         with_opt_out("user_id\n3\n5\n", build_table().with_columns(
+             user_id=pl.col("user_id").str.slice(1).cast(pl.Float64))), build=True,
+         sampling=SamplingConfig(max_len=16, n_train_cutoffs=2, shards=3),
+         ingest=IngestConfig(opt_out_path="opt_out.csv", max_drop_fraction=0.2),
+         expect={"rows_dropped": {"consent_opt_out": 140}, "users": 18,
+                 "opt_out": {"users_listed": 2, "users_matched": 2}}),
+    Case("opt_out_matches_nobody", "an opt-out list of other ids, opt_out_must_match=true",
+         with_opt_out(f"user_id\n{SECRET}\n", events()),
+         ingest=IngestConfig(opt_out_path="opt_out.csv", opt_out_must_match=True),
+         error=EventSchemaError,
+         match=(r"opt-out list '.*opt_out\.csv' matches none of its 1 users",
+                "opt_out_must_match is true"), absent=(SECRET,)),
+    Case("opt_out_partial_match", "2 listed users, 1 in the table, opt_out_must_match=true",
+         with_opt_out(f"user_id\nu003\n{SECRET}\n", events()),
+         ingest=IngestConfig(opt_out_path="opt_out.csv", opt_out_must_match=True,
+                             max_drop_fraction=0.5),
+         error=EventSchemaError, match=("matches 1 of its 2 users", "the other 1"),
+         absent=(SECRET, "u003")),
+    Case("opt_out_list_without_header", "an opt-out CSV of bare ids, no header row",
+         with_opt_out("u001\nu003\n", events()),
+         ingest=IngestConfig(opt_out_path="opt_out.csv"), error=EventSchemaError,
+         match=(r"first row of opt-out list '.*opt_out\.csv' looks like an id",
+                "add a header row"), absent=("u001", "u003")),
 ]  # fmt: skip
 
 
@@ -407,6 +553,9 @@ def _get(report: dict[str, Any], dotted: str) -> Any:
 
 def _run(case: Case, tmp: Path) -> dict[str, Any]:
     path = case.write(tmp)
+    ingest = case.ingest
+    if ingest.opt_out_path:  # lists are written next to the events
+        ingest = replace(ingest, opt_out_path=str(tmp / ingest.opt_out_path))
     if case.build:
         prepared = prepare_samples(
             FileEventSource(str(path)),
@@ -414,11 +563,11 @@ def _run(case: Case, tmp: Path) -> dict[str, Any]:
             case.sampling,
             tmp / "cache",
             case.mapping,
-            case.ingest,
+            ingest,
         )
         return prepared.report
     source = FileEventSource(str(path))
-    return validate_events(source.scan(), case.mapping, case.ingest, where=str(path)).report
+    return validate_events(source.scan(), case.mapping, ingest, where=str(path)).report
 
 
 @pytest.mark.parametrize(
@@ -432,6 +581,8 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
             _run(case, tmp_path)
         for fragment in case.match:
             assert re.search(fragment, str(caught.value)), (fragment, caught.value)
+        for raw_id in case.absent:
+            assert raw_id not in str(caught.value), (raw_id, caught.value)
         return
     report = _run(case, tmp_path)
     assert report["rows_read"] == report["rows_kept"] + sum(report["rows_dropped"].values())
@@ -459,3 +610,50 @@ def test_corpus_is_large_and_documented() -> None:
     doc = (Path(__file__).parents[1] / "RELIABILITY.md").read_text()
     missing = [i for i in ids if f"`{i}`" not in doc]
     assert not missing, f"cases not in RELIABILITY.md: {missing}"
+
+
+# --- every reader: train (in memory and sharded), score (whole and sharded), drift ---------
+
+
+def _read_with(reader: str, path: Path, tmp: Path) -> dict[str, Any]:
+    """The path each command takes through ingest: its report, or its exception."""
+    from engage_seq.drift import Window, read_input
+    from engage_seq.score import validated_parts
+
+    source = FileEventSource(str(path))
+    if reader == "train":
+        return validate_events(source.scan(), PLAIN, IngestConfig(), str(path)).report
+    if reader == "train_sharded":
+        sampling = SamplingConfig(max_len=16, n_train_cutoffs=2, shards=2)
+        return prepare_samples(source, TASK, sampling, tmp / "cache", PLAIN).report
+    if reader in ("score", "score_sharded"):
+        work, shards = (tmp / "work", 2) if reader == "score_sharded" else (None, 1)
+        (tmp / "work").mkdir(exist_ok=True)
+        return validated_parts(source, PLAIN, IngestConfig(), work, shards)[1]
+    return read_input(str(path), PLAIN, IngestConfig(), Window()).summary
+
+
+READERS = ["train", "train_sharded", "score", "score_sharded", "drift"]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_headerless_csv_is_named_by_every_reader_without_its_values(
+    reader: str, tmp_path: Path
+) -> None:
+    """train, score and drift printed ``Available: ['<first id>', …]`` for a CSV without a
+    header row; each now says the first row looks like data and shows none of it."""
+    path = text(f"{SECRET},2026-03-02T10:00:00,purchase\nu2,2026-03-03T11:00:00,view\n")(tmp_path)
+    with pytest.raises(ValueError, match="looks like data, not a header") as caught:
+        _read_with(reader, path, tmp_path)
+    assert SECRET not in str(caught.value) and "purchase" not in str(caught.value)
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_out_of_range_epochs_are_counted_by_every_reader(reader: str, tmp_path: Path) -> None:
+    """int64 min raised OSError (errno 75) and a year -1199 epoch ValueError, in train, score
+    and drift alike; both are now rows dropped as unparseable_timestamp."""
+    table = build_table().with_columns(pl.col("timestamp").dt.epoch("s"))
+    bad = table.head(2).with_columns(timestamp=pl.Series([-(2**63), -99_999_999_999]))
+    path = parquet(pl.concat([table, bad]))(tmp_path)
+    report = _read_with(reader, path, tmp_path)
+    assert report["rows_dropped"]["unparseable_timestamp"] == 2

@@ -12,6 +12,8 @@ FORBIDDEN = {
     # data code stays torch-free, so it runs in light environments and in Polars-only jobs
     "engage_seq.synthetic": {"torch", "lightning", "hydra"},
     "engage_seq.schema": {"torch", "lightning", "hydra"},
+    "engage_seq.messages": {"torch", "lightning", "hydra"},
+    "engage_seq.listing": {"torch", "lightning", "hydra"},
     "engage_seq.sequences": {"torch", "lightning", "hydra"},
     "engage_seq.sample_cache": {"torch", "lightning", "hydra"},
     "engage_seq.ingest": {"torch", "lightning", "hydra"},

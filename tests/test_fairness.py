@@ -462,3 +462,44 @@ def test_fairness_section_shows_its_notes_first_and_keeps_them(
     assert section.markdown.index("**Note:**") < section.markdown.index("**Flagged:")
     assert section.summary["notes"] == [note]
     assert fairness_section(fair_but_one, ["country"], {}, tmp_path).summary["notes"] == []
+
+
+def test_segment_names_that_collide_are_refused_and_a_row_column_is_harmless(
+    two_users: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table column named ``_row`` (the input-order column) no longer breaks reading the
+    declared segments (it was a DuplicateError); declaring it is a named error, and so is a
+    derived segment whose name is also a table column (it silently replaced the column)."""
+    monkeypatch.delenv("ENGAGE_SEQ_SALT", raising=False)
+    samples = _samples([("a", 301, 4), ("b", 260, 2)])
+    table = two_users.with_columns(pl.lit(7).alias("_row"), pl.lit("12").alias("history_length"))
+    source, ingest = FrameSource(table), IngestConfig(max_drop_fraction=0.5)
+    frame = segment_frame(
+        samples, source=source, ingest=ingest, columns=["country"], derived=("last_channel",)
+    )
+    assert frame["country"].to_list() == ["FR", "US"]
+    with pytest.raises(EventSchemaError, match=r"\['_row'\] of .* share a name .* another name"):
+        segment_frame(samples, source=source, ingest=ingest, columns=["_row"], derived=())
+    with pytest.raises(EventSchemaError, match=r"\['history_length'\] in report\.segments are "
+                       r"derived .* also has a column of that name"):  # fmt: skip
+        segment_frame(samples, source=source, ingest=ingest, columns=["country"])
+
+
+def test_training_refuses_a_derived_segment_named_like_a_table_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked before any work, with the default report.segments and a file source."""
+    monkeypatch.setenv("ENGAGE_SEQ_REPORT", "true")  # conftest turns run reports off
+    from hydra import compose, initialize_config_dir
+
+    from engage_seq.train import CONF_DIR, _check_report_segments, _report_options
+
+    path = tmp_path / "events.parquet"
+    pl.DataFrame(
+        {"user_id": ["a"], "timestamp": [T0], "event_type": ["view"], "channel": ["web"],
+         "history_length": [3]}
+    ).write_parquet(path)  # fmt: skip
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["data=files", f"data.source.path={path}"])
+    with pytest.raises(ValueError, match=r"report\.segments: segment\(s\) \['history_length'\]"):
+        _check_report_segments(cfg, _report_options(cfg))

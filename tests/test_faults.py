@@ -233,3 +233,33 @@ def test_temp_folders_of_other_entries_go_unless_being_built(tiny_source, tmp_pa
         fcntl.flock(held, fcntl.LOCK_EX)  # a live builder of that entry
         prepare_samples(tiny_source, TASK, SamplingConfig(**SAMPLING), tmp_path)
     assert not dead.exists() and busy.is_dir()
+
+
+def test_an_unreadable_event_file_is_named_before_any_work(
+    tiny_events, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file without read permission in an input folder: engage-train (prepare_samples)
+    gave a bare OS error from inside Polars; now an EventSchemaError names the file and what
+    to do. Root reads anything, so the refusal is injected at open() unless the suite runs
+    as another user, where chmod 0 is real."""
+    from engage_seq.ingest import FileEventSource
+    from engage_seq.schema import EventSchemaError
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    tiny_events.head(1000).write_parquet(folder / "a.parquet")
+    tiny_events.tail(1000).write_parquet(folder / "b.parquet")
+    locked = folder / "b.parquet"
+    locked.chmod(0)
+    real_open = os.open
+
+    def refuse(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    if os.geteuid() == 0:
+        monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(EventSchemaError, match=r"cannot open event file '.*b\.parquet': "
+                       r"Permission denied\. Give the account .* read permission"):  # fmt: skip
+        prepare_samples(FileEventSource(str(folder)), TASK, SamplingConfig(**SAMPLING), tmp_path)

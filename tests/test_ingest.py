@@ -199,3 +199,88 @@ def test_opt_out_list_needs_an_identifiable_column(tmp_path: Path) -> None:
     pl.DataFrame({"id": ["c3"], "reason": ["gdpr"]}).write_csv(tmp_path / "optout.csv")
     with pytest.raises(EventSchemaError, match=r"no column 'customer'.*\['id', 'reason'\]"):
         validated(user_table(), opt_out_path=str(tmp_path / "optout.csv"), max_drop_fraction=1.0)
+
+
+def test_id_lists_are_matched_in_the_tables_id_form_counted_and_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Float ids (7.0) match a text list ("7"), whitespace is trimmed, leading zeros are kept
+    ("007" is another user than "7"); a partial or empty match is a warning with counts and
+    the file, never an id."""
+    table = pl.DataFrame(
+        {"user_id": [7.0, 7.0, 8.0, 42.0], "timestamp": [T0, T0 + 1, T0, T0],
+         "event_type": ["view"] * 4}
+    )  # fmt: skip
+    plain = ColumnMapping(channel=None)
+    (tmp_path / "list.csv").write_text("user_id\n 7 \n007\n")
+    with caplog.at_level("WARNING", logger="engage_seq.ingest"):
+        _, report = validated(
+            table, plain, opt_out_path=str(tmp_path / "list.csv"), max_drop_fraction=1.0
+        )
+    assert report["rows_dropped"]["consent_opt_out"] == 2
+    assert report["opt_out"] == {"users_listed": 2, "users_matched": 1}
+    assert "list.csv' matches 1 of its 2 users" in caplog.text and "007" not in caplog.text
+    caplog.clear()
+    (tmp_path / "other.csv").write_text("user_id\nc-9\n")
+    with caplog.at_level("WARNING", logger="engage_seq.ingest"):
+        _, report = validated(table, plain, opt_out_path=str(tmp_path / "other.csv"))
+    assert report["opt_out"] == {"users_listed": 1, "users_matched": 0}
+    assert "matches none of its 1 users" in caplog.text and "c-9" not in caplog.text
+    assert validated(table, plain)[1]["opt_out"] is None
+
+
+def test_user_keys_normalise_ids_as_ingest_does() -> None:
+    """The oracle's and fairness' keys equal ingest's for float, padded and integer ids."""
+    from engage_seq.ingest import user_keys
+
+    table = pl.DataFrame({"user_id": [7, 8], "timestamp": [T0, T0], "event_type": ["v", "v"]})
+    events, _ = validated(table, ColumnMapping(channel=None))
+    want = events.sort("user_key")["user_key"].to_list()
+    for ids in ([7.0, 8.0], [" 7", "8 "], [7, 8]):
+        assert sorted(user_keys(pl.Series(ids)).to_list()) == want, ids
+    assert user_keys(pl.Series(["007"])).item() != user_keys(pl.Series(["7"])).item()
+    with pytest.raises(ValueError, match="blank or NaN"):
+        user_keys(pl.Series(["  "]))
+
+
+def test_dst_rule_for_naive_datetimes_and_dates() -> None:
+    """Ambiguous local time (the fall-back hour): kept as the earlier instant, counted.
+    Nonexistent (a spring-forward gap, here midnight of a Chilean date): dropped as
+    unparseable_timestamp and counted; it used to raise from inside Polars for dates."""
+    ambiguous = pl.DataFrame(
+        {"user_id": ["a", "a"], "event_type": ["v", "v"],
+         "timestamp": [datetime(2026, 10, 24, 12), datetime(2026, 10, 25, 2, 30)]}
+    )  # fmt: skip
+    berlin = ColumnMapping(channel=None, timezone="Europe/Berlin")
+    events, report = validated(ambiguous, berlin)
+    assert report["timestamp_dst"] == {"ambiguous": 1, "nonexistent": 0}
+    assert events["ts"].max() == int(datetime(2026, 10, 25, 0, 30, tzinfo=timezone.utc).timestamp())
+    dates = pl.DataFrame(
+        {"user_id": ["a"] * 30, "event_type": ["v"] * 30,
+         "timestamp": pl.date_range(datetime(2026, 8, 8), datetime(2026, 9, 6), eager=True)}
+    )  # fmt: skip
+    santiago = ColumnMapping(channel=None, timezone="America/Santiago")
+    events, report = validated(dates, santiago, max_drop_fraction=0.05)
+    assert report["rows_dropped"]["unparseable_timestamp"] == 1
+    assert report["timestamp_dst"] == {"ambiguous": 0, "nonexistent": 1}
+
+
+def test_folders_are_listed_here_with_hive_columns_from_below_the_root_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The folder is read as the list of its .parquet files (a README.txt is skipped and
+    counted, a _SUCCESS marker skipped quietly); hive key=value folders below the root become
+    columns as before, and a key=value folder *above* it does not (Polars parses every part
+    of a listed path)."""
+    root = tmp_path / "run=3" / "events"
+    table = user_table().with_columns(pl.col("when").dt.day().alias("day"))
+    table.write_parquet(root, partition_by="day")
+    (root / "README.txt").write_text("exported by the CRM team\n")
+    (root / "_SUCCESS").write_text("")
+    with caplog.at_level("WARNING", logger="engage_seq.listing"):
+        frame = FileEventSource(str(root)).scan().collect()
+    assert "day" in frame.columns and "run" not in frame.columns and frame.height == 5
+    assert "1 file(s) neither .parquet nor .csv are not read (e.g. README.txt)" in caplog.text
+    assert "_SUCCESS" not in caplog.text
+    explicit = FileEventSource(str(root), hive_partitioning=True).scan().collect_schema()
+    assert "run" not in explicit

@@ -183,6 +183,32 @@ def test_csv_ids_stay_text_and_suppression_matches(
     assert not set(top["user_id"]) & set(dnc) and top.height == 20
 
 
+def test_id_lists_match_float_ids_and_a_partial_match_is_counted(
+    artifact: Path, events: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ids stored as Parquet Float64 (0.0, 1.0, …) against text lists ("0", "1"): the opted-out
+    users are not scored and the suppressed ones are flagged (both used to match nobody);
+    counts go to the report; a list with users not in the table warns, or with
+    ``opt_out_must_match`` fails, naming the file and counts, never an id."""
+    table = pl.read_parquet(events).with_columns(
+        pl.col("user_id").str.extract(r"(\d+)").cast(pl.Float64)
+    )
+    table.write_parquet(tmp_path / "events.parquet")
+    (tmp_path / "opt_out.csv").write_text("user_id\n0\n1\n")
+    (tmp_path / "dnc.csv").write_text("user_id\n2\n3\nSECRET-9\n")
+    lists = {"opt_out": str(tmp_path / "opt_out.csv"), "suppress": str(tmp_path / "dnc.csv")}
+    floats = tmp_path / "events.parquet"
+    with caplog.at_level("WARNING", logger="engage_seq.ingest"):
+        report = score_events(artifact, floats, tmp_path / "s.parquet", **lists)
+    assert report["opt_out"] == {"users_listed": 2, "users_matched": 2}
+    assert report["rows_dropped"]["consent_opt_out"] == table["user_id"].is_in([0.0, 1.0]).sum()
+    assert report["users_suppressed"] == 2 and report["suppress_users_listed"] == 3
+    assert "dnc.csv' matches 2 of its 3 users" in caplog.text and "SECRET" not in caplog.text
+    with pytest.raises(ScoringError, match="matches 2 of its 3 users") as caught:
+        score_events(artifact, floats, tmp_path / "t.parquet", **lists, opt_out_must_match=True)
+    assert "SECRET" not in str(caught.value) and not (tmp_path / "t.parquet").exists()
+
+
 def test_outputs_land_together_or_not_at_all(artifact: Path, events: Path, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(ScoringError, match="is not a folder"):
