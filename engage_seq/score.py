@@ -12,15 +12,11 @@ fast).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
 import math
 import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +40,21 @@ from engage_seq.ingest import (
     read_id_list,
     validate_events,
 )
-from engage_seq.io import atomic_path
 from engage_seq.jit import ArtifactIntegrityError, load_artifact
 from engage_seq.schema import ColumnMapping, EventSchemaError, check_columns, read_error
+from engage_seq.score_cutoff import (
+    check_cutoff_range,
+    explain_drop_error,
+    far_future_limit,
+    warn_far_future,
+)
+from engage_seq.score_outputs import (
+    Writer,
+    remove_leftovers,
+    report_path,
+    shard_workspace,
+    write_outputs,
+)
 from engage_seq.sequences import format_instant
 
 log = logging.getLogger(__name__)
@@ -123,7 +131,8 @@ def column_mapping(metadata: dict[str, Any]) -> ColumnMapping:
 
 
 def parse_cutoff(value: str | None, ts_max: int | None) -> int:
-    """An ISO date/time or epoch seconds; default: one second after the latest event, so
+    """An ISO date/time or epoch seconds; default: one second after the latest event kept
+    (rows beyond the far-future limit are dropped first: `engage_seq.score_cutoff`), so
     every event in the table counts."""
     if value is None:
         if ts_max is None:
@@ -131,6 +140,7 @@ def parse_cutoff(value: str | None, ts_max: int | None) -> int:
         return int(ts_max) + 1
     at = parse_instant_arg(value, "--cutoff", ScoringError)
     assert at is not None
+    check_cutoff_range(at, ScoringError)
     return at
 
 
@@ -197,32 +207,6 @@ def validated_parts(
     check_drops(report["rows_dropped"], report["rows_kept"], config, where)
     check_opt_out(report["opt_out"], config, where)
     return parts, report, ts_max
-
-
-@contextlib.contextmanager
-def shard_workspace(out: Path, shards: int) -> Iterator[Path | None]:
-    """A temp folder next to ``out`` (the disk the scores go to) for the shard files, or None
-    for ``shards == 1``. The files hold raw ids, so the folder goes when the block ends, and
-    folders that a killed run left next to the same ``out`` go before a new one is made: runs
-    writing one ``out`` take turns on a lock file (``.<out>.shards.lock``), so none of those
-    folders can belong to a live run."""
-    if shards == 1:
-        yield None
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.shards.lock", "a") as lock:
-        with contextlib.suppress(ImportError, OSError):  # no flock: no cleanup of old folders
-            import fcntl
-
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            for stale in out.parent.glob(f".{out.name}-shards-*"):
-                log.warning("removing %s, left by an interrupted engage-score run", stale.name)
-                shutil.rmtree(stale, ignore_errors=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{out.name}-shards-", dir=out.parent))
-        try:
-            yield work
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def predict_in_batches(
@@ -301,8 +285,10 @@ def score_events(
     """Score every user with an event before the cutoff; returns the run report (also
     written next to ``out`` as ``<out>.report.json``). Raises `ScoringError` before writing
     anything when the input or the artifact is not usable (``allow_unverified``,
-    ``require_signed``: see `load_scoring_artifact`); the output files are renamed into place
-    together at the end.
+    ``require_signed``: see `load_scoring_artifact`); the output files are written as one
+    unit, the report (their SHA-256) renamed last (`engage_seq.score_outputs`). Rows beyond
+    the far-future limit are dropped before the default cutoff is taken
+    (`engage_seq.score_cutoff`).
     ``shards > 1`` scores the users in that many hash-split parts, one in memory at a time
     (`validated_parts`), for tables that do not fit; the scores are the same."""
     started = time.perf_counter()
@@ -326,6 +312,10 @@ def score_events(
     for path in (out, top_path) if top else (out,):
         if path.parent.exists() and not path.parent.is_dir():
             raise ScoringError(f"cannot write {path}: {path.parent} is not a folder")
+    if top and top_path.resolve() in (out.resolve(), report_path(out).resolve()):
+        raise ScoringError(f"--top-out {top_path} would overwrite the scores or their report")
+    limit = far_future_limit(parse_cutoff(cutoff, None) if cutoff is not None else None)
+    remove_leftovers(out, [top_path])  # a killed run's temp files (raw ids), even if this fails
     source = FileEventSource(str(events), csv_string_columns=(mapping.user_id,))
     vocabulary = Vocabulary.from_metadata(metadata)
     with shard_workspace(out, shards) as work:
@@ -335,11 +325,17 @@ def score_events(
                 opt_out_path=opt_out,
                 max_drop_fraction=max_drop_fraction,
                 opt_out_must_match=opt_out_must_match,
+                end=format_instant(limit),  # far-future rows: out_of_date_range
             )
             parts, ingest_report, ts_max = validated_parts(source, mapping, config, work, shards)
             listed = _read_suppression_list(suppress, mapping) if suppress else None
         except EventSchemaError as exc:
-            raise ScoringError(str(exc)) from None
+            message = explain_drop_error(str(exc), source.scan, mapping, limit, source.describe())
+            raise ScoringError(message) from None
+        far_future = warn_far_future(
+            source.scan(), mapping, limit, source.describe(),
+            ingest_report["rows_dropped"]["out_of_date_range"],
+        )  # fmt: skip
         at = parse_cutoff(cutoff, ts_max)
         read_seconds = time.perf_counter() - started
         frames, users_total, encode_seconds, model_seconds = [], 0, 0.0, 0.0
@@ -408,6 +404,7 @@ def score_events(
         "rows_dropped": ingest_report["rows_dropped"],
         "numeric_missing": ingest_report["numeric_missing"],  # kept, scaled as missing
         "categorical_missing": ingest_report["categorical_missing"],  # kept, as "none"
+        "far_future": far_future,  # rows at or after its limit: dropped (out_of_date_range)
         "shards": shards,
         "users_in_table": users_total,
         "users_scored": scores.height,
@@ -427,19 +424,18 @@ def score_events(
             "model": round(model_seconds, 3),
         },
     }
-    with contextlib.ExitStack() as stack:  # every file renamed into place only if all wrote
-        with_scores = stack.enter_context(atomic_path(out))
-        scores.write_parquet(with_scores)
-        if top_frame is not None:
-            with_top = stack.enter_context(atomic_path(top_path))
-            if top_path.suffix == ".csv":
-                top_frame.write_csv(with_top)
-            else:
-                top_frame.write_parquet(with_top)
+    writers: dict[Path, Writer] = {out: scores.write_parquet}
+    if top_frame is not None:
+        csv = top_path.suffix == ".csv"
+        writers[top_path] = top_frame.write_csv if csv else top_frame.write_parquet
+
+    def finished() -> dict[str, Any]:  # called once the data files are written
         report["seconds"]["total"] = round(time.perf_counter() - started, 3)
         report["users_per_second"] = round(scores.height / report["seconds"]["total"], 1)
-        with_report = stack.enter_context(atomic_path(out.with_name(out.name + ".report.json")))
-        with_report.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        return report
+
+    # one unit: staged, then renamed with the report (their SHA-256) last (score_outputs)
+    report["files"] = write_outputs(out, writers, finished)
     return report
 
 
@@ -452,10 +448,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("artifact", help="TorchScript artifact written by engage-export")
     parser.add_argument("events", help="event table: Parquet file/dir/glob or CSV")
-    parser.add_argument("--out", default="scores.parquet", help="scores file (Parquet)")
+    parser.add_argument(
+        "--out", default="scores.parquet",
+        help="scores file (Parquet); <out>.report.json, written last, lists each file's SHA-256",
+    )  # fmt: skip
     parser.add_argument(
         "--cutoff", help="score as of this ISO time or epoch second (default: just after the "
-        "latest event); only earlier events count"
+        "latest event; rows over a year ahead of now are dropped first); only earlier events count"
     )  # fmt: skip
     parser.add_argument("--suppress", help="do-not-contact list (Parquet/CSV of user ids): "
                         "scored and flagged, never in the top list")  # fmt: skip

@@ -35,6 +35,9 @@ FORBIDDEN = {
     "engage_seq.parity": {"lightning", "hydra"},
     # batch scoring: no Lightning, no Hydra (and no model classes, checked below)
     "engage_seq.score": {"lightning", "hydra"},
+    # its far-future rule is data code; its output writing needs only the standard library
+    "engage_seq.score_cutoff": {"torch", "lightning", "hydra"},
+    "engage_seq.score_outputs": {"torch", "lightning", "hydra", "polars", "numpy"},
     # monitoring runs next to serving: drift on event tables needs no torch at all (the
     # artifact's scores load it lazily), the backtest only the artifact
     "engage_seq.drift": {"torch", "lightning", "hydra"},

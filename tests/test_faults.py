@@ -1,24 +1,36 @@
 """Fault injection on the sample cache: a killed build, a damaged entry and a full disk never
-leave samples that are read later as if they were good.
+leave samples that are read later as if they were good. And on engage-score's outputs: a kill
+at any step of writing them never leaves a set that verifies as one run's.
 
 SIGKILL during training is tested in tests/test_training.py, during export in
-tests/test_safe_loading.py.
+tests/test_safe_loading.py, during a whole engage-score run in tests/test_score.py.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import logging
 import os
 import signal
 import subprocess
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 from fault_injection import run_child
 
 import engage_seq.sample_cache as sample_cache
+from engage_seq import score_outputs
 from engage_seq.sample_cache import CacheSpaceError, prepare_samples
+from engage_seq.score_outputs import (
+    IncompleteOutputsError,
+    check_score_outputs,
+    remove_leftovers,
+    write_outputs,
+)
 from engage_seq.sequences import HorizonTask, SamplingConfig
 from engage_seq.synthetic import SyntheticEventSource
 
@@ -263,3 +275,139 @@ def test_an_unreadable_event_file_is_named_before_any_work(
     with pytest.raises(EventSchemaError, match=r"cannot open event file '.*b\.parquet': "
                        r"Permission denied\. Give the account .* read permission"):  # fmt: skip
         prepare_samples(FileEventSource(str(folder)), TASK, SamplingConfig(**SAMPLING), tmp_path)
+
+
+# --- engage-score's outputs ----------------------------------------------------------------
+
+
+def _write_set(out: Path, top: Path, tag: str) -> dict[str, str]:
+    """A complete output set whose every file says which run wrote it."""
+    return write_outputs(
+        out,
+        {out: lambda p: p.write_text(f"{tag} scores"), top: lambda p: p.write_text(f"{tag} top")},
+        lambda: {"run": tag},
+    )
+
+
+COMMIT_KILLS = {
+    # staged and vouched for in the staging folder; the previous report not yet removed
+    "staged": "import pathlib\nunlink = pathlib.Path.unlink\n"
+    "pathlib.Path.unlink = lambda self, **kw: die() if self.name.endswith('.report.json') "
+    "else unlink(self, **kw)",
+    # the previous report removed, nothing renamed yet
+    "before_first_rename": "os.replace = lambda *args: die()",
+    # the scores renamed, the top list and the report not
+    "between_renames": "replace, calls = os.replace, []\n"
+    "os.replace = lambda *a: die() if calls.append(1) or len(calls) == 2 else replace(*a)",
+    # both data files renamed, the report not
+    "before_report": "replace, calls = os.replace, []\n"
+    "os.replace = lambda *a: die() if calls.append(1) or len(calls) == 3 else replace(*a)",
+}
+
+
+@pytest.mark.parametrize("point", COMMIT_KILLS)
+def test_killed_score_output_commit_never_verifies_as_a_mix(tmp_path: Path, point: str) -> None:
+    """Whatever step of the commit a SIGKILL hits, the files either verify as the previous
+    run's complete set or do not verify at all; the next run removes the staging folder
+    (raw ids) and leaves a complete set."""
+    out, top = tmp_path / "scores.parquet", tmp_path / "scores_top.parquet"
+    _write_set(out, top, "old")
+    killed = run_child(
+        "from pathlib import Path\nfrom engage_seq.score_outputs import write_outputs\n"
+        + COMMIT_KILLS[point]
+        + "\nout, top = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "write_outputs(out, {out: lambda p: p.write_text('new scores'), "
+        "top: lambda p: p.write_text('new top')}, lambda: {'run': 'new'})\n"
+        "print('NOT KILLED')\n",
+        str(out),
+        str(top),
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    staging = list(tmp_path.glob(".scores.parquet-staging-*"))
+    assert (
+        len(staging) == 1 and json.loads((staging[0] / "report.json").read_text())["run"] == "new"
+    )
+    texts = {out.read_text().split()[0], top.read_text().split()[0]}
+    if point == "staged":
+        assert check_score_outputs(out, top)["run"] == "old" and texts == {"old"}
+    else:
+        with pytest.raises(IncompleteOutputsError, match=r"scores\.parquet\.report\.json is"):
+            check_score_outputs(out, top)
+        assert texts == {"between_renames": {"new", "old"}, "before_report": {"new"}}.get(
+            point, {"old"}
+        )
+
+    assert remove_leftovers(out, [top]) == 1
+    assert list(tmp_path.glob(".scores.parquet-staging-*")) == []
+    _write_set(out, top, "next")
+    assert check_score_outputs(out, top)["run"] == "next"
+    assert out.read_text() == "next scores" and top.read_text() == "next top"
+
+
+def test_score_outputs_that_do_not_match_their_report_are_refused(tmp_path: Path) -> None:
+    out, top = tmp_path / "scores.parquet", tmp_path / "lists" / "top.csv"
+    files = _write_set(out, top, "one")
+    assert files == {
+        "scores.parquet": files["scores.parquet"],
+        "lists/top.csv": files["lists/top.csv"],
+    }
+    assert check_score_outputs(out, top)["files"] == files
+    top.write_text("one top, edited")
+    with pytest.raises(IncompleteOutputsError, match=r"top\.csv does not match the SHA-256"):
+        check_score_outputs(out)
+    write_outputs(out, {out: lambda p: p.write_text("two scores")}, lambda: {"run": "two"})
+    with pytest.raises(IncompleteOutputsError, match=r"top\.csv is not listed"):
+        check_score_outputs(out, top)  # a top list from an earlier run than the report
+    report = out.with_name("scores.parquet.report.json")
+    report.write_text(json.dumps({"run": "old engage-score"}))
+    with pytest.raises(IncompleteOutputsError, match="lists no files"):
+        check_score_outputs(out)
+
+
+def test_leftovers_of_killed_score_runs_go_unless_a_live_run_holds_the_lock(
+    tmp_path: Path, caplog
+) -> None:
+    out, elsewhere = tmp_path / "scores.parquet", tmp_path / "lists" / "top.parquet"
+    staged = tmp_path / ".scores.parquet-staging-abc123"
+    shards = tmp_path / ".scores.parquet-shards-def456" / "raw" / "_shard=0"
+    for folder in (staged, shards, elsewhere.parent):
+        folder.mkdir(parents=True)
+    (staged / "0-scores.parquet").write_bytes(b"raw ids")
+    (shards / "0.parquet").write_bytes(b"raw ids")
+    old_tmp = tmp_path / ".scores.parquet.x1y2.tmp"  # atomic_path of older versions
+    far_tmp = elsewhere.parent / ".top.parquet.z3.tmp"  # a copy across disks
+    for file in (old_tmp, far_tmp):
+        file.write_bytes(b"raw ids")
+    unrelated = [tmp_path / "scores.parquet.bak", tmp_path / ".other.parquet-staging-1"]
+    unrelated[0].write_text("kept")
+    unrelated[1].mkdir()
+
+    with open(tmp_path / ".scores.parquet.lock", "a") as live:  # a live run to the same out
+        fcntl.flock(live, fcntl.LOCK_EX)
+        cleaner = threading.Thread(target=remove_leftovers, args=(out, [elsewhere]))
+        with caplog.at_level(logging.WARNING, logger="engage_seq.score_outputs"):
+            cleaner.start()
+            cleaner.join(timeout=0.5)
+            assert cleaner.is_alive() and staged.is_dir()  # waits for the live run
+            fcntl.flock(live, fcntl.LOCK_UN)
+            cleaner.join(timeout=30)
+    assert not cleaner.is_alive()
+    assert not any(p.exists() for p in (staged, shards.parents[1], old_tmp, far_tmp))
+    assert all(p.exists() for p in unrelated)
+    assert caplog.text.count("left by an interrupted engage-score run") == 4
+    assert remove_leftovers(out, [elsewhere]) == 0
+
+
+def test_top_list_on_another_disk_is_copied_then_renamed(tmp_path: Path, monkeypatch) -> None:
+    out, top = tmp_path / "scores.parquet", tmp_path / "mounted" / "top.parquet"
+    replace = os.replace
+
+    def across_disks(source, target):
+        if Path(target).parent.name == "mounted" and ".tmp" not in Path(source).name:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        replace(source, target)
+
+    monkeypatch.setattr(score_outputs.os, "replace", across_disks)
+    _write_set(out, top, "one")
+    assert check_score_outputs(out, top)["run"] == "one" and top.read_text() == "one top"
+    assert [p.name for p in top.parent.iterdir()] == ["top.parquet"]

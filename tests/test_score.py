@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -20,6 +22,8 @@ from engage_seq.export import export_artifact, load_artifact
 from engage_seq.jit import write_sidecar
 from engage_seq.parity import raw_arguments
 from engage_seq.score import ScoringError, parse_top, score_events
+from engage_seq.score_cutoff import far_future_limit
+from engage_seq.score_outputs import IncompleteOutputsError, check_score_outputs
 from engage_seq.synthetic import SyntheticEventSource
 from engage_seq.train import CONF_DIR, train
 
@@ -273,3 +277,122 @@ def test_killed_sharded_scoring_leaves_no_raw_ids_after_the_next_run(
     assert len(list(tmp_path.glob(".scores.parquet-shards-*"))) == 1 and not out.exists()
     score_events(artifact, events, out, shards=2)
     assert list(tmp_path.glob(".scores.parquet-shards-*")) == [] and out.is_file()
+
+
+def test_far_future_rows_are_dropped_named_and_never_move_the_cutoff(
+    artifact: Path, events: Path, tmp_path: Path, caplog
+) -> None:
+    """One 9999-12-31 row used to move the default cutoff there (every user scored at the
+    end of time). Rows more than a year after now are dropped as out_of_date_range, counted,
+    and the warning names the first row and its timestamp, never its user."""
+    table = pl.read_parquet(events)
+    placeholder = datetime(9999, 12, 31, tzinfo=timezone.utc)
+    far_rows = pl.DataFrame(
+        {"user_id": ["u007", "zz-only-in-the-future"], "timestamp": [placeholder] * 2},
+        schema_overrides={"timestamp": table["timestamp"].dtype},
+    ).with_columns(event_type=pl.lit("purchase"), channel=pl.lit("web"))
+    far = tmp_path / "far.parquet"
+    pl.concat([table.head(100), far_rows, table.slice(100)]).write_parquet(far)
+    clean = score_events(artifact, events, tmp_path / "clean.parquet")
+    with caplog.at_level(logging.WARNING):
+        report = score_events(artifact, far, tmp_path / "far_scores.parquet")
+    assert report["cutoff"] == clean["cutoff"] < "2026-04"
+    assert report["rows_dropped"]["out_of_date_range"] == 2
+    assert report["far_future"] == {
+        "limit": report["far_future"]["limit"],
+        "rows_dropped": 2,
+        "first_row": 101,
+        "first_timestamp": "9999-12-31T00:00:00+00:00",
+    }
+    assert report["users_in_table"] == clean["users_in_table"]
+    assert pl.read_parquet(tmp_path / "far_scores.parquet").equals(
+        pl.read_parquet(tmp_path / "clean.parquet")
+    )
+    assert "data row 101 with timestamp 9999-12-31T00:00:00+00:00" in caplog.text
+    assert "u007" not in caplog.text and "zz-only" not in caplog.text
+    saved = json.loads((tmp_path / "far_scores.parquet.report.json").read_text())
+    assert saved["far_future"] == report["far_future"]
+    sharded = score_events(artifact, far, tmp_path / "sharded.parquet", shards=3)
+    assert sharded["cutoff"] == clean["cutoff"]
+    assert sharded["far_future"] | {"limit": None} == report["far_future"] | {"limit": None}
+    day = 86_400
+    assert far_future_limit(None, now=0) == 366 * day + 1  # training's tolerance, from now
+    assert far_future_limit(400 * day, now=0) == 400 * day  # a later --cutoff raises it
+    # an explicit --cutoff still decides, and the far-future rows are still counted
+    early = score_events(artifact, far, tmp_path / "early.parquet", cutoff="2026-02-01")
+    assert early["cutoff"] == "2026-02-01T00:00:00+00:00"
+    assert early["rows_dropped"]["out_of_date_range"] == 2
+
+    many = tmp_path / "many.parquet"  # 10 % placeholders: above the drop limit, one line
+    table.with_columns(
+        timestamp=pl.when(pl.int_range(pl.len()) % 10 == 3)
+        .then(pl.lit(placeholder, dtype=table["timestamp"].dtype))
+        .otherwise("timestamp")
+    ).write_parquet(many)
+    for shards in (1, 2):
+        with pytest.raises(ScoringError) as caught:
+            score_events(artifact, many, tmp_path / "never.parquet", shards=shards)
+        message = str(caught.value)
+        assert "above max_drop_fraction" in message and "\n" not in message
+        assert "the far-future limit" in message
+        assert "data row 4 with timestamp 9999-12-31" in message
+    with pytest.raises(ScoringError, match="outside the years 1-9999"):
+        score_events(artifact, events, tmp_path / "never.parquet", cutoff="1767225600000")
+    assert not list(tmp_path.glob("never*"))
+
+
+def test_scoring_killed_between_renames_is_never_trusted_and_the_next_run_cleans_up(
+    artifact: Path, events: Path, tmp_path: Path
+) -> None:
+    """SIGKILL after the new scores are renamed into place, before the top list and the
+    report: there is no report (so no reader trusts the mix of new scores and the old top
+    list), the staging folder holds raw ids, and the next run removes it."""
+    out, top = tmp_path / "scores.parquet", tmp_path / "scores_top.parquet"
+    score_events(artifact, events, out, top="5")
+    assert check_score_outputs(out, top)["files"].keys() == {out.name, top.name}
+    old_top = top.read_bytes()
+    fault = (
+        "from engage_seq import score\nreplace, calls = os.replace, []\n"
+        "os.replace = lambda *a: die() if calls.append(1) or len(calls) == 2 else replace(*a)\n"
+    )
+    killed = run_child(
+        fault + "score.score_events(*sys.argv[1:4], top='5', cutoff='2026-02-01')",
+        str(artifact), str(events), str(out),
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert top.read_bytes() == old_top and not out.with_name(out.name + ".report.json").exists()
+    with pytest.raises(IncompleteOutputsError, match="is missing"):
+        check_score_outputs(out, top)
+    staged = list(tmp_path.glob(".scores.parquet-staging-*"))
+    assert len(staged) == 1 and (staged[0] / "1-scores_top.parquet").is_file()  # raw ids
+    with pytest.raises(ScoringError, match="would overwrite the scores or their report"):
+        score_events(artifact, events, out, top="5", top_out=tmp_path / "scores.parquet")
+    report = score_events(artifact, events, out, top="5")
+    assert list(tmp_path.glob(".scores.parquet-*")) == []
+    assert check_score_outputs(out, top)["files"] == report["files"]
+
+
+def test_scoring_killed_during_the_shard_split_is_cleaned_by_a_run_without_shards(
+    artifact: Path, events: Path, tmp_path: Path, caplog
+) -> None:
+    """SIGKILL right after the streaming split wrote every user's raw rows: the next run to
+    the same --out removes them at its start, without --shards and even if it then fails."""
+    out = tmp_path / "scores.parquet"
+    fault = (
+        "from engage_seq import score\nsplit = score.split_by_user\n"
+        "score.split_by_user = lambda *a: (split(*a), die())\n"
+    )
+    killed = run_child(
+        fault + "score.score_events(sys.argv[1], sys.argv[2], sys.argv[3], shards=3)",
+        str(artifact), str(events), str(out),
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    (work,) = tmp_path.glob(".scores.parquet-shards-*")
+    assert list(work.rglob("*.parquet")) and not out.exists()  # the raw split, with raw ids
+    failing = pytest.raises(ScoringError, match="no user has an event before the cutoff")
+    with caplog.at_level(logging.WARNING, logger="engage_seq.score_outputs"), failing:
+        score_events(artifact, events, out, cutoff="2000-01-01")  # fails, still cleans
+    assert f"removing {work.name}, left by an interrupted engage-score run" in caplog.text
+    assert not work.exists() and not out.exists()
+    score_events(artifact, events, out)
+    assert check_score_outputs(out)["shards"] == 1
