@@ -40,7 +40,7 @@ import torch
 
 from engage_seq.build import apply_eligibility, eligibility_rules
 from engage_seq.cli import KeywordArgumentParser, parse_instant_arg
-from engage_seq.encoding import Vocabulary, encode_samples
+from engage_seq.encoding import Vocabulary, encode_samples, numeric_scaling_from_metadata
 from engage_seq.ingest import FileEventSource, validate_events
 from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.metrics import score_probabilities
@@ -194,7 +194,7 @@ def rolling_backtest(
             f"before the end of {source.describe()} ({format_instant(data_end)}); pass an "
             "earlier start= or a longer table"
         )
-    vocabulary = Vocabulary.from_lists(metadata["vocabulary"])
+    vocabulary = Vocabulary.from_metadata(metadata)
     max_len = int(metadata["max_len"])
     sampling = eligibility(metadata)
     histories = user_histories(canonical.lazy()).collect().lazy()  # shared by every cutoff
@@ -213,7 +213,11 @@ def rolling_backtest(
                 f"{n_candidates:,} with an event before it, dropped {_drop_text(counts)}"
             )
         encoded = encode_samples(
-            samples, vocabulary, max_len, task.label_columns, metadata["numeric_scaling"]
+            samples,
+            vocabulary,
+            max_len,
+            task.label_columns,
+            numeric_scaling_from_metadata(metadata),
         )
         probabilities, _ = predict_in_batches(module, encoded, batch_size)
         labels = torch.tensor(encoded.labels)  # a copy: the array may be read-only

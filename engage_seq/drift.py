@@ -488,11 +488,16 @@ def feature_values(table: DriftInput) -> dict[str, tuple[str, pl.LazyFrame]]:
 def score_values(table: DriftInput, module: Any, metadata: dict[str, Any]) -> dict[str, Any]:
     """Per artifact output: a lazy ``value`` frame of the table's scores (see the module
     docstring for the cutoffs), and the cutoff or cutoffs used."""
-    from engage_seq.encoding import Vocabulary, encode_events_at_cutoff, encode_samples
+    from engage_seq.encoding import (
+        Vocabulary,
+        encode_events_at_cutoff,
+        encode_samples,
+        numeric_scaling_from_metadata,
+    )
     from engage_seq.score import predict_in_batches
 
-    vocabulary = Vocabulary.from_lists(metadata["vocabulary"])
-    scaling = metadata["numeric_scaling"]
+    vocabulary = Vocabulary.from_metadata(metadata)
+    scaling = numeric_scaling_from_metadata(metadata)
     max_len = int(metadata["max_len"])
     if table.kind == "samples":
         missing = [c for c in [*vocabulary.tokens, *scaling] if c not in table.frame.columns]

@@ -10,9 +10,9 @@ encodes events without Lightning, through the very code that encoded the trainin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -42,8 +42,29 @@ class Vocabulary:
     tokens: dict[str, tuple[str, ...]]
 
     @classmethod
-    def from_lists(cls, fitted: dict[str, list[str]]) -> Vocabulary:
-        return cls({column: tuple(values) for column, values in fitted.items()})
+    def from_lists(
+        cls, fitted: Mapping[str, Sequence[str]], attributes: Sequence[str]
+    ) -> Vocabulary:
+        """A vocabulary whose attribute order is ``attributes``, never the mapping's key order.
+
+        The order of the categorical attributes is the order of the model's ``attribute_ids``
+        axis. JSON files (the cache manifest, the artifact's ``metadata.json``) store the
+        token lists key-sorted, so taking their key order would look ids up in another
+        attribute's vocabulary; the explicit list (``categorical_attributes``) is the contract.
+        """
+        expected = ["event_type", "channel", *attributes]
+        if sorted(fitted) != sorted(expected) or len(set(expected)) != len(expected):
+            raise ValueError(
+                f"vocabulary columns {sorted(fitted)} do not match event_type, channel and the "
+                f"categorical attributes {list(attributes)}; the metadata is inconsistent: "
+                "re-export the artifact (or delete the sample cache entry)"
+            )
+        return cls({column: tuple(fitted[column]) for column in expected})
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> Vocabulary:
+        """The vocabulary of a checkpoint's or artifact's metadata, in the model's order."""
+        return cls.from_lists(metadata["vocabulary"], metadata["categorical_attributes"])
 
     @property
     def n_event_ids(self) -> int:
@@ -55,7 +76,7 @@ class Vocabulary:
 
     @property
     def attributes(self) -> list[str]:
-        return [c for c in self.tokens if c not in ("event_type", "channel")]
+        return attribute_order(self.tokens)
 
     @property
     def attribute_sizes(self) -> list[int]:
@@ -66,6 +87,34 @@ class Vocabulary:
 
     def to_dict(self) -> dict[str, list[str]]:
         return {column: list(values) for column, values in self.tokens.items()}
+
+
+def attribute_order(vocabulary: Mapping[str, Sequence[str]]) -> list[str]:
+    """The categorical attributes of a freshly fitted vocabulary (insertion order = the
+    declared column order; only valid before any JSON round trip)."""
+    return [column for column in vocabulary if column not in ("event_type", "channel")]
+
+
+def ordered_numeric_scaling(
+    scaling: Mapping[str, Mapping[str, float]], names: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Numeric scaling statistics in the order of ``names`` (the model's ``numeric`` axis).
+
+    Like `Vocabulary.from_lists`: a JSON round trip sorts the keys, so the order must come
+    from the explicit list (``numeric_attributes``), never from the mapping.
+    """
+    if sorted(scaling) != sorted(names) or len(set(names)) != len(names):
+        raise ValueError(
+            f"numeric scaling for {sorted(scaling)} does not match the numeric attributes "
+            f"{list(names)}; the metadata is inconsistent: re-export the artifact (or delete "
+            "the sample cache entry)"
+        )
+    return {name: {"mean": scaling[name]["mean"], "std": scaling[name]["std"]} for name in names}
+
+
+def numeric_scaling_from_metadata(metadata: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """A checkpoint's or artifact's numeric scaling, in the model's order."""
+    return ordered_numeric_scaling(metadata["numeric_scaling"], metadata["numeric_attributes"])
 
 
 @dataclass

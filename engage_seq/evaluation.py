@@ -32,7 +32,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from engage_seq.baselines import BASELINES
 from engage_seq.data import LengthBucketBatchSampler
-from engage_seq.encoding import EncodedSamples, Vocabulary, encode_samples, label_expr
+from engage_seq.encoding import (
+    EncodedSamples,
+    Vocabulary,
+    encode_samples,
+    label_expr,
+    numeric_scaling_from_metadata,
+)
 from engage_seq.encoding import next_event_classes as class_names
 from engage_seq.export import ExportError, find_checkpoint, load_model
 from engage_seq.ingest import user_keys
@@ -376,7 +382,7 @@ def _sequence_model_scorer(
             f"model was trained and scored on ({trained_on}): code or data changed since "
             "training, so these figures need not equal metrics.json."
         )
-    vocabulary = Vocabulary.from_lists(meta["vocabulary"])  # the model's, not re-fitted
+    vocabulary = Vocabulary.from_metadata(meta)  # the model's, not re-fitted
     targets = list(meta["target_names"])
     scorer = Scorer(
         name=str(cfg.model.get("encoder", "model")),
@@ -391,7 +397,7 @@ def _sequence_model_scorer(
             vocabulary,
             int(meta["max_len"]),
             task.label_columns,
-            meta["numeric_scaling"],
+            numeric_scaling_from_metadata(meta),
         )
         horizon, next_event, values = score_model(model, split.encoded, batch_size, targets)
         scorer.horizon[name], scorer.next_event[name] = horizon, next_event
@@ -710,7 +716,7 @@ def evaluate_run(
     task = instantiate(cfg.task)
     if prepared is None:
         prepared = _prepare(cfg, task, options.cache_dir)
-    vocabulary = Vocabulary.from_lists(prepared.vocabulary)
+    vocabulary = prepared.fitted_vocabulary
     splits = {s: _split(s, prepared.split(s), task, vocabulary) for s in EVALUATED_SPLITS}
     timings["samples"] = time.perf_counter() - started
     horizon, next_event = horizon_part(task), next_event_part(task)

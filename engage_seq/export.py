@@ -380,9 +380,10 @@ def export_artifact(
         extra = {METADATA_FILE: json.dumps(metadata, indent=2, sort_keys=True)}
         torch.jit.save(scripted, str(tmp), _extra_files=extra)
         digest = file_sha256(tmp)  # the bytes parity is checked on are the bytes vouched for
-        reloaded, _ = load_artifact(tmp, expected_sha256=digest)
+        reloaded, written = load_artifact(tmp, expected_sha256=digest)
         diffs = check_parity(reloaded, eager, golden)
-        diffs.update(full_parity(reloaded, golden, golden_events, meta))
+        # through the metadata as written and read back, exactly as every scorer reads it
+        diffs.update(full_parity(reloaded, golden, golden_events, written))
         failing = {k: v for k, v in diffs.items() if not v <= atol}  # NaN fails too
         if failing:
             raise ExportError(

@@ -18,7 +18,11 @@ from typing import Any
 import polars as pl
 import torch
 
-from engage_seq.encoding import Vocabulary, encode_events_at_cutoff
+from engage_seq.encoding import (
+    Vocabulary,
+    encode_events_at_cutoff,
+    numeric_scaling_from_metadata,
+)
 from engage_seq.model import MODEL_INPUTS
 from engage_seq.schema import ROW_INDEX, ColumnMapping, to_canonical
 
@@ -222,9 +226,13 @@ def check_edge_cases(
     arguments = raw_arguments(cases, categorical, numeric, user="user")
     canonical = _through_ingest(cases, categorical, numeric)
     cutoff = int(cases["cutoff"][0])
-    vocabulary = Vocabulary.from_lists(metadata["vocabulary"])
+    vocabulary = Vocabulary.from_metadata(metadata)
     keys, encoded = encode_events_at_cutoff(
-        canonical, cutoff, vocabulary, metadata["numeric_scaling"], int(metadata["max_len"])
+        canonical,
+        cutoff,
+        vocabulary,
+        numeric_scaling_from_metadata(metadata),
+        int(metadata["max_len"]),
     )
     order = {key: i for i, key in enumerate(keys.to_list())}
     reference = encoded.batch(torch.tensor([order[name] for name in names]).numpy())[:6]

@@ -35,13 +35,14 @@ import polars as pl
 
 from engage_seq import __version__
 from engage_seq.build import BuildResult, EventSource, build_in_memory, build_sharded
+from engage_seq.encoding import Vocabulary, attribute_order, ordered_numeric_scaling
 from engage_seq.ingest import FileEventSource, IngestConfig, salt_fingerprint
 from engage_seq.io import file_sha256
 from engage_seq.schema import ColumnMapping
 from engage_seq.sequences import CutoffPlan, SamplingConfig, Task
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT_VERSION = 3  # 3: per-file SHA-256 in the manifest
+CACHE_FORMAT_VERSION = 4  # 3: per-file SHA-256 in the manifest; 4: explicit attribute order
 # errno values (and the "os error N" Polars puts in its messages) that mean "no room left"
 _NO_SPACE = {
     errno.ENOSPC: "no space left on device",
@@ -80,6 +81,12 @@ class PreparedSamples:
 
     def split(self, name: str) -> pl.DataFrame:
         return self.samples.filter(pl.col("split") == name)
+
+    @property
+    def fitted_vocabulary(self) -> Vocabulary:
+        """The token maps as a `Vocabulary`, attributes in the model's order (``vocabulary``
+        keeps the declared order: fresh from the builder, or restored from the manifest)."""
+        return Vocabulary.from_lists(self.vocabulary, attribute_order(self.vocabulary))
 
 
 def _code_fingerprint() -> str:
@@ -125,6 +132,9 @@ def _manifest(result: BuildResult) -> dict[str, Any]:
         "sha256": {f.name: file_sha256(f) for f in result.files},
         "vocabulary": result.vocabulary,
         "numeric_scaling": result.numeric_scaling,
+        # JSON sorts keys: the attribute order (the model's axes) is stored explicitly
+        "categorical_attributes": attribute_order(result.vocabulary),
+        "numeric_attributes": list(result.numeric_scaling),
         "plan": {
             "train": result.plan.train,
             "val": result.plan.val,
@@ -325,8 +335,13 @@ def prepare_samples(
     plan = manifest["plan"]
     return PreparedSamples(
         files=[entry / name for name in manifest["files"]],
-        vocabulary=manifest["vocabulary"],
-        numeric_scaling=manifest["numeric_scaling"],
+        vocabulary={
+            column: manifest["vocabulary"][column]
+            for column in ["event_type", "channel", *manifest["categorical_attributes"]]
+        },
+        numeric_scaling=ordered_numeric_scaling(
+            manifest["numeric_scaling"], manifest["numeric_attributes"]
+        ),
         plan=CutoffPlan(
             tuple(plan["train"]), tuple(plan["val"]), tuple(plan["test"]), plan["horizon_seconds"]
         ),

@@ -30,7 +30,11 @@ import torch
 
 from engage_seq.build import merge_ingest_reports, split_by_user
 from engage_seq.cli import parse_instant_arg
-from engage_seq.encoding import Vocabulary, encode_events_at_cutoff
+from engage_seq.encoding import (
+    Vocabulary,
+    encode_events_at_cutoff,
+    numeric_scaling_from_metadata,
+)
 from engage_seq.ingest import (
     FileEventSource,
     IngestConfig,
@@ -307,7 +311,7 @@ def score_events(
         if path.parent.exists() and not path.parent.is_dir():
             raise ScoringError(f"cannot write {path}: {path.parent} is not a folder")
     source = FileEventSource(str(events), csv_string_columns=(mapping.user_id,))
-    vocabulary = Vocabulary.from_lists(metadata["vocabulary"])
+    vocabulary = Vocabulary.from_metadata(metadata)
     with shard_workspace(out, shards) as work:
         try:
             config = ingest_config(
@@ -327,7 +331,7 @@ def score_events(
                 canonical.lazy().drop("user_id"),
                 at,
                 vocabulary,
-                metadata["numeric_scaling"],
+                numeric_scaling_from_metadata(metadata),
                 int(metadata["max_len"]),
             )
             users_total += canonical["user_key"].n_unique()

@@ -192,7 +192,7 @@ def _prepare(cfg: DictConfig, run_dir: Path, task: Task) -> tuple[Any, Any, Voca
     prepared = prepare_samples(source, task, sampling, cfg.cache_dir, mapping, ingest)
     if _is_zero_rank():
         write_json_atomic(run_dir / "data_report.json", prepared.report)
-    return prepared, sampling, Vocabulary.from_lists(prepared.vocabulary)
+    return prepared, sampling, prepared.fitted_vocabulary
 
 
 def _is_zero_rank() -> bool:

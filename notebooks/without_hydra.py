@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from engage_seq.data import EventDataModule, Vocabulary, encode_samples
+from engage_seq.data import EventDataModule, encode_samples
 from engage_seq.export import quiet_jit_deprecation
 from engage_seq.model import EngagementModel, ProbabilityModel
 from engage_seq.module import EngagementLitModule
@@ -38,7 +38,7 @@ print(prepared.split("train").select("n_history", "event_type", "log_age_h").hea
 # Encode to padded arrays and train a small LSTM for two epochs.
 
 # %%
-vocab = Vocabulary.from_lists(prepared.vocabulary)
+vocab = prepared.fitted_vocabulary
 encoded = {
     s: encode_samples(
         prepared.split(s), vocab, sampling.max_len, task.label_columns, prepared.numeric_scaling

@@ -80,7 +80,7 @@ def training_samples(args: argparse.Namespace) -> tuple[EncodedSamples, Vocabula
     # the package's default data (conf/data/source/synthetic.yaml): replenishment share 0.6
     source = SyntheticEventSource(n_users=args.users, replenishment_share=0.6)
     prepared = prepare_samples(source, HorizonTask(), sampling, cache)
-    vocabulary = Vocabulary.from_lists(prepared.vocabulary)
+    vocabulary = prepared.fitted_vocabulary
     task = HorizonTask()
     encoded = encode_samples(
         prepared.split("train"), vocabulary, sampling.max_len, task.label_columns

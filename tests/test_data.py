@@ -34,7 +34,8 @@ def hand_samples() -> pl.DataFrame:
 
 VOCAB = Vocabulary.from_lists(
     {"event_type": ["cart", "purchase", "view"], "channel": ["app", "web"],
-     "cat_device": ["ios", "web"]}
+     "cat_device": ["ios", "web"]},
+    ["cat_device"],
 )  # fmt: skip
 SCALING = {"num_value": {"mean": 1.0, "std": 2.0}}
 

@@ -15,7 +15,7 @@ import torch
 
 from engage_seq.build import build_in_memory
 from engage_seq.encoders import padding_mask
-from engage_seq.encoding import EncodedSamples, Vocabulary, encode_samples
+from engage_seq.encoding import EncodedSamples, Vocabulary, attribute_order, encode_samples
 from engage_seq.explain import (
     TOLERANCE,
     UNKNOWN_TOKEN,
@@ -168,7 +168,7 @@ def test_invalid_target_and_baseline_are_refused() -> None:
 # --- hand-written frames -----------------------------------------------------------------
 
 VOCAB = Vocabulary.from_lists(
-    {"event_type": ["add_to_cart", "email_open", "page_view"], "channel": ["app", "web"]}
+    {"event_type": ["add_to_cart", "email_open", "page_view"], "channel": ["app", "web"]}, []
 )
 CUTOFF = 1_000_000
 HOUR = 3600
@@ -287,7 +287,7 @@ def small_split(n_users: int, seed: int, max_len: int = 32):
     sampling = SamplingConfig(max_len=max_len, n_train_cutoffs=4)
     with tempfile.TemporaryDirectory() as tmp:
         built = build_in_memory(source, ColumnMapping(), task, sampling, IngestConfig(), Path(tmp))
-    vocabulary = Vocabulary.from_lists(built.vocabulary)
+    vocabulary = Vocabulary.from_lists(built.vocabulary, attribute_order(built.vocabulary))
     splits = {
         name: built.samples.filter(pl.col("split") == name) for name in ("train", "val", "test")
     }

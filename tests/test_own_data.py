@@ -34,6 +34,14 @@ def dirty_export(path: Path) -> list[str]:
         pl.when(pl.col("event_type") == "purchase")
         .then((pl.col("timestamp").dt.second() + 5) * 3.5)
         .alias("order_value"),
+        # a second attribute of each kind, declared out of alphabetical order below: the
+        # artifact's metadata.json stores its maps key-sorted, so a reader that took key order
+        # would look ids up in the wrong attribute's vocabulary (issue 20)
+        pl.when(pl.col("timestamp").dt.day() % 3 == 0)
+        .then(pl.lit("spring_sale"))
+        .otherwise(pl.lit("newsletter"))
+        .alias("campaign"),
+        (pl.col("timestamp").dt.hour() % 5).cast(pl.Float64).alias("basket_size"),
     )
     dirt = pl.concat(
         [
@@ -60,8 +68,8 @@ def test_dirty_parquet_trains_with_only_a_data_config(tmp_path: Path) -> None:
             "data.columns.timestamp=event_time",
             "data.columns.event_type=action",
             "data.columns.channel=touchpoint",
-            "data.columns.categorical=[device]",
-            "data.columns.numeric=[order_value]",
+            "data.columns.categorical=[device,campaign]",  # not alphabetical, on purpose
+            "data.columns.numeric=[order_value,basket_size]",
             "data.sampling.max_len=32",
             "data.sampling.n_train_cutoffs=3",
             "trainer=smoke",
@@ -86,8 +94,9 @@ def test_dirty_parquet_trains_with_only_a_data_config(tmp_path: Path) -> None:
     # No raw id in any file the run wrote: text, checkpoint, TensorBoard, cache, artifact.
     subprocess.run([str(VENV_BIN / "engage-export"), str(run)], check=True, capture_output=True)
     _, meta = load_artifact(run / "artifact.pt")
-    assert meta["numeric_attributes"] == ["num_order_value"]
-    assert meta["categorical_attributes"] == ["cat_device"]
+    assert meta["numeric_attributes"] == ["num_order_value", "num_basket_size"]
+    assert meta["categorical_attributes"] == ["cat_device", "cat_campaign"]
+    _consumers_reproduce_training(tmp_path, run, env)
     needles = [i.encode() for i in raw_ids] + [b"customer-7f3a9c1e"]
     written = [p for p in [*run.rglob("*"), *(tmp_path / "cache").rglob("*")] if p.is_file()]
     assert any(p.name == "artifact.pt" for p in written)
@@ -95,3 +104,60 @@ def test_dirty_parquet_trains_with_only_a_data_config(tmp_path: Path) -> None:
         blob = path.read_bytes()
         assert not any(n in blob for n in needles), f"raw user id found in {path}"
     assert "customer-7f3a9c1e" not in result.stdout + result.stderr
+
+
+def _consumers_reproduce_training(tmp_path: Path, run: Path, env: dict[str, str]) -> None:
+    """engage-score, engage-backtest and engage-drift read the artifact's metadata.json (whose
+    maps are key-sorted) and must give the training-time predictions: golden_batch.pt holds
+    the Lightning module's probabilities for the first test samples, in test-split order."""
+    import torch
+
+    from engage_seq.backtest import main as backtest_main
+    from engage_seq.drift import main as drift_main
+    from engage_seq.score import main as score_main
+
+    artifact = run / "artifact.pt"
+    _, meta = load_artifact(artifact)
+    golden = torch.load(run / "golden_batch.pt", weights_only=True)
+    cache = next((tmp_path / "cache").glob("samples-*"))
+    test = pl.read_parquet(sorted(cache.glob("*.parquet"))).filter(pl.col("split") == "test")
+    expected = pl.DataFrame(
+        {
+            "user_key": test["user_key"].head(len(golden["probabilities"])),
+            "expected": golden["probabilities"][:, 0].numpy(),
+        }
+    )
+    # the attributes must matter, or a mix-up could not show
+    assert golden["attribute_ids"].shape[-1] == 2 and golden["numeric"].shape[-1] == 2
+    cutoff = meta["cutoffs"]["test"][0]  # ISO, as engage-score's --cutoff takes it
+    scores = tmp_path / "scores.parquet"
+    os.environ["ENGAGE_SEQ_SALT"] = env["ENGAGE_SEQ_SALT"]  # the same keys as training
+    try:
+        code = score_main(
+            [str(artifact), str(tmp_path / "export.parquet"), "--out", str(scores),
+             "--cutoff", str(cutoff), "--ids", "key", "--max-drop-fraction", "0.5"]
+        )  # fmt: skip
+        assert code == 0
+        joined = expected.join(pl.read_parquet(scores), on="user_key")
+        assert joined.height == expected.height
+        diff = (joined["expected"] - joined["score_purchase"]).abs().max()
+        assert diff < 1e-5, f"engage-score differs from training by {diff}"
+
+        # the backtest's first cutoff is the test cutoff: the run's own test metrics
+        assert backtest_main(
+            [f"artifact={artifact}", f"events={tmp_path / 'export.parquet'}",
+             f"out={tmp_path / 'backtest'}", f"start={cutoff}", "count=1", "--no-plot"]
+        ) == 0  # fmt: skip
+        rows = json.loads((tmp_path / "backtest" / "backtest.json").read_text())["rows"]
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert abs(rows[0]["auroc"] - metrics["test/auroc"]) < 1e-4
+
+        # drift of a table against itself, with the artifact's scores: no drift anywhere
+        assert drift_main(
+            [f"reference={tmp_path / 'export.parquet'}", f"current={tmp_path / 'export.parquet'}",
+             f"artifact={artifact}", f"out={tmp_path / 'drift'}", "--no-plot"]
+        ) == 0  # fmt: skip
+        drift = json.loads((tmp_path / "drift" / "drift.json").read_text())
+        assert any(row["name"] == "score_purchase" for row in drift["features"])
+    finally:
+        del os.environ["ENGAGE_SEQ_SALT"]

@@ -12,7 +12,7 @@ import torch
 from frames import FrameSource
 from untrained_serving import untrained_serving_module
 
-from engage_seq.encoding import Vocabulary, encode_samples
+from engage_seq.encoding import encode_samples
 from engage_seq.ingest import validate_events
 from engage_seq.parity import check_edge_cases, raw_arguments
 from engage_seq.sample_cache import prepare_samples
@@ -45,7 +45,7 @@ def served(tiny_events: pl.DataFrame, tmp_path_factory):
     sampling = SamplingConfig(max_len=MAX_LEN, n_train_cutoffs=2)
     cache = tmp_path_factory.mktemp("serving-cache")
     prepared = prepare_samples(source, HorizonTask(), sampling, cache, mapping=MAPPING)
-    vocabulary = Vocabulary.from_lists(prepared.vocabulary)
+    vocabulary = prepared.fitted_vocabulary
     module = untrained_serving_module(prepared, MAX_LEN, "lstm")
     canonical = validate_events(events.lazy(), MAPPING).events.collect()
     return prepared, vocabulary, module, canonical

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 
-from engage_seq.encoding import Vocabulary
 from engage_seq.model import EngagementModel, ProbabilityModel
 from engage_seq.sample_cache import PreparedSamples
 from engage_seq.sequences import TIME_FEATURES
@@ -16,7 +15,7 @@ def untrained_serving_module(
     prepared: PreparedSamples, max_len: int, encoder: str, numeric: str = "num_order_value"
 ) -> ServingModule:
     """One ``purchase`` output, the samples' vocabulary and the scaling of one numeric column."""
-    vocabulary = Vocabulary.from_lists(prepared.vocabulary)
+    vocabulary = prepared.fitted_vocabulary
     torch.manual_seed(0)
     model = EngagementModel(
         n_event_ids=vocabulary.n_event_ids,
