@@ -21,14 +21,19 @@ transparent:
   "their run";
 * ``needs:`` fixtures write the user's own tables (below) that no README command creates.
 
-Which commands ran and which were composed (CI budget: every `engage-train` costs ~10 s of
-Hydra + torch start-up on 2 cores) is in the directives, and printed with each command's
-time. Ran fully: the plain run, a 2-job `-m` sweep, multi-label, next-event, multi-task, a
-GBM baseline, both own-data tables, every export (TorchScript and --pt2), the checksum,
-engage-score, the Python entry points, engage-evaluate, engage-drift, engage-backtest and
-engage-sweep-report. Composed (Hydra compose of the exact overrides, every job of a grid
-sweep, then the pre-flight checks train() does before reading data): the rest of the
-engage-train lines. A composition failure fails the test like a failed command.
+Which commands ran and which were composed (CI budget: every real `engage-train` costs ~6 s on
+2 cores, mostly torch/Lightning/Hydra start-up) is in the directives, and printed with each
+command's time. Ran fully: the plain run, a 2-job `-m` sweep, multi-label, next-event,
+multi-task, a GBM baseline, the minimal own-data CSV, the drift walk-through's run, every
+export (TorchScript and --pt2), the checksums, engage-score, the Python entry points, every
+engage-evaluate, engage-drift, engage-backtest and engage-sweep-report (~105 s on 2 quiet
+cores). Composed (Hydra compose of the exact overrides; for a sweep the jobs that cover every
+swept value; then the checks train() makes before it reads data): the other engage-train lines
+(a Transformer with 3 epochs, the Markov baseline, the smoke run, the mapped CRM export (its
+attributes are trained and scored by tests/test_own_data.py), both experiment presets and
+every sweep of "Running experiments and sweeps", incl. Optuna, submitit and SLURM). Skipped,
+with reasons printed: `make train`/`make test`, the C++ build, the pytest commands. A
+composition failure fails the test like a failed command.
 """
 
 from __future__ import annotations
@@ -126,8 +131,9 @@ class Outcome:
     status: str  # ran | composed | skipped | FAILED
     seconds: float = 0.0  # wall
     note: str = ""
-    cpu: float = 0.0  # CPU seconds of the command's processes (or of composing, in-process):
-    # what it costs on a quiet machine, whatever else shares the cores
+    # CPU seconds of the command's processes (of composing, in-process): close to what it
+    # costs on quiet cores, whatever else shares the machine while the test runs
+    cpu: float = 0.0
 
 
 def workspace(root: Path) -> dict[str, str]:
@@ -505,3 +511,24 @@ def test_inline_code_with_backticks_is_not_a_fence() -> None:
     text += "```bash\necho 1\n```\n"
     (block,) = _parse(text)
     assert block.line == 4
+
+
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [
+        ("engage-train model=lstmx", "lstmx"),
+        ("engage-train -m model=lstm,transformer seed=1,2 monitor=val/accuracy", "does not report"),
+        ("engage-train -m sweep=optuna optimized_metric=val/logloss", "direction=minimize"),
+        ("engage-train 'data.source._target_=os.system'", "not a class of engage_seq"),
+    ],
+)
+def test_composing_catches_what_engage_train_refuses_before_reading_data(
+    command: str, error: str
+) -> None:
+    with pytest.raises(Exception, match=re.escape(error)):
+        compose_train(Command(1, command))
+
+
+def test_composing_counts_the_jobs_of_a_sweep_preset() -> None:
+    assert compose_train(Command(1, "engage-train -m sweep=models_sizes_seeds")) == (5, 12)
+    assert compose_train(Command(1, "engage-train task=next_event model=markov")) == (1, 1)
