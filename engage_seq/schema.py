@@ -303,6 +303,8 @@ def check_columns(
             if glued
             else ""
         )
+        if "channel" in missing and not glued:  # the one role a table may lack (issue 20)
+            hint += " A table without a channel column: set data.columns.channel=null."
         raise EventSchemaError(
             f"{where} lacks required column(s): {wanted}. {describe_columns(names, where)} "
             "Set the column mapping (data.columns in the config) to the names your table uses."

@@ -67,6 +67,12 @@ from engage_seq.sequences import (
     horizon_part,
     next_event_part,
 )
+from engage_seq.user_errors import (
+    VERBOSE_ENV,
+    VERBOSE_FLAGS,
+    user_error_message,
+    wants_traceback,
+)
 
 log = logging.getLogger(__name__)
 GOLDEN_BATCH_SIZE = 256
@@ -742,8 +748,7 @@ class SweepReportCallback(HydraCallback):
         log.info("sweep leaderboard: %s", files["markdown"])
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def _hydra_main(cfg: DictConfig) -> float:
+def _job(cfg: DictConfig) -> float:
     """Returns the configured ``optimized_metric`` so sweepers (Optuna) can optimise it."""
     check_targets(cfg)  # this job's values (a sweep's are only known here)
     check_targets(HydraConfig.get(), prefix="hydra")
@@ -754,17 +759,38 @@ def _hydra_main(cfg: DictConfig) -> float:
     return metrics[_selected(cfg, "optimized_metric", task)]
 
 
+def _run_job(cfg: DictConfig) -> float:
+    """One job, with user errors (a missing column, a data window too short for the horizon,
+    a typo'd key) said in one line instead of Hydra's traceback (`engage_seq.user_errors`)."""
+    try:
+        return _job(cfg)
+    except Exception as error:
+        message = user_error_message(error)
+        if message is None or wants_traceback():
+            raise
+        log.debug("engage-train stopped", exc_info=True)  # the stack, in train.log only
+        print(f"engage-train: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+_hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")(_run_job)
+
+
 def main() -> None:
     """engage-train. The command line is composed and checked (`safe_config`) before Hydra
     runs: Hydra instantiates ``hydra.callbacks`` and configures logging from the config before
     `_hydra_main` (and any check in it) starts."""
     argv = sys.argv[1:]
+    if any(flag in argv for flag in VERBOSE_FLAGS):  # ours, not Hydra's: taken off argv
+        os.environ[VERBOSE_ENV] = "1"
+        argv = [a for a in argv if a not in VERBOSE_FLAGS]
+        sys.argv = [sys.argv[0], *argv]
     try:
         trust_command_line(argv)  # allowed_targets=[...] typed here, never from a YAML
         task_function = getattr(_hydra_main, "__wrapped__", _hydra_main)
         check_command_line(argv, CONF_DIR, "train", task_function)
     except (UnsafeConfigError, ValueError) as error:
-        print(f"engage-train: {error}", file=sys.stderr)
+        print(f"engage-train: error: {error}", file=sys.stderr)
         sys.exit(2)
     _hydra_main()
 
