@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test lint format clean
+.PHONY: setup train test lint format clean bench-sequences
 
 setup: $(STAMP)
 
@@ -24,6 +24,12 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The README's sample-building table in one command: the bench extra (pandas + pyarrow, only
+# for the reference implementation) on top of setup, then 1M and 10M events.
+bench-sequences: setup
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python scripts/bench_sequences.py --events 1000000 10000000
 
 lint: setup
 	$(BIN)/ruff check .
