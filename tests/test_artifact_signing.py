@@ -11,6 +11,7 @@ import base64
 import builtins
 import json
 import logging
+import re
 import shutil
 import warnings
 import zipfile
@@ -146,12 +147,20 @@ def _rewrite(
 
 def _always_099(name: str, data: bytes) -> bytes:
     """The attack of the issue: the scripted forward returns 0.99 for every user."""
-    if not name.endswith("code/__torch__/engage_seq/serving.py"):
+    # the ServingModule's code: serving.py, or a mangled copy (serving/___torch_mangle_N.py)
+    # when TorchScript compiled the class earlier in the process
+    if "code/__torch__/engage_seq/serving" not in name or not name.endswith(".py"):
+        return data
+    if b"def output_names" not in data:
         return data
     code = data.decode()
-    honest = "    return _0\n  def output_names"
-    assert code.count(honest) == 1, "torch's generated code changed: update the attack"
-    return code.replace(honest, "    return torch.full_like(_0, 0.99)\n  def output_names").encode()
+    # the method before output_names is forward; its result's name (_0, _1, ...) depends on
+    # what TorchScript compiled earlier in the process, so it is matched, not assumed
+    honest = re.compile(r"    return (\w+)\n  def output_names")
+    assert len(honest.findall(code)) == 1, "torch's generated code changed: update the attack"
+    return honest.sub(
+        lambda m: f"    return torch.full_like({m.group(1)}, 0.99)\n  def output_names", code
+    ).encode()
 
 
 def _score(artifact: Path, tmp_path: Path, *extra: str) -> tuple[int, pl.DataFrame | None]:

@@ -20,15 +20,16 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 COMPILER = shutil.which("g++") or shutil.which("clang++")
 
-# user, timestamp, event_type, channel, device (categorical), order_value (numeric); "" = missing
+# user, timestamp, event_type, channel, device and campaign (categorical, in the artifact's
+# categorical_attributes order, not alphabetical: issue 20), order_value (numeric); "" = missing
 EVENTS = [
-    ("a", 1_700_000_000, "view", "web", "ios", ""),
-    ("c_only_later", 1_700_100_000, "view", "web", "ios", "1"),  # none before the cutoff
-    ("b", 1_700_003_600, "cart", "", "desktop", "12.5"),
-    ("a", 1_700_007_200, "purchase", "app", "", "80"),
-    ("a", 1_699_990_000, "never-seen", "web", "tv", "-3"),
-    ("b", 1_700_100_000, "view", "email", "ios", ""),  # at/after the cutoff: ignored
-    ("c_only_later", 1_700_200_000, "cart", "app", "", ""),
+    ("a", 1_700_000_000, "view", "web", "ios", "spring", ""),
+    ("c_only_later", 1_700_100_000, "view", "web", "ios", "", "1"),  # none before the cutoff
+    ("b", 1_700_003_600, "cart", "", "desktop", "news", "12.5"),
+    ("a", 1_700_007_200, "purchase", "app", "", "news", "80"),
+    ("a", 1_699_990_000, "never-seen", "web", "tv", "spring", "-3"),
+    ("b", 1_700_100_000, "view", "email", "ios", "", ""),  # at/after the cutoff: ignored
+    ("c_only_later", 1_700_200_000, "cart", "app", "", "spring", ""),
 ]
 CUTOFF = 1_700_100_000
 
@@ -38,6 +39,7 @@ def _artifact(path: Path) -> torch.jit.ScriptModule:
     vocabulary = {
         "event_type": ["cart", "purchase", "view"],
         "channel": ["app", "email", "web"],
+        "cat_campaign": ["news", "none", "spring"],  # key-sorted, as metadata.json stores it
         "cat_device": ["desktop", "ios", "none"],
     }
     model = EngagementModel(
@@ -46,14 +48,14 @@ def _artifact(path: Path) -> torch.jit.ScriptModule:
         n_time_features=len(SERVED_TIME_FEATURES),
         n_outputs=2,
         max_len=8,
-        attribute_sizes=[5],
+        attribute_sizes=[5, 5],
         n_numeric=1,
         encoder="transformer",
     ).eval()
     module = ServingModule(
         ProbabilityModel(model, ["purchase", "click"]),
         vocabulary,
-        ["cat_device"],
+        ["cat_device", "cat_campaign"],
         [(1.5, 2.0)],
         8,
         list(SERVED_TIME_FEATURES),
@@ -94,10 +96,10 @@ def test_cpp_program_scores_like_python(tmp_path: Path) -> None:
             [[r[2] for r in rows[u]] for u in users],
             [torch.tensor([r[1] for r in rows[u]]) for u in users],
             [[r[3] or None for r in rows[u]] for u in users],
-            [[[r[4] or None for r in rows[u]]] for u in users],
+            [[[r[4] or None for r in rows[u]], [r[5] or None for r in rows[u]]] for u in users],
             [
                 torch.tensor(
-                    [[float(r[5]) if r[5] else math.nan] for r in rows[u]], dtype=torch.float64
+                    [[float(r[6]) if r[6] else math.nan] for r in rows[u]], dtype=torch.float64
                 )
                 for u in users
             ],
@@ -120,8 +122,8 @@ def test_cpp_program_scores_like_python(tmp_path: Path) -> None:
     bad.write_text("a\t1\tview\n")
     failed = subprocess.run([str(binary), str(tmp_path / "artifact.pt"), str(bad), "5"],
                             capture_output=True, text=True)  # fmt: skip
-    assert failed.returncode == 1 and "3 fields, expected 6" in failed.stderr
-    bad.write_text("a\tyesterday\tview\tweb\tios\t1\n")
+    assert failed.returncode == 1 and "3 fields, expected 7" in failed.stderr
+    bad.write_text("a\tyesterday\tview\tweb\tios\tnews\t1\n")
     failed = subprocess.run([str(binary), str(tmp_path / "artifact.pt"), str(bad), "5"],
                             capture_output=True, text=True)  # fmt: skip
     assert failed.returncode == 1 and "bad.tsv:1: timestamp" in failed.stderr
