@@ -313,7 +313,31 @@ def read_id_list(path: str, mapping: ColumnMapping, what: str = "opt-out list") 
         )
     frame = FileEventSource(path, csv_string_columns=(column,)).scan()
     dtype = frame.collect_schema()[column]
-    return frame.select(user_id_text(column, dtype).alias("user_id")).drop_nulls().unique()
+    ids = frame.select(user_id_text(column, dtype).alias("user_id"), pl.lit(False).alias(HEADER))
+    if column != mapping.user_id:
+        # A bare list may have no header row at all, its first id read as the column name
+        # (plain ids like "alice" do not look like data). The name is kept as a candidate id,
+        # so such a user is still excluded; `listed_count` counts it only where it matched.
+        ids = pl.concat([ids, pl.LazyFrame({"user_id": [column.strip()], HEADER: [True]})])
+    return ids.drop_nulls().group_by("user_id").agg(pl.col(HEADER).all())
+
+
+HEADER = "_from_header"  # read_id_list: the id is the bare list's column name
+
+
+def listed_count(listed: pl.DataFrame, matched_ids: pl.Series, what: str, path: str) -> int:
+    """Users a `read_id_list` list holds: its ids, plus its column name where that name is an
+    id of the table (the file had no header row; warned, never naming the id)."""
+    header_ids = listed.filter(pl.col(HEADER))["user_id"]
+    header_matched = int(header_ids.is_in(matched_ids.implode()).sum())
+    if header_matched:
+        log.warning(
+            "%s %r: its column name is a user id of the table, so the file seems to have no "
+            "header row; that user was excluded too. Add a header row naming the column",
+            what,
+            path,
+        )
+    return listed.height - header_ids.len() + header_matched
 
 
 def check_list_matches(
@@ -404,7 +428,7 @@ def validate_events(
     listed = _opt_out_ids(config, mapping)
     if listed is not None:
         canonical = canonical.join(
-            listed.lazy().with_columns(pl.lit(True).alias("_listed")),
+            listed.lazy().select("user_id", pl.lit(True).alias("_listed")),
             on="user_id",
             how="left",
             maintain_order="left",
@@ -455,8 +479,9 @@ def validate_events(
     ).item()
     opt_out = None
     if listed is not None:
-        matched = flagged.filter(pl.col("_listed")).select(pl.col("user_id").n_unique()).item()
-        opt_out = {"users_listed": listed.height, "users_matched": matched}
+        matched_ids = flagged.filter(pl.col("_listed"))["user_id"].unique()
+        users_listed = listed_count(listed, matched_ids, "opt-out list", str(config.opt_out_path))
+        opt_out = {"users_listed": users_listed, "users_matched": matched_ids.len()}
     kept = kept_frame.lazy()
     canonical = flagged.lazy()
     by_reason = {r: 0 for r in DROP_REASONS}

@@ -37,6 +37,7 @@ from engage_seq.ingest import (
     check_drops,
     check_list_matches,
     check_opt_out,
+    listed_count,
     read_id_list,
     validate_events,
 )
@@ -371,6 +372,7 @@ def score_events(
     scores = scores.with_columns(
         pl.col("user_id").is_in(suppressed_ids.implode()).alias("suppressed")
     )
+    matched_ids = scores.filter(pl.col("suppressed"))["user_id"]  # raw ids, as listed
     id_column = "user_id" if ids == "raw" else "user_key"
     scores = rank_columns(scores, targets, id_column)
     if rank_target is not None:
@@ -382,7 +384,8 @@ def score_events(
     suppressed = int(scores["suppressed"].sum())
     if suppress:
         try:  # listed users without an event before the cutoff are not scored: not matched
-            check_list_matches("suppression list", suppress, suppressed_ids.len(), suppressed,
+            suppress_listed = listed_count(listed, matched_ids, "suppression list", suppress)
+            check_list_matches("suppression list", suppress, suppress_listed, suppressed,
                                "the scored users", config.opt_out_must_match)  # fmt: skip
         except EventSchemaError as exc:
             raise ScoringError(str(exc)) from None
@@ -410,7 +413,7 @@ def score_events(
         "users_scored": scores.height,
         "users_without_events_before_cutoff": users_total - scores.height,
         "users_suppressed": suppressed,
-        "suppress_users_listed": suppressed_ids.len() if suppress else None,
+        "suppress_users_listed": suppress_listed if suppress else None,
         "opt_out": ingest_report["opt_out"],  # users listed / found in the table (no ids)
         "timestamp_dst": ingest_report["timestamp_dst"],  # naive local times at a DST change
         "top": None

@@ -541,6 +541,12 @@ CASES: list[Case] = [
          ingest=IngestConfig(opt_out_path="opt_out.csv"), error=EventSchemaError,
          match=(r"first row of opt-out list '.*opt_out\.csv' looks like an id",
                 "add a header row"), absent=("u001", "u003")),
+    Case("opt_out_plain_ids_without_header", "bare ids that do not look like data, no header",
+         with_opt_out("bob\ncarol\n", events().with_columns(user_id=pl.col("user_id").replace(
+             {"u001": "bob", "u003": "carol"}))),
+         ingest=IngestConfig(opt_out_path="opt_out.csv", max_drop_fraction=0.5),
+         expect={"rows_dropped": {"consent_opt_out": 40}, "users": 3,
+                 "opt_out": {"users_listed": 2, "users_matched": 2}}),
 ]  # fmt: skip
 
 
