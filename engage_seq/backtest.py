@@ -42,7 +42,6 @@ from engage_seq.build import apply_eligibility, eligibility_rules
 from engage_seq.cli import KeywordArgumentParser, parse_instant_arg
 from engage_seq.encoding import Vocabulary, encode_samples, numeric_scaling_from_metadata
 from engage_seq.ingest import FileEventSource, validate_events
-from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.metrics import score_probabilities
 from engage_seq.report_section import json_safe
 from engage_seq.schema import EventSchemaError
@@ -53,6 +52,7 @@ from engage_seq.score import (
     load_scoring_artifact,
     predict_in_batches,
 )
+from engage_seq.score_outputs import Writer, write_outputs
 from engage_seq.sequences import (
     HorizonTask,
     SamplingConfig,
@@ -394,15 +394,18 @@ def write_backtest(result: BacktestResult, out: str | Path, plot: bool = True) -
     if out.exists() and not out.is_dir():
         raise BacktestError(f"cannot write into {out}: it is a file, not a folder")
     files = {name: out / f"backtest.{name}" for name in ("csv", "json", "md")}
-    with atomic_path(files["csv"]) as tmp:
-        result.rows.write_csv(tmp)
-    write_json_atomic(files["json"], result.to_dict())
-    write_text_atomic(files["md"], markdown(result))
+    writers: dict[Path, Writer] = {
+        files["csv"]: result.rows.write_csv,
+        files["md"]: lambda path: path.write_text(markdown(result)),
+    }
     if plot:
         from engage_seq.drift_figures import plot_backtest, save_png
 
         files["png"] = out / "backtest.png"
-        save_png(plot_backtest(result), files["png"])
+        writers[files["png"]] = lambda path: save_png(plot_backtest(result), path)
+    out.mkdir(parents=True, exist_ok=True)
+    # one unit: backtest.json, renamed last, lists the SHA-256 of the other files
+    write_outputs(files["csv"], writers, result.to_dict, manifest=files["json"])
     return files
 
 

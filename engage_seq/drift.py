@@ -66,9 +66,9 @@ import polars as pl
 
 from engage_seq.cli import KeywordArgumentParser, parse_instant_arg
 from engage_seq.ingest import FileEventSource, IngestConfig, validate_events
-from engage_seq.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.messages import describe_columns
 from engage_seq.schema import ColumnMapping, EventSchemaError, looks_like_identifier, read_error
+from engage_seq.score_outputs import Writer, write_outputs
 from engage_seq.sequences import format_instant
 
 DEFAULT_THRESHOLD = 0.25  # PSI at or above which a feature has drifted (exit status 1)
@@ -760,15 +760,19 @@ def write_drift_report(report: DriftReport, out: str | Path, plot: bool = True) 
         raise DriftError(f"cannot write into {out}: it is a file, not a folder")
     files = {name: out / f"drift.{name}" for name in ("md", "csv", "json")}
     table = report.table()
-    with atomic_path(files["csv"]) as tmp:
-        table.write_csv(tmp)
-    write_json_atomic(files["json"], report.to_dict())
-    write_text_atomic(files["md"], markdown(report))
+    writers: dict[Path, Writer] = {
+        files["csv"]: table.write_csv,
+        files["md"]: lambda path: path.write_text(markdown(report)),
+    }
     if plot:
         from engage_seq.drift_figures import plot_drift, save_png
 
         files["png"] = out / "drift.png"
-        save_png(plot_drift(report), files["png"])
+        writers[files["png"]] = lambda path: save_png(plot_drift(report), path)
+    out.mkdir(parents=True, exist_ok=True)
+    # one unit: drift.json, renamed last, lists the SHA-256 of the other files
+    # (`engage_seq.score_outputs.check_score_outputs(csv, manifest=json)` checks a set)
+    write_outputs(files["csv"], writers, report.to_dict, manifest=files["json"])
     return files
 
 

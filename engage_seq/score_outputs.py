@@ -154,12 +154,16 @@ def _listed_name(target: Path, folder: Path) -> str:
 
 
 def write_outputs(
-    out: Path, writers: dict[Path, Writer], report: Callable[[], dict[str, Any]]
+    out: Path,
+    writers: dict[Path, Writer],
+    report: Callable[[], dict[str, Any]],
+    manifest: Path | None = None,
 ) -> dict[str, str]:
     """Write every file of ``writers`` (target -> writer, in rename order) and then
-    ``report()`` plus ``files`` (name -> SHA-256) as `report_path(out)`, as one unit (see
-    the module docstring). Returns the ``files`` entry."""
-    manifest = report_path(out)
+    ``report()`` plus ``files`` (name -> SHA-256) as ``manifest`` (default `report_path(out)`),
+    as one unit (see the module docstring). Returns the ``files`` entry. engage-drift and
+    engage-backtest use it too, their ``.json`` being the manifest of the other files."""
+    manifest = manifest or report_path(out)
     with output_lock(out) as held:
         if held:
             _remove(leftovers(out, list(writers)))
@@ -183,12 +187,15 @@ def write_outputs(
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def check_score_outputs(out: str | Path, top_out: str | Path | None = None) -> dict[str, Any]:
+def check_score_outputs(
+    out: str | Path, top_out: str | Path | None = None, manifest: str | Path | None = None
+) -> dict[str, Any]:
     """The report of the run that wrote ``out``, once every file it lists matches its
     SHA-256 (and ``top_out``, when given, is one of them). Raises
-    `IncompleteOutputsError` otherwise: the files are not one complete run's."""
+    `IncompleteOutputsError` otherwise: the files are not one complete run's. ``manifest``
+    as for `write_outputs` (e.g. ``drift/drift.json`` for ``drift/drift.csv``)."""
     out = Path(out)
-    manifest = report_path(out)
+    manifest = Path(manifest) if manifest is not None else report_path(out)
     try:
         report = json.loads(manifest.read_text())
         files = report["files"]

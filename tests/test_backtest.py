@@ -29,6 +29,7 @@ from engage_seq.backtest import (
 )
 from engage_seq.drift import main as drift_main
 from engage_seq.export import export_artifact
+from engage_seq.score_outputs import check_score_outputs
 from engage_seq.sequences import parse_instant
 from engage_seq.synthetic import SyntheticEventSource
 from engage_seq.train import CONF_DIR, train
@@ -126,11 +127,14 @@ def test_cli_writes_table_json_markdown_and_plot(trained, tmp_path, capsys) -> N
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [
+        ".backtest.csv.lock",  # held while writing (score_outputs): no staging folder is left
         "backtest.csv",
         "backtest.json",
         "backtest.md",
         "backtest.png",
     ]
+    # one unit: backtest.json lists the SHA-256 of the other files, and they match
+    check_score_outputs(out / "backtest.csv", manifest=out / "backtest.json")
     report = json.loads((out / "backtest.json").read_text())
     assert [r["cutoff"][:10] for r in report["rows"]] == ["2026-02-16", "2026-03-02", "2026-03-16"]
     assert report["training_test_metrics"]["auroc"] > 0.7

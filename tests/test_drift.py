@@ -33,6 +33,7 @@ from engage_seq.drift import (
     psi,
 )
 from engage_seq.schema import to_canonical
+from engage_seq.score_outputs import check_score_outputs
 from engage_seq.sequences import (
     CutoffPlan,
     HorizonTask,
@@ -185,18 +186,22 @@ def test_outputs_are_complete_and_hold_no_user_ids(tables, tmp_path) -> None:
     code, _ = _run(tables, "drifted", out)
     assert code == 1
     assert sorted(p.name for p in out.iterdir()) == [
+        ".drift.csv.lock",  # held while writing (score_outputs): no staging folder is left
         "drift.csv",
         "drift.json",
         "drift.md",
         "drift.png",
     ]
+    # one unit: drift.json lists the SHA-256 of the other files, and they match
+    manifest = check_score_outputs(out / "drift.csv", manifest=out / "drift.json")
+    assert sorted(manifest["files"]) == ["drift.csv", "drift.md", "drift.png"]
     table = pl.read_csv(out / "drift.csv")
     assert table.columns[:6] == ["feature", "kind", "psi", "js_distance", "threshold", "verdict"]
     assert table.filter(pl.col("feature") == "channel")["verdict"].item() == "drift"
     assert "| channel |" in (out / "drift.md").read_text()
     assert (out / "drift.png").stat().st_size > 20_000
     for path in out.iterdir():
-        if path.suffix != ".png":
+        if path.suffix not in (".png", ".lock"):
             text = path.read_text()
             assert not re.search(r"(?<!\\)\bu\d{4}\b", text), path  # ids look like u0042
 
