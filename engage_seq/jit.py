@@ -20,11 +20,16 @@ Every loader here runs three checks *before* ``torch.jit.load`` parses anything:
    hold. A signature that does not verify is always refused; a missing one only when signed
    artifacts are required (``require_signed=True``, ``--require-signed``,
    ``ENGAGE_SEQ_REQUIRE_SIGNED=1``), which is what stops an edited, re-hashed artifact.
+
+The file is read once (`read_artifact_bytes`); the checks and ``torch.jit.load`` all use those
+bytes, so a file replaced on disk after it was checked is not what loads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import logging
 import os
@@ -157,13 +162,19 @@ def read_sidecar(artifact: str | Path) -> str | None:
 
 
 def verify_artifact(
-    path: str | Path, allow_unverified: bool | None = None, expected_sha256: str | None = None
+    path: str | Path,
+    allow_unverified: bool | None = None,
+    expected_sha256: str | None = None,
+    *,
+    data: bytes | None = None,
 ) -> str | None:
     """Check the file against its sidecar (or ``expected_sha256``); returns the digest, or None
     when there was nothing to check and that was allowed.
 
     ``allow_unverified`` (None: the ``ENGAGE_SEQ_ALLOW_UNVERIFIED`` variable) only excuses a
     *missing* sidecar; a digest that does not match is refused whatever the setting.
+    ``data``: the file's bytes, already read: they are hashed instead of the path, so the
+    digest is that of the bytes the caller goes on to use.
     """
     path = Path(path)
     expected = expected_sha256 or read_sidecar(path)
@@ -176,7 +187,7 @@ def verify_artifact(
             f"engage-export, or if you trust the file pass --allow-unverified (engage-score) / "
             f"allow_unverified=True, or set {ALLOW_UNVERIFIED_ENV}=1"
         )
-    found = file_sha256(path)
+    found = hashlib.sha256(data).hexdigest() if data is not None else file_sha256(path)
     if found != expected.lower():
         raise ArtifactIntegrityError(
             f"{path} was modified after export (sha256 {found[:12]}… ≠ {expected[:12]}… in "
@@ -251,44 +262,80 @@ def sign_artifact(path: str | Path) -> Path:
     return write_signature(path, digest, key)
 
 
-def _read_directory(path: Path) -> list[zipfile.ZipInfo]:
-    """The zip directory, reading nothing else; every way it can fail gets its own words."""
+def read_artifact_bytes(path: str | Path, limits: ArchiveLimits | None = None) -> bytes:
+    """The artifact's bytes, read once, through one open file handle.
+
+    Every check then runs on these bytes and torch loads these same bytes, so a file swapped
+    on disk between the checks and the load (the threat signatures exist for) changes nothing.
+    A file larger than ``limits.total`` is refused from its ``fstat`` size before any of it is
+    read: a zip is never larger than what it inflates to plus its headers, so nothing honest is
+    refused, and memory stays bounded by the same limit.
+    """
+    path = Path(path)
+    limits = limits or ArchiveLimits.from_env()
     if not path.exists():
         raise ArtifactIntegrityError(f"artifact {path} does not exist")
     if path.is_dir():
         raise ArtifactIntegrityError(f"artifact {path} is a folder; pass the .pt file in it")
     try:
         with open(path, "rb") as handle:
-            head = handle.read(len(_ZIP_MAGIC))
-            try:
-                with zipfile.ZipFile(handle) as archive:
-                    return archive.infolist()
-            except (zipfile.BadZipFile, ValueError, EOFError) as exc:
-                if head == _ZIP_MAGIC:  # a zip's first bytes, its directory at the end lost
-                    raise ArtifactIntegrityError(
-                        f"{path} is truncated or damaged (a zip archive whose directory cannot "
-                        f"be read: {exc}); copy it again or re-export it"
-                    ) from None
+            size = os.fstat(handle.fileno()).st_size
+            if size > limits.total:
                 raise ArtifactIntegrityError(
-                    f"{path} is not a TorchScript artifact ("
-                    + ("an empty file" if not head else "not a zip archive")
-                    + "); pass a file written by engage-export"
-                ) from None
+                    f"{path} is {size:,} bytes (limit total={limits.total:,}); refused before "
+                    f"loading; if you trust this file, raise the limit with {LIMITS_ENV} "
+                    "(e.g. total=4G)"
+                )
+            # read one byte past the size seen: a file that grew meanwhile is refused too
+            data = handle.read(limits.total + 1)
     except PermissionError:
         raise ArtifactIntegrityError(
             f"cannot read {path}: permission denied; give the user running this read access"
         ) from None
     except OSError as exc:
         raise ArtifactIntegrityError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limits.total:
+        raise ArtifactIntegrityError(
+            f"{path} grew past {limits.total:,} bytes while it was read; refused before loading"
+        )
+    return data
 
 
-def check_archive(path: str | Path, limits: ArchiveLimits | None = None) -> None:
+def _read_directory(path: Path, data: bytes) -> list[zipfile.ZipInfo]:
+    """The zip directory of ``data`` (the bytes of ``path``); every way it can fail gets its
+    own words."""
+    head = data[: len(_ZIP_MAGIC)]
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return archive.infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        if head == _ZIP_MAGIC:  # a zip's first bytes, its directory at the end lost
+            raise ArtifactIntegrityError(
+                f"{path} is truncated or damaged (a zip archive whose directory cannot "
+                f"be read: {exc}); copy it again or re-export it"
+            ) from None
+        raise ArtifactIntegrityError(
+            f"{path} is not a TorchScript artifact ("
+            + ("an empty file" if not head else "not a zip archive")
+            + "); pass a file written by engage-export"
+        ) from None
+
+
+def check_archive(
+    path: str | Path, limits: ArchiveLimits | None = None, *, data: bytes | None = None
+) -> bytes:
     """Refuse a foreign, unreadable or oversized file before torch parses it: a TorchScript
     archive is a zip with a ``<name>/data.pkl`` and ``<name>/code/`` inside, and its directory
-    must stay inside ``limits`` (None: `ArchiveLimits.from_env`). Reads the directory only."""
+    must stay inside ``limits`` (None: `ArchiveLimits.from_env`). Inflates nothing.
+
+    ``data``: the file's bytes, already read (`read_artifact_bytes`); returns the bytes checked,
+    so a caller loads exactly those and never opens the path again.
+    """
     path = Path(path)
     limits = limits or ArchiveLimits.from_env()
-    entries = _read_directory(path)
+    if data is None:
+        data = read_artifact_bytes(path, limits)
+    entries = _read_directory(path, data)
     what_to_do = (
         f"refused before loading; if you trust this file, raise the limit with {LIMITS_ENV} "
         "(e.g. total=4G)"
@@ -323,6 +370,7 @@ def check_archive(path: str | Path, limits: ArchiveLimits | None = None) -> None
             f"{path} is not a TorchScript artifact (a zip without TorchScript code and data); "
             "pass a file written by engage-export"
         )
+    return data
 
 
 def load_artifact(
@@ -336,16 +384,20 @@ def load_artifact(
     parsed metadata (what any consumer does, shown once here). Raises
     `ArtifactIntegrityError` before loading.
 
+    The file is read once and torch loads those bytes, not the path: a file replaced between
+    the checks and the load cannot slip past them (`read_artifact_bytes`).
+
     ``expected_sha256`` pins the exact bytes, which says more than any signature: the
     signature is then not consulted (export reloads its temp file this way).
     """
-    check_archive(path)
-    digest = verify_artifact(path, allow_unverified, expected_sha256)
+    data = check_archive(path)  # the only read of the file: every check and the load use it
+    digest = verify_artifact(path, allow_unverified, expected_sha256, data=data)
     if expected_sha256 is None:
-        provenance = verify_provenance(path, digest, require_signed)
+        sha256 = digest or hashlib.sha256(data).hexdigest()
+        provenance = verify_provenance(path, sha256, require_signed)
         checked = f"sha256 {digest[:12]}… matches its sidecar" if digest else "no sidecar"
         log.info("artifact %s: %s; %s", Path(path).name, checked, provenance)
     extra = {METADATA_FILE: ""}
     with quiet_jit_deprecation():
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
     return module, json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else {}

@@ -24,7 +24,7 @@ import torch
 from frames import FrameSource
 from untrained_serving import untrained_serving_module
 
-from engage_seq import backtest, drift, score, signing
+from engage_seq import backtest, drift, jit, score, signing
 from engage_seq.jit import (
     LIMITS_ENV,
     ArchiveLimits,
@@ -161,6 +161,17 @@ def _always_099(name: str, data: bytes) -> bytes:
     return honest.sub(
         lambda m: f"    return torch.full_like({m.group(1)}, 0.99)\n  def output_names", code
     ).encode()
+
+
+def _compose(*changes: Callable[[str, bytes], bytes]) -> Callable[[str, bytes], bytes]:
+    """One `_rewrite` change that applies each of ``changes`` in turn."""
+
+    def change(name: str, data: bytes) -> bytes:
+        for one in changes:
+            data = one(name, data)
+        return data
+
+    return change
 
 
 def _score(artifact: Path, tmp_path: Path, *extra: str) -> tuple[int, pl.DataFrame | None]:
@@ -379,3 +390,43 @@ def test_unreadable_truncated_and_empty_files_are_named_precisely(
     monkeypatch.setattr(builtins, "open", denied)
     with pytest.raises(ScoringError, match=r"^cannot read .*model\.pt: permission denied; give"):
         load_scoring_artifact(artifact)
+
+
+def test_a_file_swapped_after_the_checks_is_not_what_loads(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TOCTOU: the checks pass on the signed file, then an attacker puts another (re-hashed,
+    unsigned) one in its place before torch opens it. torch must load the checked bytes."""
+    _signed(artifact, monkeypatch)
+    monkeypatch.setenv(VERIFY_KEYS_ENV, KEY_A)
+    swapped = tmp_path / "swapped" / artifact.name
+    swapped.parent.mkdir()
+    shutil.copy(artifact, swapped)
+
+    def relabel(name: str, data: bytes) -> bytes:
+        if not name.endswith("extra/metadata.json"):
+            return data
+        return json.dumps({**json.loads(data), "output_names": ["swapped"]}).encode()
+
+    _rewrite(swapped, _compose(relabel, _always_099))
+    checked = jit.verify_provenance
+
+    def check_then_swap(*args, **kwargs):
+        result = checked(*args, **kwargs)  # the last check passed on the signed file ...
+        shutil.copy(swapped, artifact)  # ... and the file is replaced before the load
+        return result
+
+    monkeypatch.setattr(jit, "verify_provenance", check_then_swap)
+    module, metadata = load_artifact(artifact, require_signed=True)
+    assert file_sha256(artifact) == file_sha256(swapped)  # the swap did happen on disk
+    assert metadata["output_names"] == ["purchase"] == list(module.output_names())
+    assert "0.99" not in module.forward.code  # the signed model's code, not the attacker's
+
+
+def test_a_file_larger_than_the_total_limit_is_refused_before_it_is_read(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(LIMITS_ENV, "total=64K")  # the artifact itself is ~0.2 MB
+    with pytest.raises(ArtifactIntegrityError, match=r"model\.pt is [\d,]+ bytes \(limit total="
+                       r"65,536\); refused before loading"):  # fmt: skip
+        load_artifact(artifact)
