@@ -71,7 +71,10 @@ _HEX = re.compile(r"[0-9a-f]{64}")
 _SIZE = re.compile(r"(\d+)\s*([KMG]?)i?B?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _ZIP_MAGIC = b"PK\x03\x04"
-SIGN_HINT = f"python -m engage_seq.signing sign <artifact> with {SIGNING_KEY_ENV} set"
+SIGN_HINT = (
+    f"python -m engage_seq.signing sign --unsigned-ok <artifact> with {SIGNING_KEY_ENV} set, "
+    "only for an artifact you exported yourself"
+)
 
 
 class ArtifactIntegrityError(ValueError):
@@ -137,7 +140,8 @@ def write_sidecar(artifact: str | Path, digest: str | None = None) -> Path:
 
     Call it only once the artifact is in its final place (export does, after the rename), so a
     sidecar can never vouch for a file that is still being written. Also re-hashes a file you
-    changed on purpose (then sign it again: `sign_artifact`).
+    changed on purpose (then remove its old ``.sig`` and sign it again:
+    ``sign_artifact(path, allow_unsigned=True)``).
     """
     artifact = Path(artifact)
     digest = digest or file_sha256(artifact)
@@ -244,21 +248,58 @@ def verify_provenance(
             f"{SIGNING_KEY_ENV} "
             f"(it names key {signature['key_id']}; configured: "
             f"{', '.join(k.key_id for k in keys)}): the signature is forged, or made with a "
-            f"key you rotated out; add that key to {VERIFY_KEYS_ENV} or re-sign ({SIGN_HINT})"
+            f"key you rotated out; add that key to {VERIFY_KEYS_ENV}, or re-export it"
         )
     return f"signed by key {key.key_id} at {signature['signed_at']}, signature valid"
 
 
-def sign_artifact(path: str | Path) -> Path:
-    """Write ``<artifact>.sig`` with ``ENGAGE_SEQ_SIGNING_KEY`` for an artifact that matches
-    its sidecar (so a signature only ever vouches for bytes export vouched for); to re-sign
-    artifacts after a key rotation, or sign ones exported before a key was set."""
+def sign_artifact(path: str | Path, *, allow_unsigned: bool = False) -> Path:
+    """Write ``<artifact>.sig`` with ``ENGAGE_SEQ_SIGNING_KEY``, to re-sign artifacts after a
+    key rotation (or sign ones exported before a key was set).
+
+    A signature must only vouch for bytes someone with a key already vouched for; a matching
+    sidecar is not enough, since anyone who can edit the artifact can re-hash it, and
+    ``sign artifacts/*.pt`` would then launder the edit under the new key. So the artifact must
+    match its sidecar *and* carry a ``.sig`` that verifies under a key in
+    ``ENGAGE_SEQ_SIGNING_KEYS`` (or the signing key). An artifact with no signature at all is
+    signed only with ``allow_unsigned=True`` (``--unsigned-ok``): only for artifacts you
+    exported yourself. engage-export signs the file it just wrote and checked without this.
+    """
+    path = Path(path)
     key = signing_key()
     if key is None:
         raise SigningError(f"{SIGNING_KEY_ENV} is not set: no key to sign {path} with")
-    check_archive(path)
-    digest = verify_artifact(path, allow_unverified=False)
+    data = check_archive(path)
+    digest = verify_artifact(path, allow_unverified=False, data=data)
     assert digest is not None  # allow_unverified=False raises instead
+    sig = signature_path(path).name
+    try:
+        signature = read_signature(path)
+    except SigningError as exc:
+        raise SigningError(f"refusing to sign {path}: {exc}") from None
+    if signature is None:
+        if not allow_unsigned:
+            raise SigningError(
+                f"refusing to sign {path}: it has no {sig}, so nothing shows that a key holder "
+                "made it (a matching sidecar proves nothing: anyone can re-hash an edited "
+                "file); only for artifacts you exported yourself, pass --unsigned-ok "
+                "(allow_unsigned=True)"
+            )
+        return write_signature(path, digest, key)
+    if signature["sha256"] != digest:
+        raise SigningError(
+            f"refusing to sign {path}: it was modified after it was signed (sha256 "
+            f"{digest[:12]}… ≠ {signature['sha256'][:12]}… in {sig}); re-export it or restore "
+            "the original"
+        )
+    keys = verification_keys()
+    if signing_key_that_verifies(signature, keys) is None:
+        raise SigningError(
+            f"refusing to sign {path}: its {sig} (key {signature['key_id']}) does not verify "
+            f"with any key in {VERIFY_KEYS_ENV} / {SIGNING_KEY_ENV} (configured: "
+            f"{', '.join(k.key_id for k in keys)}); during a rotation keep the old key in "
+            f"{VERIFY_KEYS_ENV} until every artifact is re-signed"
+        )
     return write_signature(path, digest, key)
 
 

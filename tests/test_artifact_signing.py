@@ -120,7 +120,7 @@ def artifact(built: Path, tmp_path: Path) -> Path:
 
 def _signed(artifact: Path, monkeypatch: pytest.MonkeyPatch, key: str = KEY_A) -> Path:
     monkeypatch.setenv(SIGNING_KEY_ENV, key)
-    sign_artifact(artifact)
+    sign_artifact(artifact, allow_unsigned=True)  # the test's own export, signed afterwards
     monkeypatch.delenv(SIGNING_KEY_ENV)
     return artifact
 
@@ -430,3 +430,37 @@ def test_a_file_larger_than_the_total_limit_is_refused_before_it_is_read(
     with pytest.raises(ArtifactIntegrityError, match=r"model\.pt is [\d,]+ bytes \(limit total="
                        r"65,536\); refused before loading"):  # fmt: skip
         load_artifact(artifact)
+
+
+def test_signing_refuses_to_launder_an_edited_or_unsigned_artifact(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rotation step `sign artifacts/*.pt` must not vouch, with the new key, for an
+    artifact someone edited and re-hashed: only a verifying .sig may be re-signed."""
+    monkeypatch.setenv(SIGNING_KEY_ENV, KEY_B)
+    unsigned = r"refusing to sign .*model\.pt: it has no model\.pt\.sig.*only for artifacts you "
+    with pytest.raises(SigningError, match=unsigned + "exported yourself, pass --unsigned-ok"):
+        sign_artifact(artifact)
+    assert signing.main(["sign", str(artifact)]) == 1 and not signature_path(artifact).exists()
+    assert "--unsigned-ok" in capsys.readouterr().err
+    assert signing.main(["sign", "--unsigned-ok", str(artifact)]) == 0  # exported it yourself
+    assert json.loads(signature_path(artifact).read_text())["key_id"] == ID_B
+
+    signature_path(artifact).unlink()
+    _signed(artifact, monkeypatch, KEY_A)  # signed with the old key ...
+    monkeypatch.setenv(SIGNING_KEY_ENV, KEY_B)  # ... rotation: the exporter has the new one
+    monkeypatch.setenv(VERIFY_KEYS_ENV, KEY_A)
+    honest = signature_path(artifact).read_text()
+    _rewrite(artifact, _always_099)  # edited and re-hashed: the sidecar matches
+    for allow in (False, True):
+        with pytest.raises(SigningError, match=r"refusing to sign .*modified after it was signed"):
+            sign_artifact(artifact, allow_unsigned=allow)
+    assert signing.main(["sign", "--unsigned-ok", str(artifact)]) == 1
+    assert signature_path(artifact).read_text() == honest  # the old signature left as it was
+
+    forged = signing.SigningKey("forged", b"\x07" * 32)  # a .sig the attacker made to match
+    signing.write_signature(artifact, file_sha256(artifact), forged)
+    with pytest.raises(SigningError, match=r"its model\.pt\.sig \(key forged\) does not verify"):
+        sign_artifact(artifact, allow_unsigned=True)
+    with pytest.raises(ArtifactIntegrityError):
+        load_artifact(artifact)  # and it still does not load
