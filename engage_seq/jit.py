@@ -91,14 +91,17 @@ class ArchiveLimits:
     embedding is 256 MB) while refusing a deflated 3 GB record: deflate reaches ~1000x on
     repetitive data, so a bomb of any size over ``ratio_floor`` is caught by ``max_ratio``, and
     ``max_total`` bounds what even an honest-looking (stored) archive can make us allocate.
-    Small entries may have any ratio: they cannot hurt, and short code files compress well.
+    A small entry may have any ratio (short code files compress well), but not thousands of
+    them: the whole archive, once it inflates past ``ratio_floor``, is held to ``ratio`` too
+    (total inflated / total compressed), or many 1 MiB entries of zeros would inflate ~2 GiB
+    from a few MB.
     Override with ``ENGAGE_SEQ_ARTIFACT_LIMITS`` (e.g. ``total=4G,entry=2G,ratio=200``).
     """
 
     total: int = 2 << 30  # bytes, all entries inflated
     entry: int = 1 << 30  # bytes, any one entry inflated
     entries: int = 10_000
-    ratio: int = 100  # inflated / compressed, for entries of at least ratio_floor bytes
+    ratio: int = 100  # inflated / compressed, per entry and overall, past ratio_floor bytes
     ratio_floor: int = 1 << 20
 
     @classmethod
@@ -404,6 +407,14 @@ def check_archive(
     if total > limits.total:
         raise ArtifactIntegrityError(
             f"{path} inflates to {total:,} bytes (limit total={limits.total:,}); " + what_to_do
+        )
+    packed = sum(e.compress_size for e in entries)
+    overall = total / max(packed, 1)
+    if total >= limits.ratio_floor and overall > limits.ratio:
+        raise ArtifactIntegrityError(
+            f"{path}: its {len(entries):,} entries inflate {packed:,} bytes to {total:,} "
+            f"({overall:,.0f}x overall; limit ratio={limits.ratio}): a zip bomb, not an "
+            "engage-export artifact; " + what_to_do
         )
     names = [e.filename for e in entries]
     if not any(n.endswith("/data.pkl") for n in names) or not any("/code/" in n for n in names):

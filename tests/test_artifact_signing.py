@@ -464,3 +464,24 @@ def test_signing_refuses_to_launder_an_edited_or_unsigned_artifact(
         sign_artifact(artifact, allow_unsigned=True)
     with pytest.raises(ArtifactIntegrityError):
         load_artifact(artifact)  # and it still does not load
+
+
+def test_many_small_deflated_entries_are_held_to_the_ratio_overall(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries under ratio_floor escape the per-entry ratio; thousands of them must not
+    escape the archive's overall ratio (scaled down: 24 entries of 1 MiB - 1 of zeros)."""
+    with zipfile.ZipFile(artifact, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        prefix = archive.namelist()[0].split("/")[0]
+        for number in range(24):
+            archive.writestr(f"{prefix}/extra/pad{number}", b"\0" * ((1 << 20) - 1))
+    write_sidecar(artifact)
+    assert artifact.stat().st_size < 1 << 20
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("torch.jit.load reached a refused archive")
+
+    monkeypatch.setattr(torch.jit, "load", must_not_run)
+    overall = r"model\.pt: its \d+ entries inflate [\d,]+ bytes to [\d,]+ \([\d,]+x overall; "
+    with pytest.raises(ArtifactIntegrityError, match=overall + r"limit ratio=100\): a zip bomb"):
+        load_artifact(artifact)
