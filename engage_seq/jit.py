@@ -50,6 +50,7 @@ from engage_seq.signing import (
     VERIFY_KEYS_ENV,
     SigningError,
     env_flag,
+    read_companion,
     read_signature,
     signature_path,
     signing_key,
@@ -158,7 +159,7 @@ def read_sidecar(artifact: str | Path) -> str | None:
     target = sidecar_path(artifact)
     if not target.is_file():
         return None
-    fields_ = target.read_text(errors="replace").split(maxsplit=1)
+    fields_ = read_companion(target, ArtifactIntegrityError).split(maxsplit=1)
     digest = fields_[0].lower() if fields_ else ""
     if not _HEX.fullmatch(digest):
         raise ArtifactIntegrityError(

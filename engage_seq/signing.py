@@ -67,6 +67,9 @@ _HEX_KEY = re.compile(r"(?:[0-9a-fA-F]{2})+")
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _INSTANT = re.compile(r"[0-9T:.+Z-]{10,40}")
 _FIELDS = ("format", "algorithm", "key_id", "sha256", "signed_at", "hmac")
+# a .sig is ~300 bytes and a .sha256 ~80: anything near this is not one, and reading it whole
+# would let whoever can write the folder make every load read gigabytes first
+COMPANION_LIMIT = 64 << 10
 
 
 class SigningError(ValueError):
@@ -173,13 +176,26 @@ def write_signature(artifact: str | Path, digest: str, key: SigningKey) -> Path:
     return target
 
 
+def read_companion(path: Path, error: type[ValueError] = SigningError) -> str:
+    """The text of a small file next to an artifact (``.sig``, ``.sha256``), read at most
+    `COMPANION_LIMIT` bytes (plus one, to tell a larger file): refused with ``error``."""
+    with open(path, "rb") as handle:
+        data = handle.read(COMPANION_LIMIT + 1)
+    if len(data) > COMPANION_LIMIT:
+        raise error(
+            f"{path} is larger than {COMPANION_LIMIT:,} bytes, so it is not the small file "
+            "engage-export writes; remove it and re-export the artifact"
+        )
+    return data.decode(errors="replace")
+
+
 def read_signature(artifact: str | Path) -> dict[str, Any] | None:
     """The parsed ``<artifact>.sig``, or None when there is none."""
     target = signature_path(artifact)
     if not target.is_file():
         return None
     try:
-        signature = json.loads(target.read_text(errors="replace"))
+        signature = json.loads(read_companion(target))
     except json.JSONDecodeError:
         signature = None
     valid = (

@@ -485,3 +485,16 @@ def test_many_small_deflated_entries_are_held_to_the_ratio_overall(
     overall = r"model\.pt: its \d+ entries inflate [\d,]+ bytes to [\d,]+ \([\d,]+x overall; "
     with pytest.raises(ArtifactIntegrityError, match=overall + r"limit ratio=100\): a zip bomb"):
         load_artifact(artifact)
+
+
+@pytest.mark.parametrize("companion", [sidecar_path, signature_path])
+def test_oversized_sidecar_or_signature_files_are_refused_unread(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch, companion: Callable[[Path], Path]
+) -> None:
+    _signed(artifact, monkeypatch)
+    target = companion(artifact)
+    with target.open("a") as handle:  # still valid in front, padded past the cap
+        handle.write(" " * (64 << 10))
+    larger = rf"{re.escape(target.name)} is larger than 65,536 bytes, so it is not the small file "
+    with pytest.raises(ArtifactIntegrityError, match=larger + "engage-export writes"):
+        load_artifact(artifact)
