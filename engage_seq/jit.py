@@ -17,7 +17,9 @@ Every loader here runs three checks *before* ``torch.jit.load`` parses anything:
    attacker: whoever can replace the artifact can recompute its sidecar.
 3. **Origin** (`verify_provenance`, keys in `engage_seq.signing`): ``<artifact>.sig``, an
    HMAC-SHA256 of the artifact's SHA-256 under a key only the exporter (and trusted scorers)
-   hold. A signature that does not verify is always refused; a missing one only when signed
+   hold. A signature naming other bytes is always refused; one whose HMAC does not verify is
+   refused where a key is configured (with no key and no requirement it is not checked, and
+   the log says so); a missing one, or one with no key to check it, only when signed
    artifacts are required (``require_signed=True``, ``--require-signed``,
    ``ENGAGE_SEQ_REQUIRE_SIGNED=1``), which is what stops an edited, re-hashed artifact.
 

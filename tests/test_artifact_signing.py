@@ -498,3 +498,25 @@ def test_oversized_sidecar_or_signature_files_are_refused_unread(
     larger = rf"{re.escape(target.name)} is larger than 65,536 bytes, so it is not the small file "
     with pytest.raises(ArtifactIntegrityError, match=larger + "engage-export writes"):
         load_artifact(artifact)
+
+
+def test_without_a_key_a_signature_is_matched_to_the_bytes_but_its_hmac_is_not_checked(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the README's Integrity paragraph says: with no key and no requirement a forged
+    .sig loads (and says so); one naming other bytes is refused; required, it is refused."""
+    forged = signing.SigningKey("forged", b"\x07" * 32)
+    signing.write_signature(artifact, file_sha256(artifact), forged)
+    assert verify_provenance(artifact) == (
+        f"signed by key forged, not checked (no key in {VERIFY_KEYS_ENV})"
+    )
+    load_artifact(artifact)
+    with pytest.raises(ArtifactIntegrityError, match=r"no key to check model\.pt\.sig with"):
+        load_artifact(artifact, require_signed=True)
+    monkeypatch.setenv(VERIFY_KEYS_ENV, KEY_A)
+    with pytest.raises(ArtifactIntegrityError, match=r"does not verify with any key"):
+        load_artifact(artifact)
+    monkeypatch.delenv(VERIFY_KEYS_ENV)
+    signing.write_signature(artifact, "0" * 64, forged)
+    with pytest.raises(ArtifactIntegrityError, match="was modified after it was signed"):
+        load_artifact(artifact)
