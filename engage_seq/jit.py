@@ -17,14 +17,21 @@ Every loader here runs three checks *before* ``torch.jit.load`` parses anything:
    attacker: whoever can replace the artifact can recompute its sidecar.
 3. **Origin** (`verify_provenance`, keys in `engage_seq.signing`): ``<artifact>.sig``, an
    HMAC-SHA256 of the artifact's SHA-256 under a key only the exporter (and trusted scorers)
-   hold. A signature that does not verify is always refused; a missing one only when signed
+   hold. A signature naming other bytes is always refused; one whose HMAC does not verify is
+   refused where a key is configured (with no key and no requirement it is not checked, and
+   the log says so); a missing one, or one with no key to check it, only when signed
    artifacts are required (``require_signed=True``, ``--require-signed``,
    ``ENGAGE_SEQ_REQUIRE_SIGNED=1``), which is what stops an edited, re-hashed artifact.
+
+The file is read once (`read_artifact_bytes`); the checks and ``torch.jit.load`` all use those
+bytes, so a file replaced on disk after it was checked is not what loads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import logging
 import os
@@ -45,6 +52,7 @@ from engage_seq.signing import (
     VERIFY_KEYS_ENV,
     SigningError,
     env_flag,
+    read_companion,
     read_signature,
     signature_path,
     signing_key,
@@ -66,7 +74,10 @@ _HEX = re.compile(r"[0-9a-f]{64}")
 _SIZE = re.compile(r"(\d+)\s*([KMG]?)i?B?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _ZIP_MAGIC = b"PK\x03\x04"
-SIGN_HINT = f"python -m engage_seq.signing sign <artifact> with {SIGNING_KEY_ENV} set"
+SIGN_HINT = (
+    f"python -m engage_seq.signing sign --unsigned-ok <artifact> with {SIGNING_KEY_ENV} set, "
+    "only for an artifact you exported yourself"
+)
 
 
 class ArtifactIntegrityError(ValueError):
@@ -83,14 +94,17 @@ class ArchiveLimits:
     embedding is 256 MB) while refusing a deflated 3 GB record: deflate reaches ~1000x on
     repetitive data, so a bomb of any size over ``ratio_floor`` is caught by ``max_ratio``, and
     ``max_total`` bounds what even an honest-looking (stored) archive can make us allocate.
-    Small entries may have any ratio: they cannot hurt, and short code files compress well.
+    A small entry may have any ratio (short code files compress well), but not thousands of
+    them: the whole archive, once it inflates past ``ratio_floor``, is held to ``ratio`` too
+    (total inflated / total compressed), or many 1 MiB entries of zeros would inflate ~2 GiB
+    from a few MB.
     Override with ``ENGAGE_SEQ_ARTIFACT_LIMITS`` (e.g. ``total=4G,entry=2G,ratio=200``).
     """
 
     total: int = 2 << 30  # bytes, all entries inflated
     entry: int = 1 << 30  # bytes, any one entry inflated
     entries: int = 10_000
-    ratio: int = 100  # inflated / compressed, for entries of at least ratio_floor bytes
+    ratio: int = 100  # inflated / compressed, per entry and overall, past ratio_floor bytes
     ratio_floor: int = 1 << 20
 
     @classmethod
@@ -132,7 +146,8 @@ def write_sidecar(artifact: str | Path, digest: str | None = None) -> Path:
 
     Call it only once the artifact is in its final place (export does, after the rename), so a
     sidecar can never vouch for a file that is still being written. Also re-hashes a file you
-    changed on purpose (then sign it again: `sign_artifact`).
+    changed on purpose (then remove its old ``.sig`` and sign it again:
+    ``sign_artifact(path, allow_unsigned=True)``).
     """
     artifact = Path(artifact)
     digest = digest or file_sha256(artifact)
@@ -146,7 +161,7 @@ def read_sidecar(artifact: str | Path) -> str | None:
     target = sidecar_path(artifact)
     if not target.is_file():
         return None
-    fields_ = target.read_text(errors="replace").split(maxsplit=1)
+    fields_ = read_companion(target, ArtifactIntegrityError).split(maxsplit=1)
     digest = fields_[0].lower() if fields_ else ""
     if not _HEX.fullmatch(digest):
         raise ArtifactIntegrityError(
@@ -157,13 +172,19 @@ def read_sidecar(artifact: str | Path) -> str | None:
 
 
 def verify_artifact(
-    path: str | Path, allow_unverified: bool | None = None, expected_sha256: str | None = None
+    path: str | Path,
+    allow_unverified: bool | None = None,
+    expected_sha256: str | None = None,
+    *,
+    data: bytes | None = None,
 ) -> str | None:
     """Check the file against its sidecar (or ``expected_sha256``); returns the digest, or None
     when there was nothing to check and that was allowed.
 
     ``allow_unverified`` (None: the ``ENGAGE_SEQ_ALLOW_UNVERIFIED`` variable) only excuses a
     *missing* sidecar; a digest that does not match is refused whatever the setting.
+    ``data``: the file's bytes, already read: they are hashed instead of the path, so the
+    digest is that of the bytes the caller goes on to use.
     """
     path = Path(path)
     expected = expected_sha256 or read_sidecar(path)
@@ -176,7 +197,7 @@ def verify_artifact(
             f"engage-export, or if you trust the file pass --allow-unverified (engage-score) / "
             f"allow_unverified=True, or set {ALLOW_UNVERIFIED_ENV}=1"
         )
-    found = file_sha256(path)
+    found = hashlib.sha256(data).hexdigest() if data is not None else file_sha256(path)
     if found != expected.lower():
         raise ArtifactIntegrityError(
             f"{path} was modified after export (sha256 {found[:12]}… ≠ {expected[:12]}… in "
@@ -233,62 +254,135 @@ def verify_provenance(
             f"{SIGNING_KEY_ENV} "
             f"(it names key {signature['key_id']}; configured: "
             f"{', '.join(k.key_id for k in keys)}): the signature is forged, or made with a "
-            f"key you rotated out; add that key to {VERIFY_KEYS_ENV} or re-sign ({SIGN_HINT})"
+            f"key you rotated out; add that key to {VERIFY_KEYS_ENV}, or re-export it"
         )
     return f"signed by key {key.key_id} at {signature['signed_at']}, signature valid"
 
 
-def sign_artifact(path: str | Path) -> Path:
-    """Write ``<artifact>.sig`` with ``ENGAGE_SEQ_SIGNING_KEY`` for an artifact that matches
-    its sidecar (so a signature only ever vouches for bytes export vouched for); to re-sign
-    artifacts after a key rotation, or sign ones exported before a key was set."""
+def sign_artifact(path: str | Path, *, allow_unsigned: bool = False) -> Path:
+    """Write ``<artifact>.sig`` with ``ENGAGE_SEQ_SIGNING_KEY``, to re-sign artifacts after a
+    key rotation (or sign ones exported before a key was set).
+
+    A signature must only vouch for bytes someone with a key already vouched for; a matching
+    sidecar is not enough, since anyone who can edit the artifact can re-hash it, and
+    ``sign artifacts/*.pt`` would then launder the edit under the new key. So the artifact must
+    match its sidecar *and* carry a ``.sig`` that verifies under a key in
+    ``ENGAGE_SEQ_SIGNING_KEYS`` (or the signing key). An artifact with no signature at all is
+    signed only with ``allow_unsigned=True`` (``--unsigned-ok``): only for artifacts you
+    exported yourself. engage-export signs the file it just wrote and checked without this.
+    """
+    path = Path(path)
     key = signing_key()
     if key is None:
         raise SigningError(f"{SIGNING_KEY_ENV} is not set: no key to sign {path} with")
-    check_archive(path)
-    digest = verify_artifact(path, allow_unverified=False)
+    data = check_archive(path)
+    digest = verify_artifact(path, allow_unverified=False, data=data)
     assert digest is not None  # allow_unverified=False raises instead
+    sig = signature_path(path).name
+    try:
+        signature = read_signature(path)
+    except SigningError as exc:
+        raise SigningError(f"refusing to sign {path}: {exc}") from None
+    if signature is None:
+        if not allow_unsigned:
+            raise SigningError(
+                f"refusing to sign {path}: it has no {sig}, so nothing shows that a key holder "
+                "made it (a matching sidecar proves nothing: anyone can re-hash an edited "
+                "file); only for artifacts you exported yourself, pass --unsigned-ok "
+                "(allow_unsigned=True)"
+            )
+        return write_signature(path, digest, key)
+    if signature["sha256"] != digest:
+        raise SigningError(
+            f"refusing to sign {path}: it was modified after it was signed (sha256 "
+            f"{digest[:12]}… ≠ {signature['sha256'][:12]}… in {sig}); re-export it or restore "
+            "the original"
+        )
+    keys = verification_keys()
+    if signing_key_that_verifies(signature, keys) is None:
+        raise SigningError(
+            f"refusing to sign {path}: its {sig} (key {signature['key_id']}) does not verify "
+            f"with any key in {VERIFY_KEYS_ENV} / {SIGNING_KEY_ENV} (configured: "
+            f"{', '.join(k.key_id for k in keys)}); during a rotation keep the old key in "
+            f"{VERIFY_KEYS_ENV} until every artifact is re-signed"
+        )
     return write_signature(path, digest, key)
 
 
-def _read_directory(path: Path) -> list[zipfile.ZipInfo]:
-    """The zip directory, reading nothing else; every way it can fail gets its own words."""
+def read_artifact_bytes(path: str | Path, limits: ArchiveLimits | None = None) -> bytes:
+    """The artifact's bytes, read once, through one open file handle.
+
+    Every check then runs on these bytes and torch loads these same bytes, so a file swapped
+    on disk between the checks and the load (the threat signatures exist for) changes nothing.
+    A file larger than ``limits.total`` is refused from its ``fstat`` size before any of it is
+    read: a zip is never larger than what it inflates to plus its headers, so nothing honest is
+    refused, and memory stays bounded by the same limit.
+    """
+    path = Path(path)
+    limits = limits or ArchiveLimits.from_env()
     if not path.exists():
         raise ArtifactIntegrityError(f"artifact {path} does not exist")
     if path.is_dir():
         raise ArtifactIntegrityError(f"artifact {path} is a folder; pass the .pt file in it")
     try:
         with open(path, "rb") as handle:
-            head = handle.read(len(_ZIP_MAGIC))
-            try:
-                with zipfile.ZipFile(handle) as archive:
-                    return archive.infolist()
-            except (zipfile.BadZipFile, ValueError, EOFError) as exc:
-                if head == _ZIP_MAGIC:  # a zip's first bytes, its directory at the end lost
-                    raise ArtifactIntegrityError(
-                        f"{path} is truncated or damaged (a zip archive whose directory cannot "
-                        f"be read: {exc}); copy it again or re-export it"
-                    ) from None
+            size = os.fstat(handle.fileno()).st_size
+            if size > limits.total:
                 raise ArtifactIntegrityError(
-                    f"{path} is not a TorchScript artifact ("
-                    + ("an empty file" if not head else "not a zip archive")
-                    + "); pass a file written by engage-export"
-                ) from None
+                    f"{path} is {size:,} bytes (limit total={limits.total:,}); refused before "
+                    f"loading; if you trust this file, raise the limit with {LIMITS_ENV} "
+                    "(e.g. total=4G)"
+                )
+            # read one byte past the size seen: a file that grew meanwhile is refused too
+            data = handle.read(limits.total + 1)
     except PermissionError:
         raise ArtifactIntegrityError(
             f"cannot read {path}: permission denied; give the user running this read access"
         ) from None
     except OSError as exc:
         raise ArtifactIntegrityError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limits.total:
+        raise ArtifactIntegrityError(
+            f"{path} grew past {limits.total:,} bytes while it was read; refused before loading"
+        )
+    return data
 
 
-def check_archive(path: str | Path, limits: ArchiveLimits | None = None) -> None:
+def _read_directory(path: Path, data: bytes) -> list[zipfile.ZipInfo]:
+    """The zip directory of ``data`` (the bytes of ``path``); every way it can fail gets its
+    own words."""
+    head = data[: len(_ZIP_MAGIC)]
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return archive.infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        if head == _ZIP_MAGIC:  # a zip's first bytes, its directory at the end lost
+            raise ArtifactIntegrityError(
+                f"{path} is truncated or damaged (a zip archive whose directory cannot "
+                f"be read: {exc}); copy it again or re-export it"
+            ) from None
+        raise ArtifactIntegrityError(
+            f"{path} is not a TorchScript artifact ("
+            + ("an empty file" if not head else "not a zip archive")
+            + "); pass a file written by engage-export"
+        ) from None
+
+
+def check_archive(
+    path: str | Path, limits: ArchiveLimits | None = None, *, data: bytes | None = None
+) -> bytes:
     """Refuse a foreign, unreadable or oversized file before torch parses it: a TorchScript
     archive is a zip with a ``<name>/data.pkl`` and ``<name>/code/`` inside, and its directory
-    must stay inside ``limits`` (None: `ArchiveLimits.from_env`). Reads the directory only."""
+    must stay inside ``limits`` (None: `ArchiveLimits.from_env`). Inflates nothing.
+
+    ``data``: the file's bytes, already read (`read_artifact_bytes`); returns the bytes checked,
+    so a caller loads exactly those and never opens the path again.
+    """
     path = Path(path)
     limits = limits or ArchiveLimits.from_env()
-    entries = _read_directory(path)
+    if data is None:
+        data = read_artifact_bytes(path, limits)
+    entries = _read_directory(path, data)
     what_to_do = (
         f"refused before loading; if you trust this file, raise the limit with {LIMITS_ENV} "
         "(e.g. total=4G)"
@@ -317,12 +411,21 @@ def check_archive(path: str | Path, limits: ArchiveLimits | None = None) -> None
         raise ArtifactIntegrityError(
             f"{path} inflates to {total:,} bytes (limit total={limits.total:,}); " + what_to_do
         )
+    packed = sum(e.compress_size for e in entries)
+    overall = total / max(packed, 1)
+    if total >= limits.ratio_floor and overall > limits.ratio:
+        raise ArtifactIntegrityError(
+            f"{path}: its {len(entries):,} entries inflate {packed:,} bytes to {total:,} "
+            f"({overall:,.0f}x overall; limit ratio={limits.ratio}): a zip bomb, not an "
+            "engage-export artifact; " + what_to_do
+        )
     names = [e.filename for e in entries]
     if not any(n.endswith("/data.pkl") for n in names) or not any("/code/" in n for n in names):
         raise ArtifactIntegrityError(
             f"{path} is not a TorchScript artifact (a zip without TorchScript code and data); "
             "pass a file written by engage-export"
         )
+    return data
 
 
 def load_artifact(
@@ -336,16 +439,20 @@ def load_artifact(
     parsed metadata (what any consumer does, shown once here). Raises
     `ArtifactIntegrityError` before loading.
 
+    The file is read once and torch loads those bytes, not the path: a file replaced between
+    the checks and the load cannot slip past them (`read_artifact_bytes`).
+
     ``expected_sha256`` pins the exact bytes, which says more than any signature: the
     signature is then not consulted (export reloads its temp file this way).
     """
-    check_archive(path)
-    digest = verify_artifact(path, allow_unverified, expected_sha256)
+    data = check_archive(path)  # the only read of the file: every check and the load use it
+    digest = verify_artifact(path, allow_unverified, expected_sha256, data=data)
     if expected_sha256 is None:
-        provenance = verify_provenance(path, digest, require_signed)
+        sha256 = digest or hashlib.sha256(data).hexdigest()
+        provenance = verify_provenance(path, sha256, require_signed)
         checked = f"sha256 {digest[:12]}… matches its sidecar" if digest else "no sidecar"
         log.info("artifact %s: %s; %s", Path(path).name, checked, provenance)
     extra = {METADATA_FILE: ""}
     with quiet_jit_deprecation():
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
     return module, json.loads(extra[METADATA_FILE]) if extra[METADATA_FILE] else {}

@@ -24,7 +24,10 @@ Keys come from the environment and are never written, logged or put in a message
 
 Rotation: add the new key to ``ENGAGE_SEQ_SIGNING_KEYS`` on every scorer (old and new both
 verify), switch ``ENGAGE_SEQ_SIGNING_KEY`` on the exporter to the new key, re-sign the
-artifacts in service (``python -m engage_seq.signing sign artifacts/*.pt``), check them with
+artifacts in service (``python -m engage_seq.signing sign artifacts/*.pt``: only artifacts
+whose ``.sig`` verifies under a configured key are re-signed, so an artifact edited and
+re-hashed since is refused, not laundered; ``--unsigned-ok`` signs ones with no ``.sig``, only
+for artifacts you exported yourself), check them with
 only the new key (``ENGAGE_SEQ_SIGNING_KEYS=<new> python -m engage_seq.signing verify ...``),
 then drop the old key everywhere.
 """
@@ -64,6 +67,9 @@ _HEX_KEY = re.compile(r"(?:[0-9a-fA-F]{2})+")
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _INSTANT = re.compile(r"[0-9T:.+Z-]{10,40}")
 _FIELDS = ("format", "algorithm", "key_id", "sha256", "signed_at", "hmac")
+# a .sig is ~300 bytes and a .sha256 ~80: anything near this is not one, and reading it whole
+# would let whoever can write the folder make every load read gigabytes first
+COMPANION_LIMIT = 64 << 10
 
 
 class SigningError(ValueError):
@@ -170,13 +176,26 @@ def write_signature(artifact: str | Path, digest: str, key: SigningKey) -> Path:
     return target
 
 
+def read_companion(path: Path, error: type[ValueError] = SigningError) -> str:
+    """The text of a small file next to an artifact (``.sig``, ``.sha256``), read at most
+    `COMPANION_LIMIT` bytes (plus one, to tell a larger file): refused with ``error``."""
+    with open(path, "rb") as handle:
+        data = handle.read(COMPANION_LIMIT + 1)
+    if len(data) > COMPANION_LIMIT:
+        raise error(
+            f"{path} is larger than {COMPANION_LIMIT:,} bytes, so it is not the small file "
+            "engage-export writes; remove it and re-export the artifact"
+        )
+    return data.decode(errors="replace")
+
+
 def read_signature(artifact: str | Path) -> dict[str, Any] | None:
     """The parsed ``<artifact>.sig``, or None when there is none."""
     target = signature_path(artifact)
     if not target.is_file():
         return None
     try:
-        signature = json.loads(target.read_text(errors="replace"))
+        signature = json.loads(read_companion(target))
     except json.JSONDecodeError:
         signature = None
     valid = (
@@ -193,7 +212,7 @@ def read_signature(artifact: str | Path) -> dict[str, Any] | None:
     if not valid:
         raise SigningError(
             f"{target} is not an engage_seq {ALGORITHM} signature (format {SIGNATURE_FORMAT}); "
-            f"re-sign {Path(artifact).name} (python -m engage_seq.signing sign) or remove it"
+            f"remove it; re-export {Path(artifact).name} to sign it again"
         )
     return signature
 
@@ -216,12 +235,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m engage_seq.signing",
         description=f"sign: write <artifact>.sig with {SIGNING_KEY_ENV} (the artifact must "
-        f"match its .sha256 sidecar). verify: check archive, sidecar and signature with the "
+        f"match its .sha256 sidecar and its .sig must verify with a key in {VERIFY_KEYS_ENV} / "
+        f"{SIGNING_KEY_ENV}; --unsigned-ok for one you exported yourself). verify: check "
+        "archive, sidecar and signature with the "
         f"keys in {VERIFY_KEYS_ENV} / {SIGNING_KEY_ENV}, as a loader with --require-signed "
         "does, without loading the model. Exit status 1 if any file fails.",
     )
     parser.add_argument("action", choices=("sign", "verify"))
     parser.add_argument("artifacts", nargs="+", help="artifact files (.pt)")
+    parser.add_argument(
+        "--unsigned-ok",
+        action="store_true",
+        help="sign: also sign artifacts that have no .sig yet. Only for artifacts you exported "
+        "yourself: without a signature, nothing shows a key holder made the file (re-signing "
+        "otherwise needs its .sig to verify with a configured key)",
+    )
     args = parser.parse_args(argv)
     from engage_seq import jit  # torch: only for the command, never for importers
 
@@ -229,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     for artifact in args.artifacts:
         try:
             if args.action == "sign":
-                written = jit.sign_artifact(artifact)
+                written = jit.sign_artifact(artifact, allow_unsigned=args.unsigned_ok)
                 print(f"signed {artifact} -> {written.name}")
             else:
                 print(f"{artifact}: {jit.verify_provenance(artifact, require_signed=True)}")

@@ -24,7 +24,7 @@ import torch
 from frames import FrameSource
 from untrained_serving import untrained_serving_module
 
-from engage_seq import backtest, drift, score, signing
+from engage_seq import backtest, drift, jit, score, signing
 from engage_seq.jit import (
     LIMITS_ENV,
     ArchiveLimits,
@@ -120,7 +120,7 @@ def artifact(built: Path, tmp_path: Path) -> Path:
 
 def _signed(artifact: Path, monkeypatch: pytest.MonkeyPatch, key: str = KEY_A) -> Path:
     monkeypatch.setenv(SIGNING_KEY_ENV, key)
-    sign_artifact(artifact)
+    sign_artifact(artifact, allow_unsigned=True)  # the test's own export, signed afterwards
     monkeypatch.delenv(SIGNING_KEY_ENV)
     return artifact
 
@@ -161,6 +161,17 @@ def _always_099(name: str, data: bytes) -> bytes:
     return honest.sub(
         lambda m: f"    return torch.full_like({m.group(1)}, 0.99)\n  def output_names", code
     ).encode()
+
+
+def _compose(*changes: Callable[[str, bytes], bytes]) -> Callable[[str, bytes], bytes]:
+    """One `_rewrite` change that applies each of ``changes`` in turn."""
+
+    def change(name: str, data: bytes) -> bytes:
+        for one in changes:
+            data = one(name, data)
+        return data
+
+    return change
 
 
 def _score(artifact: Path, tmp_path: Path, *extra: str) -> tuple[int, pl.DataFrame | None]:
@@ -379,3 +390,133 @@ def test_unreadable_truncated_and_empty_files_are_named_precisely(
     monkeypatch.setattr(builtins, "open", denied)
     with pytest.raises(ScoringError, match=r"^cannot read .*model\.pt: permission denied; give"):
         load_scoring_artifact(artifact)
+
+
+def test_a_file_swapped_after_the_checks_is_not_what_loads(
+    artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TOCTOU: the checks pass on the signed file, then an attacker puts another (re-hashed,
+    unsigned) one in its place before torch opens it. torch must load the checked bytes."""
+    _signed(artifact, monkeypatch)
+    monkeypatch.setenv(VERIFY_KEYS_ENV, KEY_A)
+    swapped = tmp_path / "swapped" / artifact.name
+    swapped.parent.mkdir()
+    shutil.copy(artifact, swapped)
+
+    def relabel(name: str, data: bytes) -> bytes:
+        if not name.endswith("extra/metadata.json"):
+            return data
+        return json.dumps({**json.loads(data), "output_names": ["swapped"]}).encode()
+
+    _rewrite(swapped, _compose(relabel, _always_099))
+    checked = jit.verify_provenance
+
+    def check_then_swap(*args, **kwargs):
+        result = checked(*args, **kwargs)  # the last check passed on the signed file ...
+        shutil.copy(swapped, artifact)  # ... and the file is replaced before the load
+        return result
+
+    monkeypatch.setattr(jit, "verify_provenance", check_then_swap)
+    module, metadata = load_artifact(artifact, require_signed=True)
+    assert file_sha256(artifact) == file_sha256(swapped)  # the swap did happen on disk
+    assert metadata["output_names"] == ["purchase"] == list(module.output_names())
+    assert "0.99" not in module.forward.code  # the signed model's code, not the attacker's
+
+
+def test_a_file_larger_than_the_total_limit_is_refused_before_it_is_read(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(LIMITS_ENV, "total=64K")  # the artifact itself is ~0.2 MB
+    with pytest.raises(ArtifactIntegrityError, match=r"model\.pt is [\d,]+ bytes \(limit total="
+                       r"65,536\); refused before loading"):  # fmt: skip
+        load_artifact(artifact)
+
+
+def test_signing_refuses_to_launder_an_edited_or_unsigned_artifact(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rotation step `sign artifacts/*.pt` must not vouch, with the new key, for an
+    artifact someone edited and re-hashed: only a verifying .sig may be re-signed."""
+    monkeypatch.setenv(SIGNING_KEY_ENV, KEY_B)
+    unsigned = r"refusing to sign .*model\.pt: it has no model\.pt\.sig.*only for artifacts you "
+    with pytest.raises(SigningError, match=unsigned + "exported yourself, pass --unsigned-ok"):
+        sign_artifact(artifact)
+    assert signing.main(["sign", str(artifact)]) == 1 and not signature_path(artifact).exists()
+    assert "--unsigned-ok" in capsys.readouterr().err
+    assert signing.main(["sign", "--unsigned-ok", str(artifact)]) == 0  # exported it yourself
+    assert json.loads(signature_path(artifact).read_text())["key_id"] == ID_B
+
+    signature_path(artifact).unlink()
+    _signed(artifact, monkeypatch, KEY_A)  # signed with the old key ...
+    monkeypatch.setenv(SIGNING_KEY_ENV, KEY_B)  # ... rotation: the exporter has the new one
+    monkeypatch.setenv(VERIFY_KEYS_ENV, KEY_A)
+    honest = signature_path(artifact).read_text()
+    _rewrite(artifact, _always_099)  # edited and re-hashed: the sidecar matches
+    for allow in (False, True):
+        with pytest.raises(SigningError, match=r"refusing to sign .*modified after it was signed"):
+            sign_artifact(artifact, allow_unsigned=allow)
+    assert signing.main(["sign", "--unsigned-ok", str(artifact)]) == 1
+    assert signature_path(artifact).read_text() == honest  # the old signature left as it was
+
+    forged = signing.SigningKey("forged", b"\x07" * 32)  # a .sig the attacker made to match
+    signing.write_signature(artifact, file_sha256(artifact), forged)
+    with pytest.raises(SigningError, match=r"its model\.pt\.sig \(key forged\) does not verify"):
+        sign_artifact(artifact, allow_unsigned=True)
+    with pytest.raises(ArtifactIntegrityError):
+        load_artifact(artifact)  # and it still does not load
+
+
+def test_many_small_deflated_entries_are_held_to_the_ratio_overall(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries under ratio_floor escape the per-entry ratio; thousands of them must not
+    escape the archive's overall ratio (scaled down: 24 entries of 1 MiB - 1 of zeros)."""
+    with zipfile.ZipFile(artifact, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        prefix = archive.namelist()[0].split("/")[0]
+        for number in range(24):
+            archive.writestr(f"{prefix}/extra/pad{number}", b"\0" * ((1 << 20) - 1))
+    write_sidecar(artifact)
+    assert artifact.stat().st_size < 1 << 20
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("torch.jit.load reached a refused archive")
+
+    monkeypatch.setattr(torch.jit, "load", must_not_run)
+    overall = r"model\.pt: its \d+ entries inflate [\d,]+ bytes to [\d,]+ \([\d,]+x overall; "
+    with pytest.raises(ArtifactIntegrityError, match=overall + r"limit ratio=100\): a zip bomb"):
+        load_artifact(artifact)
+
+
+@pytest.mark.parametrize("companion", [sidecar_path, signature_path])
+def test_oversized_sidecar_or_signature_files_are_refused_unread(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch, companion: Callable[[Path], Path]
+) -> None:
+    _signed(artifact, monkeypatch)
+    target = companion(artifact)
+    with target.open("a") as handle:  # still valid in front, padded past the cap
+        handle.write(" " * (64 << 10))
+    larger = rf"{re.escape(target.name)} is larger than 65,536 bytes, so it is not the small file "
+    with pytest.raises(ArtifactIntegrityError, match=larger + "engage-export writes"):
+        load_artifact(artifact)
+
+
+def test_without_a_key_a_signature_is_matched_to_the_bytes_but_its_hmac_is_not_checked(
+    artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the README's Integrity paragraph says: with no key and no requirement a forged
+    .sig loads (and says so); one naming other bytes is refused; required, it is refused."""
+    forged = signing.SigningKey("forged", b"\x07" * 32)
+    signing.write_signature(artifact, file_sha256(artifact), forged)
+    assert verify_provenance(artifact) == (
+        f"signed by key forged, not checked (no key in {VERIFY_KEYS_ENV})"
+    )
+    load_artifact(artifact)
+    with pytest.raises(ArtifactIntegrityError, match=r"no key to check model\.pt\.sig with"):
+        load_artifact(artifact, require_signed=True)
+    monkeypatch.setenv(VERIFY_KEYS_ENV, KEY_A)
+    with pytest.raises(ArtifactIntegrityError, match=r"does not verify with any key"):
+        load_artifact(artifact)
+    monkeypatch.delenv(VERIFY_KEYS_ENV)
+    signing.write_signature(artifact, "0" * 64, forged)
+    with pytest.raises(ArtifactIntegrityError, match="was modified after it was signed"):
+        load_artifact(artifact)
