@@ -3,11 +3,13 @@
 Hydra's ``instantiate`` imports and calls whatever a ``_target_`` names (``os.system`` would run
 a shell), and Hydra itself calls what ``hydra.callbacks``, ``hydra.launcher``, ``hydra.sweeper``
 (and its ``custom_search_space``) and the ``()``/``class`` keys of ``hydra.job_logging`` /
-``hydra.hydra_logging`` name. Every such entry, ``hydra.*`` included, goes through one checker,
+``hydra.hydra_logging`` name; a ``hydra.sweeper.params`` key ending in ``_target_`` names code
+through each value it sweeps. Every such entry, ``hydra.*`` included, goes through one checker,
 `check_targets`: it passes classes defined in engage_seq, `DEFAULT_TARGETS` (the Trainer and the
-Hydra launchers/sweepers the checked-in conf/ selects), the stdlib logging classes in logging
-nodes, and the names *the person running the command* trusts. Anything else is refused with
-the node's key path before anything is imported or called.
+Hydra launchers/sweepers the checked-in conf/ selects), `LOGGING_CLASSES` in logging nodes, and
+the names *the person running the command* trusts. It also refuses ``hydra.job.env_set`` /
+``env_copy`` of `PROTECTED_ENV` variables (`check_job_env`): Hydra sets them inside each job.
+Anything else is refused with the node's key path before anything is imported or called.
 
 Trust never comes from the file being checked: a run folder's ``config_resolved.yaml`` or a
 ``--config-dir`` YAML that lists ``allowed_targets: [torch.load]`` would otherwise vouch for
