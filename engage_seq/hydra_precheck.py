@@ -15,9 +15,22 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import yaml
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from engage_seq.safe_config import check_targets
+
+# What composing a user's command line raises for a user's mistake (an unknown group or
+# option, a bad override, a typo'd key, broken YAML); Hydra reports each itself and stops
+# before it instantiates anything. Anything else (a TypeError because Hydra's internals
+# changed) propagates: the check fails closed, never silently skipped.
+COMPOSITION_ERRORS: tuple[type[Exception], ...] = (
+    HydraException,  # ConfigCompositionException, MissingConfigException, OverrideParseException
+    OmegaConfBaseException,  # ConfigKeyError, ValidationError, ... left unwrapped
+    yaml.YAMLError,
+)
 
 
 class _UsageError(Exception):
@@ -34,8 +47,8 @@ def compose_command_line(
     """The config (``hydra`` node included) Hydra will compose for this command line, with
     its own code: search path, ``--config-dir``, config name and run mode as `hydra.main`
     sets them. None where Hydra will not run or configure logging (``--cfg``, ``--info``,
-    ``--version``, shell completion) or where composing fails, which Hydra then reports itself
-    before it instantiates anything."""
+    ``--version``, shell completion) or where composing fails on the user's input
+    (`COMPOSITION_ERRORS`), which Hydra then reports itself before it instantiates anything."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import (
         create_automatic_config_search_path,
@@ -85,7 +98,7 @@ def compose_command_line(
                 mode = RunMode.MULTIRUN if args.multirun else mode or RunMode.RUN
                 overrides.append(f"hydra.mode={mode.name}")
         return hydra.compose_config(name, overrides, run_mode=mode, with_log_configuration=False)
-    except Exception:
+    except COMPOSITION_ERRORS:  # the user's mistake: Hydra reports it before it calls anything
         return None
     finally:
         global_hydra.clear()

@@ -3,11 +3,13 @@
 Hydra's ``instantiate`` imports and calls whatever a ``_target_`` names (``os.system`` would run
 a shell), and Hydra itself calls what ``hydra.callbacks``, ``hydra.launcher``, ``hydra.sweeper``
 (and its ``custom_search_space``) and the ``()``/``class`` keys of ``hydra.job_logging`` /
-``hydra.hydra_logging`` name. Every such entry, ``hydra.*`` included, goes through one checker,
+``hydra.hydra_logging`` name; a ``hydra.sweeper.params`` key ending in ``_target_`` names code
+through each value it sweeps. Every such entry, ``hydra.*`` included, goes through one checker,
 `check_targets`: it passes classes defined in engage_seq, `DEFAULT_TARGETS` (the Trainer and the
-Hydra launchers/sweepers the checked-in conf/ selects), the stdlib logging classes in logging
-nodes, and the names *the person running the command* trusts. Anything else is refused with
-the node's key path before anything is imported or called.
+Hydra launchers/sweepers the checked-in conf/ selects), `LOGGING_CLASSES` in logging nodes, and
+the names *the person running the command* trusts. It also refuses ``hydra.job.env_set`` /
+``env_copy`` of `PROTECTED_ENV` variables (`check_job_env`): Hydra sets them inside each job.
+Anything else is refused with the node's key path before anything is imported or called.
 
 Trust never comes from the file being checked: a run folder's ``config_resolved.yaml`` or a
 ``--config-dir`` YAML that lists ``allowed_targets: [torch.load]`` would otherwise vouch for
@@ -31,11 +33,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import logging
-import logging.handlers
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,36 @@ HYDRA_TARGETS: frozenset[str] = frozenset(
 DEFAULT_TARGETS = ALLOWED_TARGETS | HYDRA_TARGETS
 LOGGING_NODES = ("hydra.job_logging.", "hydra.hydra_logging.")
 LOGGING_STREAMS = frozenset({"ext://sys.stdout", "ext://sys.stderr"})  # Hydra's defaults
+# The logging classes Hydra's default job/hydra logging uses (and their harmless siblings):
+# local streams and files only. logging.handlers.HTTPHandler, SocketHandler, SMTPHandler, ...
+# send the log off the machine, so they need the person's trust like any other name.
+LOGGING_CLASSES = frozenset(
+    {
+        "logging.StreamHandler",
+        "logging.FileHandler",
+        "logging.NullHandler",
+        "logging.Formatter",
+        "logging.Filter",
+    }
+)
+# Environment variables a config must not set for its jobs (hydra.job.env_set) nor copy into
+# them (hydra.job.env_copy): Hydra applies env_set inside each job, so ENGAGE_SEQ_ALLOWED_TARGETS
+# (or a *_FILE, HOME or XDG_CONFIG_HOME moving the user file) would let the YAML extend the
+# allow-list it is checked against; the others decide which code a job process loads.
+PROTECTED_ENV_PREFIX = "ENGAGE_SEQ_"
+PROTECTED_ENV = frozenset(
+    {
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "HOME",
+        "XDG_CONFIG_HOME",
+    }
+)
+# env_copy first: Hydra copies its entries into env_set; the message names what was written
+ENV_NODES = ("hydra.job.env_copy", "hydra.job.env_set")
+SWEEPER_PARAMS = "hydra.sweeper.params"
 ALLOWED_TARGETS_ENV = "ENGAGE_SEQ_ALLOWED_TARGETS"
 ALLOWED_TARGETS_FILE_ENV = "ENGAGE_SEQ_ALLOWED_TARGETS_FILE"
 # A config engage-train writes is a few KB, ~200 nodes, ~6 levels deep: far below these.
@@ -108,14 +139,40 @@ def _names(items: Iterable[str], source: str) -> set[str]:
     return names
 
 
+_FROZEN: frozenset[str] | None = None  # set by `frozen_trust` for the length of a command
+
+
 def trusted_targets() -> frozenset[str]:
-    """The names the person running the command trusts: environment variable + user file."""
+    """The names the person running the command trusts: environment variable + user file, or
+    the snapshot `frozen_trust` took when the command started."""
+    if _FROZEN is not None:
+        return _FROZEN
     names = _names(os.environ.get(ALLOWED_TARGETS_ENV, "").split(","), ALLOWED_TARGETS_ENV)
     path = user_targets_file()
     if path is not None and path.is_file():
         lines = (line.partition("#")[0] for line in path.read_text().splitlines())
         names |= _names(lines, str(path))
     return frozenset(names)
+
+
+@contextmanager
+def frozen_trust() -> Iterator[frozenset[str]]:
+    """Take `trusted_targets` once, now, and use that snapshot until the block ends.
+
+    engage-train enters it in ``main()`` before Hydra runs: Hydra runs every job inside
+    ``env_override(hydra.job.env_set)``, so a list re-read from ``os.environ`` inside a job
+    would see what a YAML put there. In-process jobs (the basic launcher, Optuna) use this
+    snapshot. A submitit job process starts from the environment ``main()`` set up (command-line
+    trust included, `trust_command_line`) and re-reads it, which is why the checker also
+    refuses env_set/env_copy of ``ENGAGE_SEQ_*`` and friends (`PROTECTED_ENV`), before
+    anything else in the job is checked."""
+    global _FROZEN
+    previous = _FROZEN
+    _FROZEN = trusted_targets()
+    try:
+        yield _FROZEN
+    finally:
+        _FROZEN = previous
 
 
 def command_line_targets(overrides: Sequence[str]) -> list[str]:
@@ -206,8 +263,77 @@ def iter_targets(cfg: Any, prefix: str = "", depth: int = 0) -> Iterator[tuple[s
         path = f"{prefix}{suffix}" if prefix else suffix.lstrip(".")
         if _names_code(path, key, value):
             yield path, value
+        elif path == SWEEPER_PARAMS:
+            yield from _swept_targets(value, path)
         elif isinstance(value, DictConfig | ListConfig | dict | list):
             yield from iter_targets(value, path, depth + 1)
+
+
+def _swept_values(key: str, value: Any) -> list[Any]:
+    """The values a sweeper gives ``key``: each of ``a,b`` / ``choice(a,b)`` / ``range(..)``,
+    the one value of a plain override, or the raw text where it cannot be enumerated
+    (``interval(...)``, a parse error), which then fails the check: refused, never skipped."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+
+    if isinstance(value, ListConfig | list):
+        return list(value)
+    try:
+        override = OverridesParser.create().parse_override(f"{key}={value}")
+        parsed = override.value()
+        if isinstance(parsed, ChoiceSweep | RangeSweep):
+            return list(override.sweep_string_iterator())
+        if override.is_sweep_override():
+            return [value]
+    except Exception:  # hydra.errors.HydraException: the sweeper will refuse it too
+        return [value]
+    return list(parsed) if isinstance(parsed, list) else [parsed]
+
+
+def _swept_targets(params: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """``hydra.sweeper.params`` entries whose key names code (``data.source._target_:
+    torch.load,json.loads``; ``+``/``++`` prefixes too): each swept value, as
+    ``hydra.sweeper.params.<key>``. Other params are plain values."""
+    for key, value, suffix in _entries(params):
+        swept = str(key).lstrip("+~")
+        last = swept.rpartition(".")[2]
+        if value is not None and _names_code(swept, last, value):
+            for one in _swept_values(str(key), value):
+                yield f"{path}{suffix}", one
+
+
+def _node_at(cfg: Any, prefix: str, path: str) -> Any:
+    """The node at dotted ``path`` of a config whose own key path is ``prefix``; None if the
+    config does not hold it."""
+    parts, own = path.split("."), prefix.split(".") if prefix else []
+    if parts[: len(own)] != own:
+        return None
+    node = cfg
+    for part in parts[len(own) :]:
+        if isinstance(node, DictConfig):
+            node = _child(node, part) if part in node else None
+        elif isinstance(node, dict):
+            node = node.get(part)
+        else:
+            return None
+    return node
+
+
+def check_job_env(cfg: Any, prefix: str = "") -> None:
+    """Refuse ``hydra.job.env_set`` / ``env_copy`` entries naming a `PROTECTED_ENV` variable or
+    one starting with ``ENGAGE_SEQ_``: Hydra sets them inside every job, where they would
+    extend the allow-list (or move its file) or change the code a job process loads."""
+    for node_path in ENV_NODES:
+        node = _node_at(cfg, prefix, node_path)
+        setting = node_path.endswith("env_set")
+        for key, value, suffix in _entries(node):
+            name = str(key if setting else value)
+            if name.startswith(PROTECTED_ENV_PREFIX) or name in PROTECTED_ENV:
+                raise UnsafeConfigError(
+                    f"config key {node_path}{suffix} {'sets' if setting else 'copies'} {name} "
+                    "for every job, and a config may not (it decides which code is trusted or "
+                    f"loaded); set {name} in your own shell instead and remove it from the config"
+                )
 
 
 def _import_object(target: str) -> Any:
@@ -235,22 +361,12 @@ def _is_package_class(target: str) -> bool:
     return inspect.isclass(obj) and (module == PACKAGE or module.startswith(PACKAGE + "."))
 
 
-def _is_logging_class(target: str) -> bool:
-    """A stdlib handler, formatter or filter class (``logging.StreamHandler``), looked up in
-    the already-imported logging modules, so nothing else is imported to check it."""
-    module, _, name = target.rpartition(".")
-    namespace = {"logging": logging, "logging.handlers": logging.handlers}.get(module)
-    obj = getattr(namespace, name, None) if namespace is not None else None
-    kinds = (logging.Handler, logging.Formatter, logging.Filter)
-    return inspect.isclass(obj) and issubclass(obj, kinds)
-
-
 def _allowed(path: str, value: Any, allowed: frozenset[str]) -> bool:
     if not isinstance(value, str):
         return False
     if value in allowed or _is_package_class(value):
         return True
-    return path.startswith(LOGGING_NODES) and (value in LOGGING_STREAMS or _is_logging_class(value))
+    return path.startswith(LOGGING_NODES) and (value in LOGGING_STREAMS or value in LOGGING_CLASSES)
 
 
 def check_targets(cfg: Any, extra: Iterable[str] | None = None, prefix: str = "") -> None:
@@ -259,6 +375,7 @@ def check_targets(cfg: Any, extra: Iterable[str] | None = None, prefix: str = ""
     ``extra``: names trusted beyond `DEFAULT_TARGETS`; None (the default) means the person's
     own (`trusted_targets`). Never the config's own ``allowed_targets``. ``prefix`` names the
     node being checked (``"hydra"`` for ``HydraConfig.get()``)."""
+    check_job_env(cfg, prefix)  # first: such a job would already see an extended list
     allowed = DEFAULT_TARGETS | frozenset(trusted_targets() if extra is None else extra)
     for path, value in iter_targets(cfg, prefix):
         if _allowed(path, value, allowed):
@@ -359,6 +476,6 @@ def load_untrusted_config(path: str | Path, extra: Iterable[str] | None = None) 
     _refuse_interpolations(data, path)
     try:
         check_targets(data, extra)
-    except UnsafeTargetError as error:
-        raise UnsafeTargetError(f"{path}: {error}") from None
+    except UnsafeConfigError as error:  # UnsafeTargetError or a refused env_set/env_copy
+        raise type(error)(f"{path}: {error}") from None
     return data

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,12 @@ from engage_seq.metrics import (
 )
 from engage_seq.model import MODEL_INPUTS
 from engage_seq.module import EngagementLitModule, metric_mode
-from engage_seq.safe_config import UnsafeConfigError, check_targets, trust_command_line
+from engage_seq.safe_config import (
+    UnsafeConfigError,
+    check_targets,
+    frozen_trust,
+    trust_command_line,
+)
 from engage_seq.sample_cache import prepare_samples
 from engage_seq.schema import NO_CHANNEL
 from engage_seq.sequences import (
@@ -750,8 +756,10 @@ class SweepReportCallback(HydraCallback):
 
 def _job(cfg: DictConfig) -> float:
     """Returns the configured ``optimized_metric`` so sweepers (Optuna) can optimise it."""
-    check_targets(cfg)  # this job's values (a sweep's are only known here)
+    # hydra first: its env_set is already in os.environ here, and must be refused before any
+    # check that might read the allow-list from there (a submitit job process does).
     check_targets(HydraConfig.get(), prefix="hydra")
+    check_targets(cfg)  # this job's values (a sweep's are only known here)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     task = instantiate(cfg.task)
     _check_sweep_direction(cfg, task)
@@ -768,9 +776,34 @@ def _run_job(cfg: DictConfig) -> float:
         message = user_error_message(error)
         if message is None or wants_traceback():
             raise
-        log.debug("engage-train stopped", exc_info=True)  # the stack, in train.log only
+        _stack_to_log_files(error)
+        if HydraConfig.initialized() and HydraConfig.get().mode != RunMode.RUN:
+            # A multirun goes on: Hydra reports the job, Optuna marks the trial failed and
+            # continues, and the sweep report still runs. Exiting here would end them all.
+            raise
         print(f"engage-train: error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def _stack_to_log_files(error: BaseException) -> None:
+    """Write the stack of a user error to the run's log file (train.log) and nowhere else: the
+    console gets one line, and whoever later debugs the run finds the whole story in its
+    folder. Handed straight to the file handlers, so the level needs no lowering."""
+    record = log.makeRecord(
+        log.name,
+        logging.ERROR,
+        __file__,
+        0,
+        "engage-train stopped by %s (the one-line message went to the console)",
+        (type(error).__name__,),
+        (type(error), error, error.__traceback__),
+    )
+    logger: logging.Logger | None = log
+    while logger is not None:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
+        logger = logger.parent if logger.propagate else None
 
 
 _hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")(_run_job)
@@ -785,14 +818,16 @@ def main() -> None:
         os.environ[VERBOSE_ENV] = "1"
         argv = [a for a in argv if a not in VERBOSE_FLAGS]
         sys.argv = [sys.argv[0], *argv]
-    try:
-        trust_command_line(argv)  # allowed_targets=[...] typed here, never from a YAML
-        task_function = getattr(_hydra_main, "__wrapped__", _hydra_main)
-        check_command_line(argv, CONF_DIR, "train", task_function)
-    except (UnsafeConfigError, ValueError) as error:
-        print(f"engage-train: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    _hydra_main()
+    with ExitStack() as stack:
+        try:
+            trust_command_line(argv)  # allowed_targets=[...] typed here, never from a YAML
+            stack.enter_context(frozen_trust())  # as it is now: a job's env_set cannot extend it
+            task_function = getattr(_hydra_main, "__wrapped__", _hydra_main)
+            check_command_line(argv, CONF_DIR, "train", task_function)
+        except (UnsafeConfigError, ValueError) as error:
+            print(f"engage-train: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        _hydra_main()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from engage_seq.safe_config import (
     UnsafeTargetError,
     check_targets,
     command_line_targets,
+    frozen_trust,
     iter_targets,
     load_untrusted_config,
     read_untrusted_yaml,
@@ -289,3 +291,146 @@ def test_a_trusted_run_folder_target_is_read_back(tmp_path: Path, monkeypatch) -
         load_untrusted_config(path)
     monkeypatch.setenv(ALLOWED_TARGETS_ENV, "json.loads")
     assert load_untrusted_config(path)["data"]["source"]["_target_"] == "json.loads"
+
+
+# ---- review follow-ups: env_set, sweeper params, the snapshot, logging handlers -------------
+
+
+def _compose(*argv: str):
+    """The config engage-train's pre-check composes for ``argv`` (``hydra`` node included)."""
+    from engage_seq.hydra_precheck import compose_command_line
+
+    cfg = compose_command_line(list(argv), CONF_DIR, "train", train._hydra_main.__wrapped__)
+    assert cfg is not None
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("node", "body"),
+    [
+        (f"env_set.{ALLOWED_TARGETS_ENV}", f"    env_set:\n      {ALLOWED_TARGETS_ENV}: {TOUCH}\n"),
+        (
+            f"env_set.{ALLOWED_TARGETS_FILE_ENV}",
+            f"    env_set:\n      {ALLOWED_TARGETS_FILE_ENV}: x\n",
+        ),
+        ("env_set.XDG_CONFIG_HOME", "    env_set:\n      XDG_CONFIG_HOME: /shared/conf\n"),
+        ("env_copy[0]", "    env_copy: [PYTHONPATH]\n"),
+    ],
+    ids=["allowed_targets", "allowed_targets_file", "xdg_config_home", "env_copy_pythonpath"],
+)
+def test_a_config_dir_yaml_cannot_set_trust_for_its_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, node: str, body: str
+) -> None:
+    """Hydra runs each job inside env_override(hydra.job.env_set): a YAML setting
+    ENGAGE_SEQ_ALLOWED_TARGETS there extended the list the job's own check read. Refused in
+    the pre-check and in the per-job check (which runs inside that environment)."""
+    conf = _config_dir(tmp_path, f"hydra:\n  job:\n{body}")
+    argv = ("--config-dir", str(conf), "experiment=evil")
+    with pytest.raises(UnsafeConfigError, match=rf"hydra\.job\.{re.escape(node)} .*own shell"):
+        _check_argv(*argv)
+    hydra_node = _compose(*argv).hydra
+    monkeypatch.setenv(ALLOWED_TARGETS_ENV, TOUCH)  # as env_override leaves it inside the job
+    with pytest.raises(UnsafeConfigError, match=rf"hydra\.job\.{re.escape(node)} "):
+        check_targets(hydra_node, prefix="hydra")
+
+
+@pytest.mark.parametrize(
+    "swept",
+    ["json.loads,pathlib.Path.touch", "choice(json.loads, pathlib.Path.touch)", "[a.B]"],
+    ids=["basic", "optuna_choice", "list"],
+)
+def test_sweeper_params_naming_code_are_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swept: str
+) -> None:
+    """``hydra.mode: MULTIRUN`` and ``hydra.sweeper.params`` in a YAML: each swept value of a
+    key ending in ``_target_`` is a target name (json.loads is trusted here, touch is not)."""
+    monkeypatch.setenv(ALLOWED_TARGETS_ENV, "json.loads")
+    conf = _config_dir(
+        tmp_path,
+        "hydra:\n  mode: MULTIRUN\n  sweeper:\n    params:\n"
+        f"      +data.source._target_: '{swept}'\n",
+    )
+    refused = "a.B" if swept == "[a.B]" else TOUCH
+    with pytest.raises(
+        UnsafeTargetError,
+        match=rf"hydra\.sweeper\.params\.\+data\.source\._target_ = '{re.escape(refused)}'",
+    ):
+        _check_argv("--config-dir", str(conf), "experiment=evil")
+    paths = dict(
+        iter_targets({"hydra": {"sweeper": {"params": {"seed": "1,2", "x._target_": "a.B"}}}})
+    )
+    assert paths == {"hydra.sweeper.params.x._target_": "a.B"}
+
+
+def test_the_env_set_and_sweeper_attack_does_no_harm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The review's attack in full: a multirun from the YAML, the target only in the sweeper's
+    params, and env_set trusting it inside the job. Refused before Hydra starts."""
+    pwned = tmp_path / "pwned"
+    conf = _config_dir(
+        tmp_path,
+        "hydra:\n  mode: MULTIRUN\n  sweeper:\n    params:\n"
+        f"      +data.source._target_: {TOUCH}\n      +data.source._args_: \"['{pwned}']\"\n"
+        f"  job:\n    env_set:\n      {ALLOWED_TARGETS_ENV}: {TOUCH}\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    err = _refused_by_main(monkeypatch, capsys, "--config-dir", str(conf), "experiment=evil")
+    assert f"hydra.job.env_set.{ALLOWED_TARGETS_ENV} sets" in err
+    assert not pwned.exists() and not (tmp_path / "multirun").exists()
+
+
+def test_trust_is_a_snapshot_while_engage_train_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a job's env_set puts into os.environ later does not reach the in-process check."""
+    node = {"data": {"source": {"_target_": "json.loads"}}}
+    monkeypatch.delenv(ALLOWED_TARGETS_ENV, raising=False)
+    monkeypatch.setenv(ALLOWED_TARGETS_FILE_ENV, "/nonexistent/allowed_targets.txt")
+    with frozen_trust():
+        monkeypatch.setenv(ALLOWED_TARGETS_ENV, "json.loads")
+        with pytest.raises(UnsafeTargetError, match=r"data\.source\._target_"):
+            check_targets(node)
+    check_targets(node)  # outside the command, the environment is read again
+
+
+@pytest.mark.parametrize(
+    ("handler", "allowed"),
+    [
+        ("logging.handlers.HTTPHandler", False),
+        ("logging.handlers.SocketHandler", False),
+        ("logging.handlers.SMTPHandler", False),
+        ("logging.handlers.RotatingFileHandler", False),
+        ("logging.StreamHandler", True),
+        ("logging.FileHandler", True),
+    ],
+)
+def test_only_local_logging_handlers_pass_without_trust(handler: str, allowed: bool) -> None:
+    """HTTPHandler, SocketHandler, SMTPHandler send the log off the machine."""
+    cfg = {"hydra": {"job_logging": {"handlers": {"h": {"class": handler}}}}}
+    if allowed:
+        check_targets(cfg)
+        return
+    with pytest.raises(UnsafeTargetError, match=r"hydra\.job_logging\.handlers\.h\.class"):
+        check_targets(cfg)
+    check_targets(cfg, extra=[handler])  # the person may still trust it
+
+
+def test_an_unexpected_error_in_the_pre_check_is_raised_not_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fail closed: if Hydra's internals change (a TypeError while composing), engage-train
+    stops with the bug instead of running Hydra unchecked."""
+    from hydra._internal.hydra import Hydra
+
+    def changed(*args, **kwargs):
+        raise TypeError("compose_config() got an unexpected keyword argument")
+
+    def hydra_ran() -> None:
+        raise AssertionError("Hydra ran without the pre-check")
+
+    monkeypatch.setattr(Hydra, "compose_config", changed)
+    monkeypatch.setattr(train, "_hydra_main", hydra_ran)
+    monkeypatch.setattr(sys, "argv", ["engage-train", "seed=1"])
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        train.main()
+    monkeypatch.undo()
+    _check_argv("model=does_not_exist")  # a user's mistake still leaves it to Hydra

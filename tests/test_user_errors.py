@@ -3,6 +3,7 @@ stack only on request (-v, HYDRA_FULL_ERROR=1). A bug keeps its traceback."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
 from engage_seq.schema import EventSchemaError
-from engage_seq.user_errors import user_error_message
+from engage_seq.user_errors import VERBOSE_ENV, user_error_message
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -58,3 +59,46 @@ def test_engage_train_says_user_errors_in_one_line(tmp_path: Path, isolated_env)
     )  # fmt: skip
     assert short.returncode == 2 and "Traceback" not in short.stderr
     assert "too short for a 720 h label window" in short.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("mode", ["RUN", "MULTIRUN"])
+def test_a_user_error_exits_only_a_single_run_and_its_stack_goes_to_the_log_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, mode: str
+) -> None:
+    """In a multirun, sys.exit in one job ended the whole sweep (Optuna would have marked the
+    trial failed and gone on) and skipped the sweep report: there the error is re-raised for
+    Hydra to report per job. Either way the stack lands in the run's log file only."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from engage_seq import train
+
+    with initialize_config_dir(config_dir=train.CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra.mode={mode}"], return_hydra_config=True)
+
+    def fails(_cfg) -> float:
+        raise EventSchemaError("table events.csv has no column 'channel'")
+
+    monkeypatch.setattr(train, "_job", fails)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    log_file = logging.FileHandler(tmp_path / "train.log")
+    logging.getLogger().addHandler(log_file)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        if mode == "RUN":
+            with pytest.raises(SystemExit) as exit_info:
+                train._run_job(cfg)
+            assert exit_info.value.code == 2
+        else:
+            with pytest.raises(EventSchemaError):
+                train._run_job(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
+    written = (tmp_path / "train.log").read_text()
+    assert "Traceback" in written and "has no column 'channel'" in written
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert ("engage-train: error: " in err) == (mode == "RUN")
