@@ -324,6 +324,8 @@ def test_a_config_dir_yaml_cannot_set_trust_for_its_jobs(
     """Hydra runs each job inside env_override(hydra.job.env_set): a YAML setting
     ENGAGE_SEQ_ALLOWED_TARGETS there extended the list the job's own check read. Refused in
     the pre-check and in the per-job check (which runs inside that environment)."""
+    # Hydra's own loader copies env_copy names from the environment (KeyError if unset)
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", str(tmp_path)))
     conf = _config_dir(tmp_path, f"hydra:\n  job:\n{body}")
     argv = ("--config-dir", str(conf), "experiment=evil")
     with pytest.raises(UnsafeConfigError, match=rf"hydra\.job\.{re.escape(node)} .*own shell"):
