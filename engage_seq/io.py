@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -56,3 +57,31 @@ def file_sha256(path: str | Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: Path, without: str) -> Iterator[bool]:
+    """Exclusive while one process works on ``target`` (POSIX ``flock`` on the hidden file
+    ``.<name>.lock`` next to it, released by the kernel if the process dies). Yields whether
+    the lock is held: without ``fcntl`` (Windows) or on a filesystem that refuses locks (NFS
+    without a lock daemon, Lustre without flock) it yields False, and a refused lock is logged
+    with ``without`` (what the caller does instead)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield False
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            logging.getLogger(__name__).warning(
+                "cannot lock %s (%s); %s", handle.name, error, without
+            )
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -37,7 +37,7 @@ from engage_seq import __version__
 from engage_seq.build import BuildResult, EventSource, build_in_memory, build_sharded
 from engage_seq.encoding import Vocabulary, attribute_order, ordered_numeric_scaling
 from engage_seq.ingest import FileEventSource, IngestConfig, salt_fingerprint
-from engage_seq.io import file_sha256
+from engage_seq.io import exclusive_lock, file_sha256
 from engage_seq.schema import ColumnMapping
 from engage_seq.sequences import CutoffPlan, SamplingConfig, Task
 
@@ -280,23 +280,8 @@ def _build_lock(entry: Path) -> Iterator[bool]:
     daemon, Lustre without flock), concurrent builders stay correct through the atomic rename,
     only wasteful. Yields whether the lock is held (only then may stale temp folders go).
     """
-    try:
-        import fcntl
-    except ImportError:
-        yield False
-        return
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with open(entry.parent / f".{entry.name}.lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError as error:
-            log.warning("cannot lock %s (%s); building without the lock", handle.name, error)
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(entry, "building without the lock") as held:
+        yield held
 
 
 def prepare_samples(

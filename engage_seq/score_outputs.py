@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from engage_seq.io import atomic_path, file_sha256
+from engage_seq.io import atomic_path, exclusive_lock, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +73,10 @@ def leftovers(out: Path, others: Sequence[Path] = ()) -> list[Path]:
 
 @contextlib.contextmanager
 def output_lock(out: Path) -> Iterator[bool]:
-    """Exclusive while one run writes temp files for ``out`` (POSIX ``flock`` on
-    ``.<out>.lock``); yields whether it is held: only then may leftovers be removed."""
-    try:
-        import fcntl
-    except ImportError:
-        yield False
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError as error:
-            log.warning("cannot lock %s (%s); leftovers are not removed", handle.name, error)
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Exclusive while one run writes temp files for ``out`` (``.<out>.lock``); yields whether
+    it is held: only then may leftovers be removed."""
+    with exclusive_lock(out, "leftovers are not removed") as held:
+        yield held
 
 
 def _remove(paths: Sequence[Path]) -> None:
