@@ -13,13 +13,13 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from engage_seq.data import EventDataModule, encode_samples
-from engage_seq.export import quiet_jit_deprecation
-from engage_seq.model import EngagementModel, ProbabilityModel
-from engage_seq.module import EngagementLitModule
-from engage_seq.sample_cache import prepare_samples
-from engage_seq.sequences import SPLITS, TIME_FEATURES, HorizonTask, SamplingConfig
-from engage_seq.synthetic import SyntheticEventSource
+from engage_seq.data.cache import prepare_samples
+from engage_seq.data.sequences import SPLITS, TIME_FEATURES, HorizonTask, SamplingConfig
+from engage_seq.models.engagement import EngagementModel, ProbabilityModel
+from engage_seq.serving.export import quiet_jit_deprecation
+from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.training.batches import EventDataModule, encode_samples
+from engage_seq.training.lit_module import EngagementLitModule
 
 work = Path(tempfile.mkdtemp(prefix="engage_seq_notebook_"))
 source = SyntheticEventSource(n_users=2000, days=90, seed=0)

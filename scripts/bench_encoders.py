@@ -28,12 +28,12 @@ import polars as pl
 import torch
 from torch import nn
 
-from engage_seq.data import LengthBucketBatchSampler
-from engage_seq.encoders import RecurrentEncoder, padding_mask
-from engage_seq.model import EngagementModel
-from engage_seq.schema import to_canonical
-from engage_seq.sequences import HorizonTask, SamplingConfig, build_samples, plan_cutoffs
-from engage_seq.synthetic import SyntheticEventSource
+from engage_seq.data.schema import to_canonical
+from engage_seq.data.sequences import HorizonTask, SamplingConfig, build_samples, plan_cutoffs
+from engage_seq.models.encoders import RecurrentEncoder, padding_mask
+from engage_seq.models.engagement import EngagementModel
+from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.training.batches import LengthBucketBatchSampler
 
 
 def real_lengths(users: int, max_len: int) -> np.ndarray:

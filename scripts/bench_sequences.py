@@ -42,7 +42,7 @@ def generate(n_events: int, out: Path) -> int:
     """Write ~n_events synthetic events as Parquet chunks under ``out``; returns the rows."""
     import polars as pl
 
-    from engage_seq.synthetic import SyntheticEventSource
+    from engage_seq.synthetic.generator import SyntheticEventSource
 
     out.mkdir(parents=True, exist_ok=True)
     users = max(1, round(n_events / EVENTS_PER_USER))
@@ -61,9 +61,9 @@ def run_engage_seq(
 ) -> dict[str, float]:
     import polars as pl
 
-    from engage_seq.ingest import FileEventSource, IngestConfig
-    from engage_seq.sample_cache import prepare_samples
-    from engage_seq.sequences import HorizonTask, SamplingConfig
+    from engage_seq.data.cache import prepare_samples
+    from engage_seq.data.ingest import FileEventSource, IngestConfig
+    from engage_seq.data.sequences import HorizonTask, SamplingConfig
 
     start = time.perf_counter()
     prepared = prepare_samples(
@@ -95,7 +95,7 @@ def run_pandas(
     import numpy as np
     import pandas as pd
 
-    from engage_seq.sequences import SEQUENCE_COLUMNS
+    from engage_seq.data.sequences import SEQUENCE_COLUMNS
 
     start = time.perf_counter()
     df = pd.read_parquet(data)

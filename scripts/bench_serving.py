@@ -48,12 +48,12 @@ import torch
 import yaml
 from bench_common import run_record
 
-from engage_seq.export import ARTIFACT_FORMAT_VERSION
-from engage_seq.jit import write_sidecar
-from engage_seq.model import EngagementModel, ProbabilityModel
-from engage_seq.sequences import TIME_FEATURES
-from engage_seq.serving import ServingModule
-from engage_seq.synthetic import SyntheticEventSource
+from engage_seq.data.sequences import TIME_FEATURES
+from engage_seq.models.engagement import EngagementModel, ProbabilityModel
+from engage_seq.serving.export import ARTIFACT_FORMAT_VERSION
+from engage_seq.serving.loading import write_sidecar
+from engage_seq.serving.scripted import ServingModule
+from engage_seq.synthetic.generator import SyntheticEventSource
 
 REPO = Path(__file__).resolve().parent.parent
 EVENT_TYPES = [
@@ -208,7 +208,7 @@ def scoring_throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any
 SCORE_CHILD = """
 import json, sys, torch
 from bench_common import peak_rss_gb
-from engage_seq.score import score_events
+from engage_seq.serving.scoring import score_events
 torch.set_num_threads(int(sys.argv[5]))
 report = score_events(sys.argv[1], sys.argv[2], sys.argv[3], top="5%", shards=int(sys.argv[4]))
 print(json.dumps({**report, "peak_rss_gb": peak_rss_gb()}))

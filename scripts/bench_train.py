@@ -40,12 +40,18 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from engage_seq.data import Batch, EncodedSamples, EventDataModule, Vocabulary, encode_samples
-from engage_seq.model import EngagementModel
-from engage_seq.module import EngagementLitModule, with_unknown_tokens
-from engage_seq.sample_cache import prepare_samples
-from engage_seq.sequences import TIME_FEATURES, HorizonTask, SamplingConfig
-from engage_seq.synthetic import SyntheticEventSource
+from engage_seq.data.cache import prepare_samples
+from engage_seq.data.sequences import TIME_FEATURES, HorizonTask, SamplingConfig
+from engage_seq.models.engagement import EngagementModel
+from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.training.batches import (
+    Batch,
+    EncodedSamples,
+    EventDataModule,
+    Vocabulary,
+    encode_samples,
+)
+from engage_seq.training.lit_module import EngagementLitModule, with_unknown_tokens
 
 MODELS = {
     "lstm": {"encoder": "lstm", "embed_dim": 32, "hidden": 64, "num_layers": 1, "dropout": 0.1},

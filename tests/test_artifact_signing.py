@@ -24,8 +24,14 @@ import torch
 from frames import FrameSource
 from untrained_serving import untrained_serving_module
 
-from engage_seq import backtest, drift, jit, score, signing
-from engage_seq.jit import (
+from engage_seq.data.cache import prepare_samples
+from engage_seq.data.schema import ColumnMapping
+from engage_seq.data.sequences import HorizonTask, SamplingConfig
+from engage_seq.monitoring import backtest, drift
+from engage_seq.serving import loading as jit
+from engage_seq.serving import scoring as score
+from engage_seq.serving import signing
+from engage_seq.serving.loading import (
     LIMITS_ENV,
     ArchiveLimits,
     ArtifactIntegrityError,
@@ -36,11 +42,8 @@ from engage_seq.jit import (
     verify_provenance,
     write_sidecar,
 )
-from engage_seq.sample_cache import prepare_samples
-from engage_seq.schema import ColumnMapping
-from engage_seq.score import ScoringError, load_scoring_artifact
-from engage_seq.sequences import HorizonTask, SamplingConfig
-from engage_seq.signing import (
+from engage_seq.serving.scoring import ScoringError, load_scoring_artifact
+from engage_seq.serving.signing import (
     REQUIRE_SIGNED_ENV,
     SIGNING_KEY_ENV,
     SIGNING_KEY_ID_ENV,
@@ -232,7 +235,7 @@ def test_edited_code_with_a_recomputed_sidecar_is_refused_when_signatures_are_re
 def test_signed_artifacts_verify_and_unsigned_ones_say_so(
     artifact: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="engage_seq.jit")
+    caplog.set_level(logging.INFO, logger="engage_seq.serving.loading")
     load_artifact(artifact)  # not signed, not required: loads, and the log says what it lacks
     assert "artifact model.pt: sha256" in caplog.text
     assert "not signed (integrity only" in caplog.text

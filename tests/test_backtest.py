@@ -16,7 +16,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from engage_seq.backtest import (
+from engage_seq.data.sequences import parse_instant
+from engage_seq.monitoring.backtest import (
     BacktestError,
     BacktestResult,
     backtest_cutoffs,
@@ -27,12 +28,11 @@ from engage_seq.backtest import (
     summary_text,
     write_backtest,
 )
-from engage_seq.drift import main as drift_main
-from engage_seq.export import export_artifact
-from engage_seq.score_outputs import check_score_outputs
-from engage_seq.sequences import parse_instant
-from engage_seq.synthetic import SyntheticEventSource
-from engage_seq.train import CONF_DIR, train
+from engage_seq.monitoring.drift import main as drift_main
+from engage_seq.serving.export import export_artifact
+from engage_seq.serving.outputs import check_score_outputs
+from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.training.run import CONF_DIR, train
 
 DAY = 86_400
 DRIFT = "2026-03-09"  # day 63 of 98
@@ -270,7 +270,7 @@ def test_a_single_target_keeps_one_table_under_plain_names() -> None:
 
 
 def test_the_plot_draws_one_line_per_target(tmp_path) -> None:
-    from engage_seq.drift_figures import plot_backtest
+    from engage_seq.monitoring.figures import plot_backtest
 
     figure = plot_backtest(_hand_built())
     auroc = figure.axes[0]
@@ -286,7 +286,7 @@ def test_the_plot_draws_one_line_per_target(tmp_path) -> None:
 
 
 def test_start_may_be_epoch_seconds_or_iso() -> None:
-    from engage_seq.backtest import _first_cutoff
+    from engage_seq.monitoring.backtest import _first_cutoff
 
     at = parse_instant(TEST_CUTOFF)
     assert _first_cutoff(str(at), {}) == _first_cutoff(TEST_CUTOFF, {}) == at

@@ -20,10 +20,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engage_seq.ingest import FileEventSource, IngestConfig, validate_events
-from engage_seq.sample_cache import prepare_samples
-from engage_seq.schema import ColumnMapping, EventSchemaError
-from engage_seq.sequences import HorizonTask, SamplingConfig, format_instant, parse_instant
+from engage_seq.data.cache import prepare_samples
+from engage_seq.data.ingest import FileEventSource, IngestConfig, validate_events
+from engage_seq.data.schema import ColumnMapping, EventSchemaError
+from engage_seq.data.sequences import HorizonTask, SamplingConfig, format_instant, parse_instant
 
 T0 = parse_instant("2026-01-05")  # a Monday
 D = 86_400
@@ -603,7 +603,7 @@ def test_identifier_like_categorical_is_warned(tmp_path: Path, caplog) -> None:
     """100,000 distinct values for 1,000 users: kept, but the log says what to do."""
     path = parquet(distinct_categories())(tmp_path)
     mapping = ColumnMapping(channel=None, categorical=("campaign",))
-    with caplog.at_level("WARNING", logger="engage_seq.build"):
+    with caplog.at_level("WARNING", logger="engage_seq.data.build"):
         prepare_samples(FileEventSource(str(path)), TASK, SAMPLING, tmp_path / "c", mapping)
     assert "cat_campaign has 78000 training values for 1000 users" in caplog.text
     assert "min_category_count" in caplog.text
@@ -623,8 +623,8 @@ def test_corpus_is_large_and_documented() -> None:
 
 def _read_with(reader: str, path: Path, tmp: Path) -> dict[str, Any]:
     """The path each command takes through ingest: its report, or its exception."""
-    from engage_seq.drift import Window, read_input
-    from engage_seq.score import validated_parts
+    from engage_seq.monitoring.drift import Window, read_input
+    from engage_seq.serving.scoring import validated_parts
 
     source = FileEventSource(str(path))
     if reader == "train":

@@ -15,7 +15,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from engage_seq.baselines import (
+from engage_seq.baselines.classical import (
     BASELINES,
     NEVER_LOG_HOURS,
     UNKNOWN_CLASS,
@@ -26,7 +26,7 @@ from engage_seq.baselines import (
     RFMLogisticRegression,
     fit_logistic,
 )
-from engage_seq.sequences import parse_instant
+from engage_seq.data.sequences import parse_instant
 
 H = 3600
 D = 86_400

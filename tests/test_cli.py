@@ -1,4 +1,4 @@
-"""engage_seq.cli: key=value next to --key value, instants as epoch seconds or ISO text, and
+"""engage_seq.cli.args: key=value next to --key value, instants as epoch seconds or ISO text, and
 an import that costs nothing (the monitors load it before they know whether torch is needed)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from engage_seq.cli import KeywordArgumentParser, keyword_argv, parse_instant_arg
+from engage_seq.cli.args import KeywordArgumentParser, keyword_argv, parse_instant_arg
 
 
 def _parser() -> KeywordArgumentParser:
@@ -62,7 +62,7 @@ def test_instants_are_epoch_seconds_or_iso() -> None:
 
 def test_importing_it_loads_only_the_standard_library() -> None:
     code = (
-        "import json, sys, engage_seq.cli; "
+        "import json, sys, engage_seq.cli.args; "
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -19,11 +19,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from engage_seq import evaluate, train
-from engage_seq.evaluation import sibling_runs
-from engage_seq.export import ExportError, export_artifact
-from engage_seq.hydra_precheck import check_command_line
-from engage_seq.safe_config import (
+from engage_seq.cli import evaluate
+from engage_seq.common.safe_config import (
     ALLOWED_TARGETS_ENV,
     ALLOWED_TARGETS_FILE_ENV,
     UnsafeConfigError,
@@ -36,8 +33,12 @@ from engage_seq.safe_config import (
     read_untrusted_yaml,
     trust_command_line,
 )
-from engage_seq.sweep_report import collect_runs
-from engage_seq.train import CONF_DIR
+from engage_seq.evaluation.run_evaluation import sibling_runs
+from engage_seq.experiments.hydra_precheck import check_command_line
+from engage_seq.experiments.leaderboard import collect_runs
+from engage_seq.serving.export import ExportError, export_artifact
+from engage_seq.training import run as train
+from engage_seq.training.run import CONF_DIR
 
 VENV_BIN = Path(sys.executable).parent
 TOUCH = "pathlib.Path.touch"
@@ -105,7 +106,7 @@ def test_a_hostile_sibling_is_skipped_with_a_warning_and_never_instantiated(
     legit.mkdir()
     pwned = tmp_path / "pwned"
     _evil_run(sweep / "1_seed=2", pwned)
-    with caplog.at_level(logging.INFO, logger="engage_seq.evaluation"):
+    with caplog.at_level(logging.INFO, logger="engage_seq.evaluation.run_evaluation"):
         assert sibling_runs(legit, "samples-any") == []
     (record,) = [r for r in caplog.records if "1_seed=2" in r.getMessage()]
     assert record.levelno == logging.WARNING and "task._target_" in record.getMessage()
@@ -298,7 +299,7 @@ def test_a_trusted_run_folder_target_is_read_back(tmp_path: Path, monkeypatch) -
 
 def _compose(*argv: str):
     """The config engage-train's pre-check composes for ``argv`` (``hydra`` node included)."""
-    from engage_seq.hydra_precheck import compose_command_line
+    from engage_seq.experiments.hydra_precheck import compose_command_line
 
     cfg = compose_command_line(list(argv), CONF_DIR, "train", train._hydra_main.__wrapped__)
     assert cfg is not None

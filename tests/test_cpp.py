@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engage_seq.model import EngagementModel, ProbabilityModel
-from engage_seq.serving import SERVED_TIME_FEATURES, ServingModule
+from engage_seq.models.engagement import EngagementModel, ProbabilityModel
+from engage_seq.serving.scripted import SERVED_TIME_FEATURES, ServingModule
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

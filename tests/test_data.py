@@ -6,7 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engage_seq.data import (
+from engage_seq.data.sequences import TIME_FEATURES
+from engage_seq.training.batches import (
     PAD_ID,
     UNKNOWN_ID,
     EncodedSamples,
@@ -15,7 +16,6 @@ from engage_seq.data import (
     Vocabulary,
     encode_samples,
 )
-from engage_seq.sequences import TIME_FEATURES
 
 
 def hand_samples() -> pl.DataFrame:

@@ -79,7 +79,7 @@ def venv_dir() -> Path:
 
 
 def _tiny_events(days: int = 70) -> pl.DataFrame:
-    from engage_seq.synthetic import SyntheticEventSource
+    from engage_seq.synthetic.generator import SyntheticEventSource
 
     return SyntheticEventSource(n_users=400, days=days, seed=3).scan().collect()
 
@@ -288,8 +288,8 @@ def compose_train(command: Command) -> tuple[int, int]:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf, open_dict
 
-    from engage_seq.safe_config import check_targets
-    from engage_seq.train import (
+    from engage_seq.common.safe_config import check_targets
+    from engage_seq.training.run import (
         CONF_DIR,
         _check_report_segments,
         _check_selected_metrics,

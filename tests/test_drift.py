@@ -15,8 +15,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engage_seq.cli import keyword_argv
-from engage_seq.drift import (
+from engage_seq.cli.args import keyword_argv
+from engage_seq.data.schema import to_canonical
+from engage_seq.data.sequences import (
+    CutoffPlan,
+    HorizonTask,
+    build_samples,
+    parse_instant,
+    samples_at_cutoff,
+    user_histories,
+)
+from engage_seq.monitoring.drift import (
     ONE_SIDED,
     OTHER,
     DriftError,
@@ -32,17 +41,8 @@ from engage_seq.drift import (
     pool_categories,
     psi,
 )
-from engage_seq.schema import to_canonical
-from engage_seq.score_outputs import check_score_outputs
-from engage_seq.sequences import (
-    CutoffPlan,
-    HorizonTask,
-    build_samples,
-    parse_instant,
-    samples_at_cutoff,
-    user_histories,
-)
-from engage_seq.synthetic import SyntheticEventSource, generate_events
+from engage_seq.serving.outputs import check_score_outputs
+from engage_seq.synthetic.generator import SyntheticEventSource, generate_events
 
 VENV_BIN = Path(sys.executable).parent
 DRIFT_DAY = "2026-02-02"  # day 28 of 56
@@ -318,7 +318,7 @@ def test_console_script_help_and_exit_status(tables, tmp_path) -> None:
 
 def test_an_event_window_must_hold_events(tables) -> None:
     with pytest.raises(DriftError, match="no events in the window"):
-        from engage_seq.drift import run
+        from engage_seq.monitoring.drift import run
 
         run(build_parser().parse_args(
             [f"--reference={tables['reference']}", f"--current={tables['fresh']}",
@@ -518,6 +518,6 @@ def test_a_missing_column_names_this_commands_options(small_table, tmp_path, cap
 
 
 def test_write_drift_report_is_the_library_name() -> None:
-    import engage_seq.drift as drift
+    import engage_seq.monitoring.drift as drift
 
     assert callable(drift.write_drift_report) and not hasattr(drift, "write_report")

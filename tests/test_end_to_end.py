@@ -13,8 +13,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from engage_seq.export import ExportError, export_artifact, load_artifact
-from engage_seq.train import CONF_DIR, train
+from engage_seq.serving.export import ExportError, export_artifact, load_artifact
+from engage_seq.training.run import CONF_DIR, train
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -185,7 +185,7 @@ def test_export_refuses_a_model_that_disagrees(sweep: Path, tmp_path: Path) -> N
 
 
 def test_export_refuses_nan_figures(sweep: Path, tmp_path: Path, monkeypatch) -> None:
-    import engage_seq.export as export
+    import engage_seq.serving.export as export
 
     monkeypatch.setattr(export, "full_parity", lambda *args: {"raw_vs_lightning": float("nan")})
     with pytest.raises(ExportError, match="raw_vs_lightning"):
@@ -258,7 +258,7 @@ def test_notebook_runs_without_hydra(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_torch_export_program_matches(sweep: Path, model: str, tmp_path: Path) -> None:
-    from engage_seq.export import export_artifact
+    from engage_seq.serving.export import export_artifact
 
     result = export_artifact(sweep / model, tmp_path / "m.pt", pt2=tmp_path / "m.pt2")
     assert max(result.max_abs_diff[k] for k in ("pt2_vs_eager", "pt2_vs_lightning")) <= 1e-5

@@ -13,10 +13,12 @@ import polars as pl
 import pytest
 import torch
 
-from engage_seq.build import build_in_memory
-from engage_seq.encoders import padding_mask
-from engage_seq.encoding import EncodedSamples, Vocabulary, attribute_order, encode_samples
-from engage_seq.explain import (
+from engage_seq.data.build import build_in_memory
+from engage_seq.data.encoding import EncodedSamples, Vocabulary, attribute_order, encode_samples
+from engage_seq.data.ingest import IngestConfig
+from engage_seq.data.schema import ColumnMapping
+from engage_seq.data.sequences import TIME_FEATURES, HorizonTask, SamplingConfig
+from engage_seq.evaluation.explain import (
     TOLERANCE,
     UNKNOWN_TOKEN,
     _user_lines,
@@ -28,12 +30,10 @@ from engage_seq.explain import (
     mean_event_embedding,
     per_sample,
 )
-from engage_seq.ingest import IngestConfig
-from engage_seq.metrics import _binary_scores
-from engage_seq.model import EngagementModel
-from engage_seq.schema import ColumnMapping
-from engage_seq.sequences import TIME_FEATURES, HorizonTask, SamplingConfig
-from engage_seq.synthetic import SyntheticEventSource
+from engage_seq.metrics.scores import _binary_scores
+from engage_seq.models.encoders import padding_mask
+from engage_seq.models.engagement import EngagementModel
+from engage_seq.synthetic.generator import SyntheticEventSource
 
 K = len(TIME_FEATURES)
 ENCODERS = [

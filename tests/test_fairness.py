@@ -11,8 +11,11 @@ import polars as pl
 import pytest
 from frames import FrameSource
 
-from engage_seq.build import build_in_memory
-from engage_seq.fairness import (
+from engage_seq.data.build import build_in_memory
+from engage_seq.data.ingest import FileEventSource, IngestConfig, user_keys, validate_events
+from engage_seq.data.schema import USER_KEY_SEED, ColumnMapping, EventSchemaError
+from engage_seq.data.sequences import HorizonTask, SamplingConfig
+from engage_seq.evaluation.fairness import (
     MISSING,
     OTHER,
     check_segment_columns,
@@ -21,9 +24,6 @@ from engage_seq.fairness import (
     segment_frame,
     segment_metrics,
 )
-from engage_seq.ingest import FileEventSource, IngestConfig, user_keys, validate_events
-from engage_seq.schema import USER_KEY_SEED, ColumnMapping, EventSchemaError
-from engage_seq.sequences import HorizonTask, SamplingConfig
 
 T0 = 1_700_000_000  # epoch seconds
 
@@ -492,7 +492,7 @@ def test_training_refuses_a_derived_segment_named_like_a_table_column(
     monkeypatch.setenv("ENGAGE_SEQ_REPORT", "true")  # conftest turns run reports off
     from hydra import compose, initialize_config_dir
 
-    from engage_seq.train import CONF_DIR, _check_report_segments, _report_options
+    from engage_seq.training.run import CONF_DIR, _check_report_segments, _report_options
 
     path = tmp_path / "events.parquet"
     pl.DataFrame(

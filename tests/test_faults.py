@@ -22,26 +22,26 @@ from pathlib import Path
 import pytest
 from fault_injection import run_child
 
-import engage_seq.sample_cache as sample_cache
-from engage_seq import score_outputs
-from engage_seq.sample_cache import CacheSpaceError, prepare_samples
-from engage_seq.score_outputs import (
+import engage_seq.data.cache as sample_cache
+from engage_seq.data.cache import CacheSpaceError, prepare_samples
+from engage_seq.data.sequences import HorizonTask, SamplingConfig
+from engage_seq.serving import outputs as score_outputs
+from engage_seq.serving.outputs import (
     IncompleteOutputsError,
     check_score_outputs,
     remove_leftovers,
     write_outputs,
 )
-from engage_seq.sequences import HorizonTask, SamplingConfig
-from engage_seq.synthetic import SyntheticEventSource
+from engage_seq.synthetic.generator import SyntheticEventSource
 
 SOURCE = "SyntheticEventSource(n_users=300, days=70, seed=1)"  # conftest's tiny_source
 TASK = HorizonTask()
 SAMPLING = {"max_len": 16, "n_train_cutoffs": 2}
 IMPORTS = """
 import polars as pl
-from engage_seq import sample_cache
-from engage_seq.sequences import HorizonTask, SamplingConfig
-from engage_seq.synthetic import SyntheticEventSource
+from engage_seq.data import cache as sample_cache
+from engage_seq.data.sequences import HorizonTask, SamplingConfig
+from engage_seq.synthetic.generator import SyntheticEventSource
 """
 
 
@@ -101,7 +101,7 @@ def test_killed_cache_build_is_never_read_and_the_next_run_rebuilds(
     complete, temp = _entries(cache)
     assert complete == [] and len(temp) == 1  # only the builder's own temp folder
 
-    with caplog.at_level(logging.WARNING, logger="engage_seq.sample_cache"):
+    with caplog.at_level(logging.WARNING, logger="engage_seq.data.cache"):
         prepared = prepare_samples(
             SyntheticEventSource(n_users=300, days=70, seed=1),
             TASK,
@@ -155,7 +155,7 @@ def test_damaged_cache_entry_is_detected_and_rebuilt(
         "build_in_memory",
         lambda *args: builds.append(1) or real_build(*args),
     )
-    with caplog.at_level(logging.WARNING, logger="engage_seq.sample_cache"):
+    with caplog.at_level(logging.WARNING, logger="engage_seq.data.cache"):
         again = prepare_samples(tiny_source, TASK, sampling, tmp_path)
     assert builds == [1]
     assert f"cached samples in {first.cache_dir} are damaged" in caplog.text
@@ -254,8 +254,8 @@ def test_an_unreadable_event_file_is_named_before_any_work(
     gave a bare OS error from inside Polars; now an EventSchemaError names the file and what
     to do. Root reads anything, so the refusal is injected at open() unless the suite runs
     as another user, where chmod 0 is real."""
-    from engage_seq.ingest import FileEventSource
-    from engage_seq.schema import EventSchemaError
+    from engage_seq.data.ingest import FileEventSource
+    from engage_seq.data.schema import EventSchemaError
 
     folder = tmp_path / "parts"
     folder.mkdir()
@@ -313,7 +313,7 @@ def test_killed_score_output_commit_never_verifies_as_a_mix(tmp_path: Path, poin
     out, top = tmp_path / "scores.parquet", tmp_path / "scores_top.parquet"
     _write_set(out, top, "old")
     killed = run_child(
-        "from pathlib import Path\nfrom engage_seq.score_outputs import write_outputs\n"
+        "from pathlib import Path\nfrom engage_seq.serving.outputs import write_outputs\n"
         + COMMIT_KILLS[point]
         + "\nout, top = Path(sys.argv[1]), Path(sys.argv[2])\n"
         "write_outputs(out, {out: lambda p: p.write_text('new scores'), "
@@ -385,7 +385,7 @@ def test_leftovers_of_killed_score_runs_go_unless_a_live_run_holds_the_lock(
     with open(tmp_path / ".scores.parquet.lock", "a") as live:  # a live run to the same out
         fcntl.flock(live, fcntl.LOCK_EX)
         cleaner = threading.Thread(target=remove_leftovers, args=(out, [elsewhere]))
-        with caplog.at_level(logging.WARNING, logger="engage_seq.score_outputs"):
+        with caplog.at_level(logging.WARNING, logger="engage_seq.serving.outputs"):
             cleaner.start()
             cleaner.join(timeout=0.5)
             assert cleaner.is_alive() and staged.is_dir()  # waits for the live run

@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engage_seq.ingest import FileEventSource, IngestConfig, validate_events
-from engage_seq.schema import DROP_REASONS, ColumnMapping, EventSchemaError
+from engage_seq.data.ingest import FileEventSource, IngestConfig, validate_events
+from engage_seq.data.schema import DROP_REASONS, ColumnMapping, EventSchemaError
 
 T0 = int(datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp())  # a Monday
 
@@ -213,7 +213,7 @@ def test_id_lists_are_matched_in_the_tables_id_form_counted_and_warned(
     )  # fmt: skip
     plain = ColumnMapping(channel=None)
     (tmp_path / "list.csv").write_text("user_id\n 7 \n007\n")
-    with caplog.at_level("WARNING", logger="engage_seq.ingest"):
+    with caplog.at_level("WARNING", logger="engage_seq.data.ingest"):
         _, report = validated(
             table, plain, opt_out_path=str(tmp_path / "list.csv"), max_drop_fraction=1.0
         )
@@ -222,7 +222,7 @@ def test_id_lists_are_matched_in_the_tables_id_form_counted_and_warned(
     assert "list.csv' matches 1 of its 2 users" in caplog.text and "007" not in caplog.text
     caplog.clear()
     (tmp_path / "other.csv").write_text("user_id\nc-9\n")
-    with caplog.at_level("WARNING", logger="engage_seq.ingest"):
+    with caplog.at_level("WARNING", logger="engage_seq.data.ingest"):
         _, report = validated(table, plain, opt_out_path=str(tmp_path / "other.csv"))
     assert report["opt_out"] == {"users_listed": 1, "users_matched": 0}
     assert "matches none of its 1 users" in caplog.text and "c-9" not in caplog.text
@@ -231,7 +231,7 @@ def test_id_lists_are_matched_in_the_tables_id_form_counted_and_warned(
 
 def test_user_keys_normalise_ids_as_ingest_does() -> None:
     """The oracle's and fairness' keys equal ingest's for float, padded and integer ids."""
-    from engage_seq.ingest import user_keys
+    from engage_seq.data.ingest import user_keys
 
     table = pl.DataFrame({"user_id": [7, 8], "timestamp": [T0, T0], "event_type": ["v", "v"]})
     events, _ = validated(table, ColumnMapping(channel=None))
@@ -277,7 +277,7 @@ def test_folders_are_listed_here_with_hive_columns_from_below_the_root_only(
     table.write_parquet(root, partition_by="day")
     (root / "README.txt").write_text("exported by the CRM team\n")
     (root / "_SUCCESS").write_text("")
-    with caplog.at_level("WARNING", logger="engage_seq.listing"):
+    with caplog.at_level("WARNING", logger="engage_seq.data.listing"):
         frame = FileEventSource(str(root)).scan().collect()
     assert "day" in frame.columns and "run" not in frame.columns and frame.height == 5
     assert "1 file(s) neither .parquet nor .csv are not read (e.g. README.txt)" in caplog.text

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from engage_seq.metrics import (
+from engage_seq.metrics.scores import (
     HorizonMetrics,
     NextEventMetrics,
     lift_at_top,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engage_seq.export import quiet_jit_deprecation
-from engage_seq.model import EngagementModel, ProbabilityModel
+from engage_seq.models.engagement import EngagementModel, ProbabilityModel
+from engage_seq.serving.export import quiet_jit_deprecation
 
 K = 6
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engage_seq.export import load_artifact
-from engage_seq.synthetic import SyntheticEventSource
+from engage_seq.serving.export import load_artifact
+from engage_seq.synthetic.generator import SyntheticEventSource
 
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
@@ -116,9 +116,9 @@ def _consumers_reproduce_training(
     the Lightning module's probabilities for the first test samples, in test-split order."""
     import torch
 
-    from engage_seq.backtest import main as backtest_main
-    from engage_seq.drift import main as drift_main
-    from engage_seq.score import main as score_main
+    from engage_seq.monitoring.backtest import main as backtest_main
+    from engage_seq.monitoring.drift import main as drift_main
+    from engage_seq.serving.scoring import main as score_main
 
     artifact = run / "artifact.pt"
     _, meta = load_artifact(artifact)
@@ -163,7 +163,7 @@ def _consumers_reproduce_training(
     drift = json.loads((tmp_path / "drift" / "drift.json").read_text())
     assert any(row["name"] == "score_purchase" for row in drift["features"])
     # and its scores of the test samples are the training-time predictions
-    from engage_seq.drift import DriftInput, score_values
+    from engage_seq.monitoring.drift import DriftInput, score_values
 
     module, _ = load_artifact(artifact)
     samples = DriftInput("samples", "test samples", test, None, {})

@@ -18,8 +18,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from engage_seq import evaluate
-from engage_seq.evaluation import (
+from engage_seq.cli import evaluate
+from engage_seq.data.sequences import HorizonTask, parse_instant
+from engage_seq.evaluation.run_evaluation import (
     REFERENCE_CODE,
     EvaluatedSplit,
     ReferenceCache,
@@ -29,8 +30,8 @@ from engage_seq.evaluation import (
     oracle_scorer,
     run_report_options,
 )
-from engage_seq.metrics import lift_at_top, score_probabilities
-from engage_seq.report import (
+from engage_seq.metrics.scores import lift_at_top, score_probabilities
+from engage_seq.reporting.report import (
     TargetReport,
     _horizon_summary,
     _reproduce,
@@ -41,9 +42,8 @@ from engage_seq.report import (
     reproduce_intro,
     write_report,
 )
-from engage_seq.report_section import json_safe
-from engage_seq.sequences import HorizonTask, parse_instant
-from engage_seq.train import CONF_DIR, _report_options, train, write_run_report
+from engage_seq.reporting.section import json_safe
+from engage_seq.training.run import CONF_DIR, _report_options, train, write_run_report
 
 TINY = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64", "report.n_explain=64"]
 HORIZON_METRICS = ("auroc", "auprc", "logloss", "brier", "ece", "lift_top10")
@@ -173,12 +173,12 @@ def test_report_files_are_complete_readable_and_free_of_ids(runs: dict[str, Path
 def test_engage_evaluate_rebuilds_without_stale_sections(
     runs: dict[str, Path], tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    import engage_seq.train
+    import engage_seq.training.run
 
     def no_refit(*args, **kwargs):
         raise AssertionError("the baseline fitted for the first report should be reused")
 
-    monkeypatch.setattr(engage_seq.train, "fit_and_score_baseline", no_refit)
+    monkeypatch.setattr(engage_seq.training.run, "fit_and_score_baseline", no_refit)
     out = tmp_path / "elsewhere"
     args = [str(runs["lstm"]), "--out", str(out), "--n-explain", "64"]
     assert evaluate.main([*args, "--no-oracle", "--baselines", "rfm_logreg"]) == 0
@@ -275,13 +275,13 @@ def test_report_options_are_checked_before_training() -> None:
 
 
 def test_a_failing_report_does_not_fail_the_run(monkeypatch, caplog, tmp_path: Path) -> None:
-    import engage_seq.report
+    import engage_seq.reporting.report
 
     def broken(*args, **kwargs):
         raise RuntimeError("figure backend exploded")
 
-    monkeypatch.setattr(engage_seq.report, "write_report", broken)
-    with caplog.at_level(logging.ERROR, logger="engage_seq.train"):
+    monkeypatch.setattr(engage_seq.reporting.report, "write_report", broken)
+    with caplog.at_level(logging.ERROR, logger="engage_seq.training.run"):
         assert write_run_report(tmp_path, ReportOptions()) is None
     assert f"engage-evaluate {tmp_path}" in caplog.text and "exploded" in caplog.text
     assert write_run_report(tmp_path, ReportOptions(enabled=False)) is None
@@ -315,7 +315,11 @@ def test_without_matplotlib_the_report_keeps_every_table(
 
 def test_oracle_is_skipped_where_the_generator_drifted() -> None:
     """Past drift_start the generator's oracle has no ground truth: the report says so."""
-    source = {"_target_": "engage_seq.synthetic.SyntheticEventSource", "n_users": 10, "days": 70}
+    source = {
+        "_target_": "engage_seq.synthetic.generator.SyntheticEventSource",
+        "n_users": 10,
+        "days": 70,
+    }
     task = HorizonTask(targets=("purchase",), horizon="7d", name="purchase_7d")
     before = EvaluatedSplit("test", pl.DataFrame(), np.zeros((0, 1)), np.zeros(0, dtype=np.int64),
                             (parse_instant("2026-03-01"),))  # fmt: skip
@@ -512,13 +516,15 @@ def test_reference_cache_key_covers_the_baseline_fit_and_the_oracle_code(
     either must invalidate the cached references, like an edit to baselines.py does."""
     import importlib.util
 
-    assert {"engage_seq.train", "engage_seq.synthetic", "engage_seq.baselines"} <= set(
-        REFERENCE_CODE
-    )
+    assert {
+        "engage_seq.training.run",
+        "engage_seq.synthetic.generator",
+        "engage_seq.baselines.classical",
+    } <= set(REFERENCE_CODE)
     cache = ReferenceCache(SimpleNamespace(cache_dir=tmp_path / "samples-x"))  # type: ignore[arg-type]
     before = cache.path("gbm", {"a": 1})
     find_spec = importlib.util.find_spec
-    for module in ("engage_seq.train", "engage_seq.synthetic"):
+    for module in ("engage_seq.training.run", "engage_seq.synthetic.generator"):
         edited = tmp_path / f"{module}.py"
         edited.write_bytes(Path(find_spec(module).origin).read_bytes() + b"# edited\n")
 
@@ -533,7 +539,8 @@ def test_reference_cache_key_covers_the_baseline_fit_and_the_oracle_code(
 
 
 def test_one_json_safe_serves_every_report_section() -> None:
-    from engage_seq import fairness, report
+    from engage_seq.evaluation import fairness
+    from engage_seq.reporting import report
 
     value = {"a": np.float64("nan"), 1: [Path("x/y"), np.int64(3), math.inf, (0.5,)]}
     assert json_safe(value) == {"a": None, "1": ["x/y", 3, None, [0.5]]}

@@ -16,9 +16,10 @@ import torch
 from fault_injection import run_child
 from hydra import compose, initialize_config_dir
 
-from engage_seq import export
-from engage_seq.export import ExportError, export_artifact, load_model
-from engage_seq.jit import (
+from engage_seq.common.safe_config import UnsafeTargetError, check_targets, iter_targets
+from engage_seq.serving import export
+from engage_seq.serving.export import ExportError, export_artifact, load_model
+from engage_seq.serving.loading import (
     ALLOW_UNVERIFIED_ENV,
     ArtifactIntegrityError,
     file_sha256,
@@ -29,10 +30,9 @@ from engage_seq.jit import (
     verify_provenance,
     write_sidecar,
 )
-from engage_seq.safe_config import UnsafeTargetError, check_targets, iter_targets
-from engage_seq.score import ScoringError, load_scoring_artifact
-from engage_seq.signing import SIGNING_KEY_ENV, VERIFY_KEYS_ENV, signature_path
-from engage_seq.train import CONF_DIR, train
+from engage_seq.serving.scoring import ScoringError, load_scoring_artifact
+from engage_seq.serving.signing import SIGNING_KEY_ENV, VERIFY_KEYS_ENV, signature_path
+from engage_seq.training.run import CONF_DIR, train
 
 VENV_BIN = Path(sys.executable).parent
 GROUPS = sorted(str(p.relative_to(CONF_DIR)) for p in Path(CONF_DIR).rglob("*") if p.is_dir())
@@ -222,7 +222,7 @@ def test_export_killed_by_sigkill_never_leaves_a_file_that_loads(
     out = tmp_path / "model.pt"
     export_artifact(run, out)  # the artifact of an earlier export, about to be replaced
     before = out.read_bytes()
-    code = f"import torch\nfrom engage_seq import export\n{EXPORT_KILLS[point]}\n"
+    code = f"import torch\nfrom engage_seq.serving import export\n{EXPORT_KILLS[point]}\n"
     killed = run_child(
         code + "export.export_artifact(sys.argv[1], sys.argv[2])", str(run), str(out)
     )
@@ -279,8 +279,8 @@ def test_every_checked_in_config_passes_the_target_check(group: str, choice: str
     "override",
     [
         "data.source._target_=os.system",
-        "data.source._target_=engage_seq.train.os.system",  # through our module, not ours
-        "model._target_=engage_seq.io.atomic_path",  # ours, but not a class
+        "data.source._target_=engage_seq.training.run.os.system",  # through our module, not ours
+        "model._target_=engage_seq.common.io.atomic_path",  # ours, but not a class
         "+data.columns.extra={_target_: builtins.eval}",
         "data.source._target_=${oc.env:NO_SUCH_VARIABLE,os.system}",  # interpolated
     ],

@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 from frames import FrameSource
 
-import engage_seq.sample_cache as sample_cache
-from engage_seq.ingest import FileEventSource
-from engage_seq.schema import ColumnMapping, EventSchemaError
-from engage_seq.sequences import HorizonTask, NextEventTask, SamplingConfig
+import engage_seq.data.cache as sample_cache
+from engage_seq.data.ingest import FileEventSource
+from engage_seq.data.schema import ColumnMapping, EventSchemaError
+from engage_seq.data.sequences import HorizonTask, NextEventTask, SamplingConfig
 
 TASK = HorizonTask()
 SAMPLING = SamplingConfig(max_len=16, n_train_cutoffs=2)
@@ -169,7 +169,7 @@ def test_a_split_left_empty_is_named(tiny_source, tmp_path: Path) -> None:
 
 
 def test_editing_the_opt_out_list_invalidates_the_cache(tiny_source, tmp_path: Path) -> None:
-    from engage_seq.ingest import IngestConfig
+    from engage_seq.data.ingest import IngestConfig
 
     optout = tmp_path / "optout.csv"
     pl.DataFrame({"user_id": ["u000"]}).write_csv(optout)

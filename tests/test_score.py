@@ -18,14 +18,14 @@ from fault_injection import run_child
 from hydra import compose, initialize_config_dir
 from polars.testing import assert_frame_equal
 
-from engage_seq.export import export_artifact, load_artifact
-from engage_seq.jit import write_sidecar
-from engage_seq.parity import raw_arguments
-from engage_seq.score import ScoringError, parse_top, score_events
-from engage_seq.score_cutoff import far_future_limit
-from engage_seq.score_outputs import IncompleteOutputsError, check_score_outputs
-from engage_seq.synthetic import SyntheticEventSource
-from engage_seq.train import CONF_DIR, train
+from engage_seq.serving.cutoff import far_future_limit
+from engage_seq.serving.export import export_artifact, load_artifact
+from engage_seq.serving.loading import write_sidecar
+from engage_seq.serving.outputs import IncompleteOutputsError, check_score_outputs
+from engage_seq.serving.parity import raw_arguments
+from engage_seq.serving.scoring import ScoringError, parse_top, score_events
+from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.training.run import CONF_DIR, train
 
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
@@ -202,7 +202,7 @@ def test_id_lists_match_float_ids_and_a_partial_match_is_counted(
     (tmp_path / "dnc.csv").write_text("user_id\n2\n3\nSECRET-9\n")
     lists = {"opt_out": str(tmp_path / "opt_out.csv"), "suppress": str(tmp_path / "dnc.csv")}
     floats = tmp_path / "events.parquet"
-    with caplog.at_level("WARNING", logger="engage_seq.ingest"):
+    with caplog.at_level("WARNING", logger="engage_seq.data.ingest"):
         report = score_events(artifact, floats, tmp_path / "s.parquet", **lists)
     assert report["opt_out"] == {"users_listed": 2, "users_matched": 2}
     assert report["rows_dropped"]["consent_opt_out"] == table["user_id"].is_in([0.0, 1.0]).sum()
@@ -268,7 +268,7 @@ def test_killed_sharded_scoring_leaves_no_raw_ids_after_the_next_run(
     """The shard files hold raw ids: a run killed while scoring leaves them, and the next
     run writing the same output removes them before it starts."""
     out = tmp_path / "scores.parquet"
-    fault = "from engage_seq import score\nscore.encode_events_at_cutoff = lambda *a: die()\n"
+    fault = "from engage_seq.serving import scoring as score\nscore.encode_events_at_cutoff = lambda *a: die()\n"
     killed = run_child(
         fault + "score.score_events(sys.argv[1], sys.argv[2], sys.argv[3], shards=2)",
         str(artifact), str(events), str(out),
@@ -352,7 +352,7 @@ def test_scoring_killed_between_renames_is_never_trusted_and_the_next_run_cleans
     assert check_score_outputs(out, top)["files"].keys() == {out.name, top.name}
     old_top = top.read_bytes()
     fault = (
-        "from engage_seq import score\nreplace, calls = os.replace, []\n"
+        "from engage_seq.serving import scoring as score\nreplace, calls = os.replace, []\n"
         "os.replace = lambda *a: die() if calls.append(1) or len(calls) == 2 else replace(*a)\n"
     )
     killed = run_child(
@@ -379,7 +379,7 @@ def test_scoring_killed_during_the_shard_split_is_cleaned_by_a_run_without_shard
     the same --out removes them at its start, without --shards and even if it then fails."""
     out = tmp_path / "scores.parquet"
     fault = (
-        "from engage_seq import score\nsplit = score.split_by_user\n"
+        "from engage_seq.serving import scoring as score\nsplit = score.split_by_user\n"
         "score.split_by_user = lambda *a: (split(*a), die())\n"
     )
     killed = run_child(
@@ -390,7 +390,7 @@ def test_scoring_killed_during_the_shard_split_is_cleaned_by_a_run_without_shard
     (work,) = tmp_path.glob(".scores.parquet-shards-*")
     assert list(work.rglob("*.parquet")) and not out.exists()  # the raw split, with raw ids
     failing = pytest.raises(ScoringError, match="no user has an event before the cutoff")
-    with caplog.at_level(logging.WARNING, logger="engage_seq.score_outputs"), failing:
+    with caplog.at_level(logging.WARNING, logger="engage_seq.serving.outputs"), failing:
         score_events(artifact, events, out, cutoff="2000-01-01")  # fails, still cleans
     assert f"removing {work.name}, left by an interrupted engage-score run" in caplog.text
     assert not work.exists() and not out.exists()

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engage_seq.schema import to_canonical
-from engage_seq.sequences import (
+from engage_seq.data.schema import to_canonical
+from engage_seq.data.sequences import (
     CutoffPlan,
     HorizonTask,
     NextEventTask,

@@ -12,13 +12,13 @@ import torch
 from frames import FrameSource
 from untrained_serving import untrained_serving_module
 
-from engage_seq.encoding import encode_samples
-from engage_seq.ingest import validate_events
-from engage_seq.parity import check_edge_cases, raw_arguments
-from engage_seq.sample_cache import prepare_samples
-from engage_seq.schema import ColumnMapping
-from engage_seq.sequences import TIME_FEATURES, HorizonTask, SamplingConfig
-from engage_seq.serving import ServingModule
+from engage_seq.data.cache import prepare_samples
+from engage_seq.data.encoding import encode_samples
+from engage_seq.data.ingest import validate_events
+from engage_seq.data.schema import ColumnMapping
+from engage_seq.data.sequences import TIME_FEATURES, HorizonTask, SamplingConfig
+from engage_seq.serving.parity import check_edge_cases, raw_arguments
+from engage_seq.serving.scripted import ServingModule
 
 MAX_LEN = 16  # small, so many tiny-data users have longer histories than the window
 MAPPING = ColumnMapping(categorical=("device",), numeric=("order_value",))
@@ -151,7 +151,7 @@ def test_raw_entry_errors_name_the_user(served) -> None:
 
 def test_serving_computes_the_training_time_features() -> None:
     # serving.py must stay torch-only, so it spells the list out; this keeps the two in step
-    from engage_seq.serving import SERVED_TIME_FEATURES
+    from engage_seq.serving.scripted import SERVED_TIME_FEATURES
 
     assert SERVED_TIME_FEATURES == TIME_FEATURES
 
@@ -163,7 +163,7 @@ def test_serving_refuses_unknown_time_features(served) -> None:
 
 
 def test_golden_events_are_complete_histories(tmp_path: Path) -> None:
-    from engage_seq.train import _write_golden_events, complete_history_rows
+    from engage_seq.training.run import _write_golden_events, complete_history_rows
 
     samples = pl.DataFrame(
         {

@@ -10,9 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engage_seq import sweep_report
-from engage_seq.sweep_plot import plot_sweep
-from engage_seq.sweep_report import (
+from engage_seq.experiments import leaderboard as sweep_report
+from engage_seq.experiments.leaderboard import (
     analyse_sweep,
     main,
     metric_direction,
@@ -20,6 +19,7 @@ from engage_seq.sweep_report import (
     student_t_two_sided_p,
     write_report,
 )
+from engage_seq.experiments.leaderboard_plot import plot_sweep
 
 # (model, hidden, seed) -> val/auroc; lstm-64 beats transformer-64 on every seed by ~0.01.
 SCORES = {

@@ -6,10 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engage_seq import synthetic
-from engage_seq.schema import to_canonical
-from engage_seq.sequences import CutoffPlan, HorizonTask, build_samples, parse_instant
-from engage_seq.synthetic import (
+from engage_seq.data.schema import to_canonical
+from engage_seq.data.sequences import CutoffPlan, HorizonTask, build_samples, parse_instant
+from engage_seq.synthetic import generator as synthetic
+from engage_seq.synthetic.generator import (
     CHANNELS,
     EVENT_TYPES,
     ORACLE_KNOWLEDGE,

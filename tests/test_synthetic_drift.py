@@ -10,17 +10,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engage_seq.ingest import IngestConfig, validate_events
-from engage_seq.sample_cache import cache_key
-from engage_seq.schema import ColumnMapping, to_canonical
-from engage_seq.sequences import (
+from engage_seq.data.cache import cache_key
+from engage_seq.data.ingest import IngestConfig, validate_events
+from engage_seq.data.schema import ColumnMapping, to_canonical
+from engage_seq.data.sequences import (
     CutoffPlan,
     HorizonTask,
     SamplingConfig,
     build_samples,
     parse_instant,
 )
-from engage_seq.synthetic import (
+from engage_seq.synthetic.generator import (
     COUNTRIES,
     SyntheticEventSource,
     generate_events,
@@ -136,7 +136,7 @@ def test_after_the_drift_an_open_cart_stops_predicting_a_purchase() -> None:
 
 
 def test_the_simulation_keeps_the_truth_before_the_drift() -> None:
-    from engage_seq import synthetic
+    from engage_seq.synthetic import generator as synthetic
 
     base = SyntheticEventSource(n_users=2000, days=56, seed=8, replenishment_share=0.6)
     plain = synthetic._simulate(base)

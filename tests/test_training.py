@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engage_seq.export import export_artifact, load_artifact
-from engage_seq.model import MODEL_INPUTS
+from engage_seq.models.engagement import MODEL_INPUTS
+from engage_seq.serving.export import export_artifact, load_artifact
 
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from engage_seq.model import EngagementModel, ProbabilityModel
-from engage_seq.sample_cache import PreparedSamples
-from engage_seq.sequences import TIME_FEATURES
-from engage_seq.serving import ServingModule
+from engage_seq.data.cache import PreparedSamples
+from engage_seq.data.sequences import TIME_FEATURES
+from engage_seq.models.engagement import EngagementModel, ProbabilityModel
+from engage_seq.serving.scripted import ServingModule
 
 
 def untrained_serving_module(

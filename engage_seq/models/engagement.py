@@ -1,0 +1,173 @@
+"""Encoder + head: the nn.Module that is trained and exported. Imports only torch.
+
+`EngagementModel.config` holds every constructor argument, so a checkpoint can rebuild the
+model without Hydra or Lightning (vocabulary sizes come from the fitted vocabulary).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from engage_seq.models.encoders import EventEmbedding, RecurrentEncoder, TransformerEncoder
+
+ENCODERS = ("lstm", "gru", "transformer")
+# Argument order of forward(), for the artifact, the parity batch and the docs.
+MODEL_INPUTS = (
+    "event_ids",
+    "channel_ids",
+    "attribute_ids",
+    "numeric",
+    "time_features",
+    "lengths",
+)
+
+
+class EngagementModel(nn.Module):
+    """Event sequence -> raw outputs of up to three heads on one encoder.
+
+    ``forward`` returns one (B, n_raw_outputs) tensor, columns in this order:
+    ``n_outputs`` horizon logits (one per target, sigmoid), ``n_next_classes`` next-event
+    logits (softmax; class 0 = unknown type, class i = event id i + 1), and, with
+    ``time_to_next``, the log-normal parameters (mu, log_sigma) of the hours to the next event.
+    One tensor keeps the exported signature trivial; `split_outputs` slices it.
+    """
+
+    def __init__(
+        self,
+        n_event_ids: int,
+        n_channel_ids: int,
+        n_time_features: int,
+        n_outputs: int,
+        max_len: int,
+        attribute_sizes: list[int] | tuple[int, ...] = (),
+        n_numeric: int = 0,
+        encoder: str = "lstm",
+        embed_dim: int = 32,
+        hidden: int = 64,
+        num_layers: int = 1,
+        num_heads: int = 4,
+        dropout: float = 0.1,
+        pool: str = "mean",
+        causal: bool = False,
+        positions: str = "learned",
+        time_encoding: str = "fourier",
+        n_next_classes: int = 0,
+        time_to_next: bool = False,
+    ) -> None:
+        super().__init__()
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+        if n_outputs < 0 or n_next_classes < 0 or n_outputs + n_next_classes == 0:
+            raise ValueError(
+                f"the model needs at least one head: n_outputs={n_outputs}, "
+                f"n_next_classes={n_next_classes}"
+            )
+        if time_to_next and n_next_classes == 0:
+            raise ValueError("time_to_next needs the next-event head (n_next_classes > 0)")
+        self.config: dict[str, Any] = {
+            "n_event_ids": n_event_ids,
+            "n_channel_ids": n_channel_ids,
+            "n_time_features": n_time_features,
+            "n_outputs": n_outputs,
+            "max_len": max_len,
+            "attribute_sizes": list(attribute_sizes),
+            "n_numeric": n_numeric,
+            "encoder": encoder,
+            "embed_dim": embed_dim,
+            "hidden": hidden,
+            "num_layers": num_layers,
+            "num_heads": num_heads,
+            "dropout": dropout,
+            "pool": pool,
+            "causal": causal,
+            "positions": positions,
+            "time_encoding": time_encoding,
+            "n_next_classes": n_next_classes,
+            "time_to_next": time_to_next,
+        }
+        self.embedding = EventEmbedding(
+            n_event_ids,
+            n_channel_ids,
+            list(attribute_sizes),
+            n_numeric,
+            n_time_features,
+            embed_dim,
+            dropout,
+            time_encoding,
+        )
+        self.encoder: nn.Module
+        if encoder == "transformer":
+            self.encoder = TransformerEncoder(
+                embed_dim, hidden, num_layers, num_heads, dropout, max_len, pool, causal, positions
+            )
+        else:
+            self.encoder = RecurrentEncoder(embed_dim, hidden, num_layers, dropout, cell=encoder)
+        self.n_outputs = n_outputs
+        self.n_next_classes = n_next_classes
+        self.n_time_outputs = 2 if time_to_next else 0
+        n_raw = n_outputs + n_next_classes + self.n_time_outputs
+        self.head = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_raw)
+        )
+
+    def forward(
+        self,
+        event_ids: torch.Tensor,  # (B, T) int64, 0 = pad, 1 = unknown
+        channel_ids: torch.Tensor,  # (B, T) int64, 0 = pad, 1 = unknown
+        attribute_ids: torch.Tensor,  # (B, T, C) int64, 0 = pad, 1 = unknown
+        numeric: torch.Tensor,  # (B, T, F) float32, scaled
+        time_features: torch.Tensor,  # (B, T, K) float32
+        lengths: torch.Tensor,  # (B,) int64, >= 1
+    ) -> torch.Tensor:  # (B, n_raw_outputs), see the class docstring
+        x = self.embedding(event_ids, channel_ids, attribute_ids, numeric, time_features)
+        return self.head(self.encoder(x, lengths))
+
+    def split_outputs(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """raw -> (horizon logits (B, n_outputs), next-event logits (B, n_next_classes),
+        time-to-next (mu, log_sigma) (B, 0 or 2)); absent heads give zero-width tensors."""
+        a = self.n_outputs
+        b = a + self.n_next_classes
+        return raw[:, :a], raw[:, a:b], raw[:, b:]
+
+    def probabilities(self, raw: torch.Tensor) -> torch.Tensor:
+        """raw outputs -> (B, n_outputs + n_next_classes): horizon sigmoids, then one softmax
+        over next-event classes (the time-to-next parameters are left out)."""
+        horizon, next_event, _ = self.split_outputs(raw.float())
+        return torch.cat([torch.sigmoid(horizon), torch.softmax(next_event, dim=-1)], dim=-1)
+
+
+class ProbabilityModel(nn.Module):
+    """What the artifact exposes: probabilities, plus the names of the outputs.
+
+    Horizon outputs are independent sigmoids; next-event outputs are one softmax over event
+    types (summing to 1). The time-to-next head, if trained, is not part of the probabilities.
+    """
+
+    def __init__(self, model: EngagementModel, output_names: list[str]) -> None:
+        super().__init__()
+        expected = model.n_outputs + model.n_next_classes
+        if len(output_names) != expected:
+            raise ValueError(f"{len(output_names)} output names for {expected} outputs")
+        self.model = model
+        self.names = list(output_names)
+
+    def forward(
+        self,
+        event_ids: torch.Tensor,
+        channel_ids: torch.Tensor,
+        attribute_ids: torch.Tensor,
+        numeric: torch.Tensor,
+        time_features: torch.Tensor,
+        lengths: torch.Tensor,
+    ) -> torch.Tensor:  # (B, n_outputs) probabilities
+        raw = self.model(
+            event_ids, channel_ids, attribute_ids, numeric.float(), time_features.float(), lengths
+        )
+        return self.model.probabilities(raw)
+
+    @torch.jit.export
+    def output_names(self) -> list[str]:
+        return self.names
