@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from engage_seq.data.sequences import parse_instant
+from engage_seq.common.times import parse_instant
 from engage_seq.monitoring.backtest import (
     BacktestError,
     BacktestResult,

@@ -26,7 +26,7 @@ from engage_seq.baselines.classical import (
     RFMLogisticRegression,
     fit_logistic,
 )
-from engage_seq.data.sequences import parse_instant
+from engage_seq.common.times import parse_instant
 
 H = 3600
 D = 86_400

@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 
 from engage_seq.baselines.classical import BASELINES
 from engage_seq.data.sequences import next_event_part
+from engage_seq.metrics.direction import metric_mode
 from engage_seq.models.engagement import EngagementModel
-from engage_seq.training.lit_module import metric_mode
 from engage_seq.training.run import CONF_DIR, _check_selected_metrics, _selected
 
 GROUPS = sorted(str(p.relative_to(CONF_DIR)) for p in Path(CONF_DIR).rglob("*") if p.is_dir())

@@ -16,12 +16,12 @@ import polars as pl
 import pytest
 
 from engage_seq.cli.args import keyword_argv
+from engage_seq.common.times import gap_text, parse_instant
 from engage_seq.data.schema import to_canonical
 from engage_seq.data.sequences import (
     CutoffPlan,
     HorizonTask,
     build_samples,
-    parse_instant,
     samples_at_cutoff,
     user_histories,
 )
@@ -34,7 +34,6 @@ from engage_seq.monitoring.drift import (
     binned_counts,
     build_parser,
     categorical_counts,
-    duration_text,
     feature_values,
     js_distance,
     main,
@@ -98,7 +97,7 @@ def test_binned_counts_use_reference_quantiles_and_a_missing_bin() -> None:
 
 
 def test_duration_text_reads_in_the_right_unit() -> None:
-    assert [duration_text(h) for h in (8 / 3600, 0.2, 5.5, 80)] == ["8 s", "12 min", "5.5 h",
+    assert [gap_text(h) for h in (8 / 3600, 0.2, 5.5, 80)] == ["8 s", "12 min", "5.5 h",
                                                                     "3.3 d"]  # fmt: skip
 
 

@@ -8,8 +8,9 @@ import lightning as L
 import pytest
 import torch
 
+from engage_seq.metrics.direction import metric_mode
 from engage_seq.models.engagement import EngagementModel
-from engage_seq.training.lit_module import EngagementLitModule, metric_mode, warmup_cosine
+from engage_seq.training.lit_module import EngagementLitModule, warmup_cosine
 
 
 def test_metric_mode_knows_the_direction_and_refuses_unknown_names() -> None:

@@ -19,7 +19,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from engage_seq.cli import evaluate
-from engage_seq.data.sequences import HorizonTask, parse_instant
+from engage_seq.common.times import parse_instant
+from engage_seq.data.sequences import HorizonTask
 from engage_seq.evaluation.run_evaluation import (
     REFERENCE_CODE,
     EvaluatedSplit,

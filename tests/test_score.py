@@ -268,7 +268,10 @@ def test_killed_sharded_scoring_leaves_no_raw_ids_after_the_next_run(
     """The shard files hold raw ids: a run killed while scoring leaves them, and the next
     run writing the same output removes them before it starts."""
     out = tmp_path / "scores.parquet"
-    fault = "from engage_seq.serving import scoring as score\nscore.encode_events_at_cutoff = lambda *a: die()\n"
+    fault = (
+        "from engage_seq.serving import scoring as score\n"
+        "score.encode_events_at_cutoff = lambda *a: die()\n"
+    )
     killed = run_child(
         fault + "score.score_events(sys.argv[1], sys.argv[2], sys.argv[3], shards=2)",
         str(artifact), str(events), str(out),

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engage_seq.common.times import parse_duration, parse_instant
 from engage_seq.data.schema import to_canonical
 from engage_seq.data.sequences import (
     CutoffPlan,
@@ -19,8 +20,6 @@ from engage_seq.data.sequences import (
     SamplingConfig,
     build_samples,
     fit_vocabulary,
-    parse_duration,
-    parse_instant,
     plan_cutoffs,
     samples_at_cutoff,
     user_histories,

@@ -14,12 +14,12 @@ from engage_seq.experiments import leaderboard as sweep_report
 from engage_seq.experiments.leaderboard import (
     analyse_sweep,
     main,
-    metric_direction,
     paired_comparison,
     student_t_two_sided_p,
     write_report,
 )
 from engage_seq.experiments.leaderboard_plot import plot_sweep
+from engage_seq.metrics.direction import metric_direction
 
 # (model, hidden, seed) -> val/auroc; lstm-64 beats transformer-64 on every seed by ~0.01.
 SCORES = {

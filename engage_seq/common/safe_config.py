@@ -43,6 +43,8 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, ListConfig
 
+from engage_seq.common.errors import EngageSeqError
+
 PACKAGE = "engage_seq"
 # Third-party targets the checked-in conf/ uses (conf/trainer/default.yaml) and their alias.
 ALLOWED_TARGETS: frozenset[str] = frozenset({"lightning.pytorch.Trainer", "lightning.Trainer"})
@@ -104,7 +106,7 @@ _NAME = re.compile(r"(ext://)?[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: fast, and no recursion
 
 
-class UnsafeConfigError(ValueError):
+class UnsafeConfigError(EngageSeqError, ValueError):
     """A config is refused before use: too big, aliased, interpolated, or names foreign code."""
 
 

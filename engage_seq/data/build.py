@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import polars as pl
 
 from engage_seq.common.messages import IDENTIFIER_MIN_VALUES
+from engage_seq.common.times import format_instant, parse_duration
 from engage_seq.data.ingest import (
     IngestConfig,
     check_drops,
@@ -51,10 +52,8 @@ from engage_seq.data.sequences import (
     build_samples,
     count_tokens,
     fit_vocabulary,
-    format_instant,
     next_event_part,
     numeric_moments,
-    parse_duration,
     plan_cutoffs,
     scaling_from_moments,
     vocabulary_from_counts,

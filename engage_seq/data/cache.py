@@ -34,6 +34,7 @@ from typing import Any
 import polars as pl
 
 from engage_seq import __version__
+from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.io import exclusive_lock, file_sha256
 from engage_seq.data.build import BuildResult, EventSource, build_in_memory, build_sharded
 from engage_seq.data.encoding import Vocabulary, attribute_order, ordered_numeric_scaling
@@ -51,11 +52,11 @@ _NO_SPACE = {
 }
 
 
-class CacheSpaceError(OSError):
+class CacheSpaceError(EngageSeqError, OSError):
     """The sample cache's disk (or quota, or file-size limit) ran out while building."""
 
 
-class CacheEntryDamaged(Exception):
+class CacheEntryDamaged(EngageSeqError):
     """A cached entry no longer matches its manifest; the caller rebuilds it."""
 
 

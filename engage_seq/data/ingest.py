@@ -31,6 +31,7 @@ from engage_seq.common.messages import (
     first_row,
     header_looks_like_data,
 )
+from engage_seq.common.times import format_instant, parse_instant
 from engage_seq.data.listing import check_readable, folder_files, refuse_repeats
 from engage_seq.data.schema import (
     DROP_REASONS,
@@ -46,7 +47,6 @@ from engage_seq.data.schema import (
     to_canonical,
     user_id_text,
 )
-from engage_seq.data.sequences import format_instant, parse_instant
 
 log = logging.getLogger(__name__)
 

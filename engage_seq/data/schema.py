@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.messages import (  # noqa: F401  (looks_like_identifier: re-exported)
     describe_columns,
     first_row,
@@ -54,7 +55,7 @@ _ISO_FORMATS = (
 )
 
 
-class EventSchemaError(ValueError):
+class EventSchemaError(EngageSeqError, ValueError):
     """The raw event table cannot be mapped onto the canonical schema."""
 
 

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import polars as pl
 
+from engage_seq.common.times import format_instant, parse_duration, parse_instant
 from engage_seq.data.schema import ROW_INDEX
 
 TIME_FEATURES: tuple[str, ...] = (
@@ -60,38 +59,6 @@ FEATURE_DEFINITIONS: dict[str, str] = {
 SEQUENCE_COLUMNS: tuple[str, ...] = ("event_type", "channel", "ts", *TIME_FEATURES)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 log = logging.getLogger(__name__)
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-
-
-def parse_duration(value: str | int) -> int:
-    """'7d', '12h', '13w', '30m', '45s' (or plain seconds) -> whole seconds."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        seconds = value
-    else:
-        match = _DURATION.match(str(value))
-        if match is None:
-            raise ValueError(
-                f"cannot parse duration {value!r}: use a number and a unit, e.g. '7d', '12h', "
-                "'13w', '30m' or '45s'"
-            )
-        seconds = round(float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-    if seconds <= 0:
-        raise ValueError(f"duration {value!r} must be positive")
-    return seconds
-
-
-def parse_instant(value: str) -> int:
-    """ISO date/datetime (naive = UTC) -> epoch seconds."""
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp())
-
-
-def format_instant(epoch_seconds: int) -> str:
-    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).isoformat()
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from engage_seq.baselines.classical import BASELINES
+from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.io import atomic_path
 from engage_seq.common.safe_config import UnsafeConfigError, check_targets, load_untrusted_config
 from engage_seq.data.cache import PreparedSamples, cache_key, prepare_samples
@@ -62,7 +63,7 @@ BASELINE_LABELS = {  # no parentheses: labels sit inside sentences and legends
 ORACLE_LABEL = "oracle, best possible given each user's history"
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(EngageSeqError, RuntimeError):
     """The folder is not a finished run that can be evaluated (the message says what to do)."""
 
 

@@ -31,7 +31,7 @@ import yaml
 from engage_seq.common.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.common.safe_config import load_untrusted_config, read_untrusted_yaml
 from engage_seq.common.stats import student_t_two_sided_p
-from engage_seq.metrics.scores import METRIC_MODES
+from engage_seq.metrics.direction import metric_direction
 from engage_seq.reporting.section import json_safe
 
 log = logging.getLogger(__name__)
@@ -114,18 +114,6 @@ class SweepReport:
 def column_name(key: str) -> str:
     """Leaderboard column of a swept key; a key named like a reserved column gets a suffix."""
     return f"{key} (override)" if key in RESERVED_COLUMNS else key
-
-
-def metric_direction(metric: str) -> str:
-    """'val/auroc' -> 'max', 'test/logloss' -> 'min', 'train/fit_seconds' -> 'min'."""
-    parts = metric.split("/")
-    if len(parts) >= 2 and parts[1] in METRIC_MODES:
-        return METRIC_MODES[parts[1]]
-    if parts[-1].endswith("seconds"):
-        return "min"
-    raise ValueError(
-        f"do not know whether higher or lower {metric!r} is better; pass --mode max or --mode min"
-    )
 
 
 def canonical_value(value: str) -> str:

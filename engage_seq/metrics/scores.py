@@ -28,20 +28,6 @@ HORIZON_METRICS = (
 )
 NEXT_EVENT_METRICS = ("accuracy", "top3_accuracy", "macro_f1", "nll")
 TIME_METRICS = ("time_nll", "time_mae_log_hours")
-# Which way is better, for checkpointing / early stopping / sweepers.
-METRIC_MODES = {
-    "auroc": "max",
-    "auprc": "max",
-    "logloss": "min",
-    "brier": "min",
-    "ece": "min",
-    "lift_top10": "max",
-    "accuracy": "max",
-    "top3_accuracy": "max",
-    "macro_f1": "max",
-    "nll": "min",
-    "time_nll": "min",
-}
 CALIBRATION_BINS = 15
 TOP_FRACTION = 0.10
 

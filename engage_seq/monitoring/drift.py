@@ -65,7 +65,9 @@ import numpy as np
 import polars as pl
 
 from engage_seq.cli.args import KeywordArgumentParser, parse_instant_arg
+from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.messages import describe_columns
+from engage_seq.common.times import format_instant, gap_text
 from engage_seq.data.ingest import FileEventSource, IngestConfig, validate_events
 from engage_seq.data.schema import (
     ColumnMapping,
@@ -73,7 +75,6 @@ from engage_seq.data.schema import (
     looks_like_identifier,
     read_error,
 )
-from engage_seq.data.sequences import format_instant
 from engage_seq.serving.outputs import Writer, write_outputs
 
 DEFAULT_THRESHOLD = 0.25  # PSI at or above which a feature has drifted (exit status 1)
@@ -90,7 +91,7 @@ DATA_CATEGORICALS = ("event_type", "channel")  # plus cat_<column>: checked for 
 SAMPLE_COLUMNS = ("split", "cutoff", "n_history")
 
 
-class DriftError(ValueError):
+class DriftError(EngageSeqError, ValueError):
     """Bad input for engage-drift; the message says what to change. Nothing was written."""
 
 
@@ -306,15 +307,6 @@ def _bin_labels(text: list[str]) -> list[str]:
         return ["all"]
     inner = [f"({a}, {b}]" for a, b in itertools.pairwise(text)]
     return [f"≤ {text[0]}", *inner, f"> {text[-1]}"]
-
-
-def duration_text(hours: float) -> str:
-    """A gap in the unit that reads best: 8 s, 12 min, 5.5 h, 3.2 d."""
-    seconds = hours * 3600.0
-    for unit, size in (("d", 86_400.0), ("h", 3600.0), ("min", 60.0)):
-        if seconds >= size:
-            return f"{seconds / size:.2g} {unit}"
-    return f"{seconds:.2g} s"
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -642,7 +634,7 @@ def compare(
         if kind == "categorical":
             bins, r, c, pooled = pool_categories(*categorical_counts(ref, cur), max_categories)
         else:
-            text = duration_text if name == "gap_hours" else (lambda x: f"{x:.3g}")
+            text = gap_text if name == "gap_hours" else (lambda x: f"{x:.3g}")
             bins, r, c = binned_counts(ref, cur, n_bins, text)
         limit = feature_thresholds.get(name, threshold)
         features.append(FeatureDrift(name, kind, bins, r, c, limit, min(watch, limit), pooled))

@@ -35,8 +35,9 @@ from torchmetrics.functional.classification import binary_precision_recall_curve
 from engage_seq import __version__
 from engage_seq.common.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.common.safe_config import read_untrusted_yaml
+from engage_seq.common.times import date_text, now_text, parse_duration, window_text
 from engage_seq.data.cache import PreparedSamples
-from engage_seq.data.sequences import horizon_part, next_event_part, parse_duration
+from engage_seq.data.sequences import horizon_part, next_event_part
 from engage_seq.evaluation.run_evaluation import (
     EvaluatedSplit,
     EvaluationError,
@@ -186,31 +187,17 @@ def _pct(value: float | None, digits: int = 1) -> str:
     return f"{value * 100:.{digits}f} %" if is_finite(value) else "—"
 
 
-def _date(epoch: int) -> str:
-    moment = datetime.fromtimestamp(int(epoch), tz=timezone.utc)
-    if moment.hour == moment.minute == moment.second == 0:
-        return moment.strftime("%Y-%m-%d")
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _duration(seconds: int) -> str:
-    days, rest = divmod(int(seconds), 86_400)
-    if rest == 0:
-        return f"{days} day{'s' if days != 1 else ''}"
-    return f"{seconds / 3600:.0f} hours"
-
-
 def period_text(split: EvaluatedSplit, window_seconds: int) -> str:
     """'users with an event before 2026-04-27; outcomes 2026-04-27 to 2026-05-04 (UTC)'."""
     first, last = min(split.cutoffs), max(split.cutoffs)
     if first == last:
         return (
-            f"users with any event before {_date(first)}, outcomes counted from {_date(first)} "
-            f"to {_date(first + window_seconds)} (UTC)"
+            f"users with any event before {date_text(first)}, outcomes counted from "
+            f"{date_text(first)} to {date_text(first + window_seconds)} (UTC)"
         )
     return (
-        f"{len(split.cutoffs)} cutoffs from {_date(first)} to {_date(last)}, each with the "
-        f"following {_duration(window_seconds)} as its outcome window (UTC)"
+        f"{len(split.cutoffs)} cutoffs from {date_text(first)} to {date_text(last)}, each with the "
+        f"following {window_text(window_seconds)} as its outcome window (UTC)"
     )
 
 
@@ -327,7 +314,7 @@ def _horizon_figures(
             Curve(scorer.label, scorer.kind, table["decile"].to_numpy(), table["lift"].to_numpy())
         )
     positive_rate = float(labels.mean())
-    what = f"P({_words(target)} within {_duration(evaluation.horizon_seconds or 0)})"
+    what = f"P({_words(target)} within {window_text(evaluation.horizon_seconds or 0)})"
     positives, negatives = positives_noun(target), negatives_noun(target)
     model_row = report.rows[0]
     out = {}
@@ -650,7 +637,7 @@ def _horizon_summary(
     auroc = model["test/auroc"]
     text = (
         f"**What it predicts.** How likely each user is to **{_words(target)} within "
-        f"{_duration(window)}** of a cutoff date. **Tested on** {period_text(test, window)}: "
+        f"{window_text(window)}** of a cutoff date. **Tested on** {period_text(test, window)}: "
         f"{len(test):,} users, {_pct(rate)} of them {positives}."
     )
     undefined = _one_class_reason(rate, positives, "test")
@@ -751,7 +738,7 @@ def _next_event_summary(evaluation: RunEvaluation, rows: list[dict[str, Any]]) -
     text = (
         f"**Next event.** Which kind of event each user does next, among "
         f"{len(evaluation.next_event_classes) - 1} event types, for users whose next event "
-        f"comes within {_duration(window)}. On the test period ({n:,} such users), the "
+        f"comes within {window_text(window)}. On the test period ({n:,} such users), the "
         f"model's first guess is right {_pct(model['test/accuracy'])} of the time and the "
         f"right type is among its top three {_pct(model['test/top3_accuracy'])} of the time"
     )
@@ -868,7 +855,7 @@ def write_report(
                 f"{_words(t)} {_fmt(evaluation.run.metrics.get(f'test/auroc/{t}'), 3)}"
                 for t in evaluation.targets[1:]
             ) + "."]  # fmt: skip
-        title = f"P({_words(target)} within {_duration(evaluation.horizon_seconds or 0)})"
+        title = f"P({_words(target)} within {window_text(evaluation.horizon_seconds or 0)})"
         body += [f"## {title} on the test period", ""]
         body += _horizon_markdown(evaluation, report, figures_dir, out)
         rows_frame = pl.DataFrame(report.rows, infer_schema_length=None)
@@ -927,14 +914,14 @@ def write_report(
         {
             "format_version": REPORT_FORMAT_VERSION,
             "engage_seq_version": __version__,
-            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "generated_at": now_text(),
             "run": evaluation.run_dir.name,
             "model": evaluation.run.label,
             "task": _task_payload(evaluation),
             "data": evaluation.data_description,
             "data_fingerprint": evaluation.data_fingerprint,
             "periods": {
-                name: {"cutoffs": [_date(c) for c in split.cutoffs], "n_samples": len(split)}
+                name: {"cutoffs": [date_text(c) for c in split.cutoffs], "n_samples": len(split)}
                 for name, split in evaluation.splits.items()
             },
             "summary": summary,

@@ -20,33 +20,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import polars as pl
 
+from engage_seq.common.times import FIRST_INSTANT, LAST_INSTANT, instant_text
 from engage_seq.data.build import FUTURE_TOLERANCE_SECONDS
 from engage_seq.data.schema import ROW_INDEX, ColumnMapping, to_canonical
-from engage_seq.data.sequences import format_instant
 
 log = logging.getLogger(__name__)
-
-# what datetime can print: outside it a cutoff cannot be an ISO date (or a report field)
-_FIRST_INSTANT = int(datetime(1, 1, 2, tzinfo=timezone.utc).timestamp())
-_LAST_INSTANT = int(datetime(9999, 12, 31, tzinfo=timezone.utc).timestamp())
-
-
-def instant_text(epoch_seconds: int) -> str:
-    """ISO text, or ``epoch second N`` when the value is beyond what a date can show (a
-    timestamp in milliseconds read as seconds is in the year ~55,000)."""
-    if _FIRST_INSTANT <= epoch_seconds <= _LAST_INSTANT:
-        return format_instant(epoch_seconds)
-    return f"epoch second {epoch_seconds}"
 
 
 def check_cutoff_range(at: int, error: type[Exception]) -> None:
     """Refuse an explicit cutoff that no date can show (epoch milliseconds given as
     seconds): it could not be reported, and no event could be after it."""
-    if not _FIRST_INSTANT <= at <= _LAST_INSTANT:
+    if not FIRST_INSTANT <= at <= LAST_INSTANT:
         raise error(
             f"--cutoff epoch second {at} is outside the years 1-9999: give epoch seconds "
             "(not milliseconds) or an ISO date"

@@ -30,7 +30,6 @@ import json
 import sys
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,10 @@ import polars as pl
 import torch
 
 from engage_seq import __version__
+from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.io import atomic_path
 from engage_seq.common.safe_config import load_untrusted_config
+from engage_seq.common.times import now_text
 from engage_seq.models.engagement import MODEL_INPUTS, EngagementModel, ProbabilityModel
 from engage_seq.serving.loading import (
     METADATA_FILE,
@@ -65,7 +66,7 @@ GOLDEN_BATCH = "golden_batch.pt"
 GOLDEN_EVENTS = "golden_events.parquet"
 
 
-class ExportError(RuntimeError):
+class ExportError(EngageSeqError, RuntimeError):
     """The run cannot be exported, or the exported module disagrees with the model."""
 
 
@@ -369,7 +370,7 @@ def export_artifact(
     metrics_path = run_dir / "metrics.json"
     metadata = {
         "format_version": ARTIFACT_FORMAT_VERSION,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": now_text(),
         "engage_seq_version": __version__,
         "torch_version": torch.__version__,
         "output_names": output_names,

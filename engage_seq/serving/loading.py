@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.io import file_sha256, write_text_atomic
 from engage_seq.serving.signing import (
     REQUIRE_SIGNED_ENV,
@@ -80,7 +81,7 @@ SIGN_HINT = (
 )
 
 
-class ArtifactIntegrityError(ValueError):
+class ArtifactIntegrityError(EngageSeqError, ValueError):
     """The artifact is not the file engage-export wrote (or cannot be shown to be)."""
 
 

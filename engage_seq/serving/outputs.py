@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.io import atomic_path, exclusive_lock, file_sha256
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 Writer = Callable[[Path], None]  # writes one output file at the path it is given
 
 
-class IncompleteOutputsError(ValueError):
+class IncompleteOutputsError(EngageSeqError, ValueError):
     """Score files that no complete engage-score run vouches for: rerun engage-score."""
 
 

@@ -25,6 +25,8 @@ import polars as pl
 import torch
 
 from engage_seq.cli.args import parse_instant_arg
+from engage_seq.common.errors import EngageSeqError
+from engage_seq.common.times import format_instant
 from engage_seq.data.build import merge_ingest_reports, split_by_user
 from engage_seq.data.encoding import (
     Vocabulary,
@@ -42,7 +44,6 @@ from engage_seq.data.ingest import (
     validate_events,
 )
 from engage_seq.data.schema import ColumnMapping, EventSchemaError, check_columns, read_error
-from engage_seq.data.sequences import format_instant
 from engage_seq.serving.cutoff import (
     check_cutoff_range,
     explain_drop_error,
@@ -73,7 +74,7 @@ REQUIRED_METADATA = (
 )
 
 
-class ScoringError(ValueError):
+class ScoringError(EngageSeqError, ValueError):
     """Bad input for engage-score; the message says what to change. Nothing was written."""
 
 

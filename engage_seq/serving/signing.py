@@ -46,11 +46,12 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.io import write_json_atomic
+from engage_seq.common.times import now_text
 
 SIGNING_KEY_ENV = "ENGAGE_SEQ_SIGNING_KEY"
 SIGNING_KEY_ID_ENV = "ENGAGE_SEQ_SIGNING_KEY_ID"
@@ -74,7 +75,7 @@ _FIELDS = ("format", "algorithm", "key_id", "sha256", "signed_at", "hmac")
 COMPANION_LIMIT = 64 << 10
 
 
-class SigningError(ValueError):
+class SigningError(EngageSeqError, ValueError):
     """A key in the environment is unusable, or a signature file is malformed."""
 
 
@@ -162,7 +163,7 @@ def write_signature(artifact: str | Path, digest: str, key: SigningKey) -> Path:
     """Write ``<artifact>.sig`` (JSON, atomically) for the file whose SHA-256 is ``digest``.
     Signing the digest, not the bytes, costs nothing more than the integrity check already
     spends hashing the file, and is as strong as SHA-256's collision resistance."""
-    signed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    signed_at = now_text()
     target = signature_path(artifact)
     write_json_atomic(
         target,
@@ -254,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         "otherwise needs its .sig to verify with a configured key)",
     )
     args = parser.parse_args(argv)
-    from engage_seq.serving import loading as jit  # torch: only for the command, never for importers
+    from engage_seq.serving import (
+        loading as jit,  # torch: only for the command, never for importers
+    )
 
     failed = 0
     for artifact in args.artifacts:

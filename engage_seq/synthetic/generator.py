@@ -101,6 +101,8 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
+from engage_seq.common.times import format_instant as _iso
+
 EVENT_TYPES: tuple[str, ...] = (
     "page_view",
     "product_view",
@@ -1090,10 +1092,6 @@ def _window_since_start(
             "would be truncated; use an earlier cutoff or a longer SyntheticEventSource.days"
         )
     return int(cutoff - first), int(cutoff + horizon_seconds - first)
-
-
-def _iso(epoch_seconds: int) -> str:
-    return datetime.fromtimestamp(int(epoch_seconds), tz=timezone.utc).isoformat()
 
 
 def _check_oracle_options(knows: str, replicates: int, seed: int) -> None:

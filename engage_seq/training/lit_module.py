@@ -9,21 +9,12 @@ import lightning as L
 import torch
 from torch import nn
 
-from engage_seq.metrics.scores import METRIC_MODES, HorizonMetrics, NextEventMetrics, lognormal_nll
+from engage_seq.metrics.scores import HorizonMetrics, NextEventMetrics, lognormal_nll
 from engage_seq.models.engagement import EngagementModel
 from engage_seq.training.batches import PAD_ID, UNKNOWN_ID, Batch
 
 EVAL_SPLITS = ("val", "test")
 SCHEDULES = ("cosine", "constant")
-
-
-def metric_mode(name: str) -> str:
-    """'val/auroc' -> 'max'; raises for names that are not selectable metrics."""
-    split, _, metric = name.partition("/")
-    if split != "val" or metric.split("/")[0] not in METRIC_MODES:
-        choices = ", ".join(f"val/{m}" for m in METRIC_MODES)
-        raise ValueError(f"cannot select models by {name!r}; use one of: {choices}")
-    return METRIC_MODES[metric.split("/")[0]]
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

@@ -62,6 +62,7 @@ from engage_seq.data.sequences import (
 )
 from engage_seq.evaluation.run_evaluation import ReportOptions
 from engage_seq.experiments.hydra_precheck import check_command_line
+from engage_seq.metrics.direction import metric_mode
 from engage_seq.metrics.scores import (
     HORIZON_METRICS,
     NEXT_EVENT_METRICS,
@@ -78,7 +79,7 @@ from engage_seq.training.batches import (
     label_expr,
     next_event_classes,
 )
-from engage_seq.training.lit_module import EngagementLitModule, metric_mode
+from engage_seq.training.lit_module import EngagementLitModule
 
 log = logging.getLogger(__name__)
 GOLDEN_BATCH_SIZE = 256
