@@ -104,11 +104,11 @@ def oracle_metrics(args: argparse.Namespace, env: dict[str, str]) -> dict[str, d
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from engage_seq.common.config_dir import CONF_DIR
     from engage_seq.data.cache import prepare_samples
     from engage_seq.data.schema import USER_KEY_SEED
     from engage_seq.metrics.scores import score_probabilities
     from engage_seq.synthetic.generator import purchase_probability
-    from engage_seq.training.run import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=list(args.override))
@@ -157,7 +157,7 @@ def check_task(args: argparse.Namespace) -> None:
     """Fail in seconds, not after the training runs, on a task the oracle cannot score."""
     from hydra import compose, initialize_config_dir
 
-    from engage_seq.training.run import CONF_DIR
+    from engage_seq.common.config_dir import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=list(args.override))

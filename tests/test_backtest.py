@@ -16,6 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.times import parse_instant
 from engage_seq.monitoring.backtest import (
     BacktestError,
@@ -32,7 +33,7 @@ from engage_seq.monitoring.drift import main as drift_main
 from engage_seq.serving.export import export_artifact
 from engage_seq.serving.outputs import check_score_outputs
 from engage_seq.synthetic.generator import SyntheticEventSource
-from engage_seq.training.run import CONF_DIR, train
+from engage_seq.training.run import train
 
 DAY = 86_400
 DRIFT = "2026-03-09"  # day 63 of 98

@@ -20,6 +20,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from engage_seq.cli import evaluate
+from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.safe_config import (
     ALLOWED_TARGETS_ENV,
     ALLOWED_TARGETS_FILE_ENV,
@@ -38,7 +39,6 @@ from engage_seq.experiments.hydra_precheck import check_command_line
 from engage_seq.experiments.leaderboard import collect_runs
 from engage_seq.serving.export import ExportError, export_artifact
 from engage_seq.training import run as train
-from engage_seq.training.run import CONF_DIR
 
 VENV_BIN = Path(sys.executable).parent
 TOUCH = "pathlib.Path.touch"

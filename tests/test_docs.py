@@ -288,9 +288,9 @@ def compose_train(command: Command) -> tuple[int, int]:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf, open_dict
 
+    from engage_seq.common.config_dir import CONF_DIR
     from engage_seq.common.safe_config import check_targets
     from engage_seq.training.run import (
-        CONF_DIR,
         _check_report_segments,
         _check_selected_metrics,
         _report_options,

@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from engage_seq.cli import evaluate
+from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.times import parse_instant
 from engage_seq.data.sequences import HorizonTask
 from engage_seq.evaluation.run_evaluation import (
@@ -44,7 +45,7 @@ from engage_seq.reporting.report import (
     write_report,
 )
 from engage_seq.reporting.section import json_safe
-from engage_seq.training.run import CONF_DIR, _report_options, train, write_run_report
+from engage_seq.training.run import _report_options, train, write_run_report
 
 TINY = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64", "report.n_explain=64"]
 HORIZON_METRICS = ("auroc", "auprc", "logloss", "brier", "ece", "lift_top10")
@@ -174,12 +175,12 @@ def test_report_files_are_complete_readable_and_free_of_ids(runs: dict[str, Path
 def test_engage_evaluate_rebuilds_without_stale_sections(
     runs: dict[str, Path], tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    import engage_seq.training.run
+    import engage_seq.evaluation.baseline_scores
 
     def no_refit(*args, **kwargs):
         raise AssertionError("the baseline fitted for the first report should be reused")
 
-    monkeypatch.setattr(engage_seq.training.run, "fit_and_score_baseline", no_refit)
+    monkeypatch.setattr(engage_seq.evaluation.baseline_scores, "fit_and_score_baseline", no_refit)
     out = tmp_path / "elsewhere"
     args = [str(runs["lstm"]), "--out", str(out), "--n-explain", "64"]
     assert evaluate.main([*args, "--no-oracle", "--baselines", "rfm_logreg"]) == 0
@@ -513,19 +514,19 @@ def test_one_class_test_periods_say_why_figures_are_undefined(rate: float, why: 
 def test_reference_cache_key_covers_the_baseline_fit_and_the_oracle_code(
     tmp_path: Path, monkeypatch
 ) -> None:
-    """`fit_and_score_baseline` lives in train.py and the oracle in synthetic.py: an edit to
-    either must invalidate the cached references, like an edit to baselines.py does."""
+    """`fit_and_score_baseline` (evaluation.baseline_scores) and the oracle (synthetic): an edit
+    to either must invalidate the cached references, like an edit to baselines.py does."""
     import importlib.util
 
     assert {
-        "engage_seq.training.run",
+        "engage_seq.evaluation.baseline_scores",
         "engage_seq.synthetic.generator",
         "engage_seq.baselines.classical",
     } <= set(REFERENCE_CODE)
     cache = ReferenceCache(SimpleNamespace(cache_dir=tmp_path / "samples-x"))  # type: ignore[arg-type]
     before = cache.path("gbm", {"a": 1})
     find_spec = importlib.util.find_spec
-    for module in ("engage_seq.training.run", "engage_seq.synthetic.generator"):
+    for module in ("engage_seq.evaluation.baseline_scores", "engage_seq.synthetic.generator"):
         edited = tmp_path / f"{module}.py"
         edited.write_bytes(Path(find_spec(module).origin).read_bytes() + b"# edited\n")
 

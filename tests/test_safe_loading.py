@@ -16,6 +16,7 @@ import torch
 from fault_injection import run_child
 from hydra import compose, initialize_config_dir
 
+from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.safe_config import UnsafeTargetError, check_targets, iter_targets
 from engage_seq.serving import export
 from engage_seq.serving.export import ExportError, export_artifact, load_model
@@ -32,7 +33,7 @@ from engage_seq.serving.loading import (
 )
 from engage_seq.serving.scoring import ScoringError, load_scoring_artifact
 from engage_seq.serving.signing import SIGNING_KEY_ENV, VERIFY_KEYS_ENV, signature_path
-from engage_seq.training.run import CONF_DIR, train
+from engage_seq.training.run import train
 
 VENV_BIN = Path(sys.executable).parent
 GROUPS = sorted(str(p.relative_to(CONF_DIR)) for p in Path(CONF_DIR).rglob("*") if p.is_dir())

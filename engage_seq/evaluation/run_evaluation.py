@@ -7,7 +7,8 @@ checkpoint or ``baseline.json``) and the cached samples, on CPU in fp32, through
 scored the run in training: the model's batches are the evaluation batches training used
 (length-sorted, ``eval_batch_size``) fed to the same torchmetrics states, so a report's model
 figures equal ``metrics.json`` (ties in lift@10% are broken by that batch order too). Baselines
-go through `engage_seq.training.run.fit_and_score_baseline`, as a ``model=gbm`` run would.
+go through `engage_seq.evaluation.baseline_scores.fit_and_score_baseline`, as a ``model=gbm``
+run would.
 """
 
 from __future__ import annotations
@@ -433,7 +434,7 @@ def _baseline_run_scorer(
 
 
 def _baseline_config(name: str) -> DictConfig:
-    from engage_seq.training.run import CONF_DIR
+    from engage_seq.common.config_dir import CONF_DIR
 
     path = Path(CONF_DIR) / "model" / f"{name}.yaml"
     if name not in BASELINES or not path.is_file():
@@ -444,11 +445,11 @@ def _baseline_config(name: str) -> DictConfig:
     return config
 
 
-# The code behind a cached reference: the baselines, `fit_and_score_baseline` (train), the
+# The code behind a cached reference: the baselines, `fit_and_score_baseline`, the
 # metrics, the oracle (synthetic), the user keys it joins on (ingest), and this module.
 REFERENCE_CODE = (
     "engage_seq.baselines.classical",
-    "engage_seq.training.run",
+    "engage_seq.evaluation.baseline_scores",
     "engage_seq.metrics.scores",
     "engage_seq.synthetic.generator",
     "engage_seq.data.ingest",
@@ -531,7 +532,7 @@ def reference_baselines(
     val and test exactly as a baseline run would be (or its earlier fit on the same samples,
     from `ReferenceCache`); the task's inapplicable ones are left out quietly, unavailable
     ones (LightGBM missing) with the reason in ``skipped``."""
-    from engage_seq.training.run import fit_and_score_baseline
+    from engage_seq.evaluation.baseline_scores import fit_and_score_baseline
 
     horizon, next_event = horizon_part(task), next_event_part(task)
     wanted = []

@@ -43,6 +43,7 @@ from engage_seq.cli.user_errors import (
     user_error_message,
     wants_traceback,
 )
+from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.io import atomic_path, write_json_atomic, write_text_atomic
 from engage_seq.common.safe_config import (
     UnsafeConfigError,
@@ -60,6 +61,7 @@ from engage_seq.data.sequences import (
     horizon_part,
     next_event_part,
 )
+from engage_seq.evaluation.baseline_scores import fit_and_score_baseline
 from engage_seq.evaluation.run_evaluation import ReportOptions
 from engage_seq.experiments.hydra_precheck import check_command_line
 from engage_seq.metrics.direction import metric_mode
@@ -67,7 +69,6 @@ from engage_seq.metrics.scores import (
     HORIZON_METRICS,
     NEXT_EVENT_METRICS,
     TIME_METRICS,
-    score_probabilities,
 )
 from engage_seq.models.engagement import MODEL_INPUTS
 from engage_seq.serving.export import GOLDEN_BATCH, GOLDEN_EVENTS
@@ -76,25 +77,12 @@ from engage_seq.training.batches import (
     EventDataModule,
     Vocabulary,
     encode_samples,
-    label_expr,
     next_event_classes,
 )
 from engage_seq.training.lit_module import EngagementLitModule
 
 log = logging.getLogger(__name__)
 GOLDEN_BATCH_SIZE = 256
-
-
-def _conf_dir() -> str:
-    """The repo's top-level conf/ in a checkout; the copy inside the wheel otherwise."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent.parent / "conf", here.parent / "conf"):
-        if (candidate / "train.yaml").is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"no conf/train.yaml next to {here}; is the package installed fully?")
-
-
-CONF_DIR = _conf_dir()
 
 
 def resolve_precision(precision: str | int) -> str | int:
@@ -598,51 +586,6 @@ def _train_baseline(
         log.info(
             "run report: not written for a baseline run; engage-evaluate %s writes one", run_dir
         )
-    return metrics
-
-
-def fit_and_score_baseline(
-    baseline: Any, task: Task, splits: dict[str, pl.DataFrame], vocabulary: Vocabulary
-) -> dict[str, float]:
-    """Fit a baseline on ``splits["train"]`` (validation for early stopping where it has it)
-    and return ``split/metric`` for val and test, scored like the neural models."""
-    horizon, next_event = horizon_part(task), next_event_part(task)
-    if baseline.task_type == "horizon":
-        if horizon is None:
-            raise ValueError(
-                f"{type(baseline).__name__} predicts horizon targets; task {task.name!r} has "
-                "none (use model=markov or model=most_frequent)"
-            )
-        baseline.fit(splits["train"], splits["val"], horizon.label_columns)
-    else:
-        if next_event is None:
-            raise ValueError(
-                f"{type(baseline).__name__} predicts the next event; task {task.name!r} has "
-                "no next-event part (use model=rfm_logreg or model=gbm)"
-            )
-        event_types = vocabulary.tokens["event_type"]
-        baseline.fit(splits["train"], splits["val"], ("label_next_event",), event_types=event_types)
-    metrics: dict[str, float] = {}
-    for split in ("val", "test"):
-        frame = splits[split]
-        probs = torch.from_numpy(np.asarray(baseline.predict_proba(frame), dtype=np.float64))
-        if baseline.task_type == "horizon":
-            assert horizon is not None
-            labels = torch.from_numpy(
-                frame.select(pl.col(c).cast(pl.Float64) for c in horizon.label_columns).to_numpy(
-                    writable=True  # torch warns on a read-only view
-                )
-            )
-            values = score_probabilities(list(task.targets), probs, labels)
-        else:
-            classes = torch.from_numpy(
-                frame.select(label_expr("label_next_event", vocabulary))
-                .to_series()
-                .to_numpy(writable=True)
-            ).long()
-            keep = classes >= 0
-            values = score_probabilities([], next_probs=probs[keep], next_classes=classes[keep])
-        metrics.update({f"{split}/{k}": v for k, v in values.items()})
     return metrics
 
 

@@ -1,0 +1,64 @@
+"""Fit a classical baseline on a run's samples and score it with the neural models' metric code.
+
+One function for every place a baseline gets a number (a ``model=gbm`` run, the reference rows
+of a run report), so a baseline row and a model row are always comparable: same samples, same
+splits, same `engage_seq.metrics.scores.score_probabilities`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from engage_seq.data.encoding import Vocabulary
+from engage_seq.data.sequences import Task, horizon_part, next_event_part
+from engage_seq.metrics.scores import score_probabilities
+from engage_seq.training.batches import label_expr
+
+
+def fit_and_score_baseline(
+    baseline: Any, task: Task, splits: dict[str, pl.DataFrame], vocabulary: Vocabulary
+) -> dict[str, float]:
+    """Fit a baseline on ``splits["train"]`` (validation for early stopping where it has it)
+    and return ``split/metric`` for val and test, scored like the neural models."""
+    horizon, next_event = horizon_part(task), next_event_part(task)
+    if baseline.task_type == "horizon":
+        if horizon is None:
+            raise ValueError(
+                f"{type(baseline).__name__} predicts horizon targets; task {task.name!r} has "
+                "none (use model=markov or model=most_frequent)"
+            )
+        baseline.fit(splits["train"], splits["val"], horizon.label_columns)
+    else:
+        if next_event is None:
+            raise ValueError(
+                f"{type(baseline).__name__} predicts the next event; task {task.name!r} has "
+                "no next-event part (use model=rfm_logreg or model=gbm)"
+            )
+        event_types = vocabulary.tokens["event_type"]
+        baseline.fit(splits["train"], splits["val"], ("label_next_event",), event_types=event_types)
+    metrics: dict[str, float] = {}
+    for split in ("val", "test"):
+        frame = splits[split]
+        probs = torch.from_numpy(np.asarray(baseline.predict_proba(frame), dtype=np.float64))
+        if baseline.task_type == "horizon":
+            assert horizon is not None
+            labels = torch.from_numpy(
+                frame.select(pl.col(c).cast(pl.Float64) for c in horizon.label_columns).to_numpy(
+                    writable=True  # torch warns on a read-only view
+                )
+            )
+            values = score_probabilities(list(task.targets), probs, labels)
+        else:
+            classes = torch.from_numpy(
+                frame.select(label_expr("label_next_event", vocabulary))
+                .to_series()
+                .to_numpy(writable=True)
+            ).long()
+            keep = classes >= 0
+            values = score_probabilities([], next_probs=probs[keep], next_classes=classes[keep])
+        metrics.update({f"{split}/{k}": v for k, v in values.items()})
+    return metrics
