@@ -33,6 +33,7 @@ from engage_seq.data.ingest import (
     text_user_ids,
     validate_events,
 )
+from engage_seq.data.sampling import SPLITS, CutoffPlan, SamplingConfig, plan_cutoffs
 from engage_seq.data.schema import (
     DROP_REASONS,
     USER_KEY_SEED,
@@ -43,18 +44,12 @@ from engage_seq.data.schema import (
     read_error,
     user_id_text,
 )
-from engage_seq.data.sequences import (
-    SPLITS,
-    CutoffPlan,
-    NextEventTask,
-    SamplingConfig,
-    Task,
-    build_samples,
+from engage_seq.data.sequences import build_samples
+from engage_seq.data.tasks import NextEventTask, Task, next_event_part
+from engage_seq.data.vocabulary import (
     count_tokens,
     fit_vocabulary,
-    next_event_part,
     numeric_moments,
-    plan_cutoffs,
     scaling_from_moments,
     vocabulary_from_counts,
 )

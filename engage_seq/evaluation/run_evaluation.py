@@ -45,7 +45,7 @@ from engage_seq.data.encoding import (
 )
 from engage_seq.data.encoding import next_event_classes as class_names
 from engage_seq.data.ingest import user_keys
-from engage_seq.data.sequences import Task, horizon_part, next_event_part
+from engage_seq.data.tasks import Task, horizon_part, next_event_part
 from engage_seq.metrics.scores import HorizonMetrics, NextEventMetrics, score_probabilities
 from engage_seq.models.engagement import EngagementModel
 from engage_seq.serving.export import ExportError, find_checkpoint, load_model

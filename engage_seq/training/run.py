@@ -52,15 +52,10 @@ from engage_seq.common.safe_config import (
     trust_command_line,
 )
 from engage_seq.data.cache import prepare_samples
+from engage_seq.data.sampling import SPLITS
 from engage_seq.data.schema import NO_CHANNEL
-from engage_seq.data.sequences import (
-    FEATURE_DEFINITIONS,
-    SPLITS,
-    TIME_FEATURES,
-    Task,
-    horizon_part,
-    next_event_part,
-)
+from engage_seq.data.sequences import FEATURE_DEFINITIONS, TIME_FEATURES
+from engage_seq.data.tasks import Task, horizon_part, next_event_part
 from engage_seq.evaluation.baseline_scores import fit_and_score_baseline
 from engage_seq.evaluation.run_evaluation import ReportOptions
 from engage_seq.experiments.hydra_precheck import check_command_line
