@@ -20,6 +20,8 @@ FORBIDDEN = {
     "engage_seq.data.vocabulary": {"torch", "lightning", "hydra"},
     "engage_seq.data.cache": {"torch", "lightning", "hydra"},
     "engage_seq.data.ingest": {"torch", "lightning", "hydra"},
+    "engage_seq.data.validation": {"torch", "lightning", "hydra"},
+    "engage_seq.data.id_lists": {"torch", "lightning", "hydra"},
     "engage_seq.data.build": {"torch", "lightning", "hydra"},
     # baselines run where only Polars and numpy are installed (LightGBM is optional, lazy)
     "engage_seq.baselines.classical": {"torch", "lightning", "hydra", "lightgbm"},

@@ -10,8 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engage_seq.data.ingest import FileEventSource, IngestConfig, validate_events
+from engage_seq.data.ingest import FileEventSource, IngestConfig
 from engage_seq.data.schema import DROP_REASONS, ColumnMapping, EventSchemaError
+from engage_seq.data.validation import validate_events
 
 T0 = int(datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp())  # a Monday
 

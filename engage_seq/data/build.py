@@ -26,13 +26,8 @@ import polars as pl
 
 from engage_seq.common.messages import IDENTIFIER_MIN_VALUES
 from engage_seq.common.times import format_instant, parse_duration
-from engage_seq.data.ingest import (
-    IngestConfig,
-    check_drops,
-    check_opt_out,
-    text_user_ids,
-    validate_events,
-)
+from engage_seq.data.id_lists import check_opt_out
+from engage_seq.data.ingest import IngestConfig, text_user_ids
 from engage_seq.data.sampling import SPLITS, CutoffPlan, SamplingConfig, plan_cutoffs
 from engage_seq.data.schema import (
     DROP_REASONS,
@@ -46,6 +41,7 @@ from engage_seq.data.schema import (
 )
 from engage_seq.data.sequences import build_samples
 from engage_seq.data.tasks import NextEventTask, Task, next_event_part
+from engage_seq.data.validation import check_drops, validate_events
 from engage_seq.data.vocabulary import (
     count_tokens,
     fit_vocabulary,
