@@ -23,6 +23,8 @@ FORBIDDEN = {
     "engage_seq.data.validation": {"torch", "lightning", "hydra"},
     "engage_seq.data.id_lists": {"torch", "lightning", "hydra"},
     "engage_seq.data.build": {"torch", "lightning", "hydra"},
+    "engage_seq.data.splits": {"torch", "lightning", "hydra"},
+    "engage_seq.data.shards": {"torch", "lightning", "hydra"},
     # baselines run where only Polars and numpy are installed (LightGBM is optional, lazy)
     "engage_seq.baselines.classical": {"torch", "lightning", "hydra", "lightgbm"},
     # metrics score models, baselines and oracles alike, without a Trainer
