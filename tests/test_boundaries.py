@@ -13,6 +13,10 @@ FORBIDDEN = {
     "engage_seq.synthetic.generator": {"torch", "lightning", "hydra"},
     "engage_seq.data.schema": {"torch", "lightning", "hydra"},
     "engage_seq.common.messages": {"torch", "lightning", "hydra"},
+    # config checking runs before Hydra (engage-train) and without it (evaluate, export)
+    "engage_seq.common.safe_config": {"torch", "lightning", "hydra"},
+    "engage_seq.common.trust": {"torch", "lightning", "hydra", "omegaconf"},
+    "engage_seq.common.untrusted_yaml": {"torch", "lightning", "hydra"},
     "engage_seq.data.listing": {"torch", "lightning", "hydra"},
     "engage_seq.data.sequences": {"torch", "lightning", "hydra"},
     "engage_seq.data.tasks": {"torch", "lightning", "hydra"},

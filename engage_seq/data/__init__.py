@@ -4,7 +4,8 @@ Owns the event schema and column mapping (`schema`), reading event files (`listi
 `ingest`), validation with every dropped row counted (`validation`), opt-out lists
 (`id_lists`), tasks and their labels (`tasks`), cutoff planning (`sampling`), per-user
 sequences and samples (`sequences`), what is fitted on the training period (`vocabulary`),
-the in-memory and sharded builders (`build`), the sample cache (`cache`) and encoding
+eligibility and per-split figures (`splits`), user-hash sharding (`shards`), the in-memory
+and sharded builders (`build`), the sample cache (`cache`) and encoding
 samples as arrays (`encoding`). It may import only `engage_seq.common`, Polars and numpy:
 never torch, Lightning or Hydra, so it runs in Polars-only jobs. The public, light names
 are re-exported here, so configs name them by short, stable paths

@@ -34,7 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 from engage_seq.baselines.classical import BASELINES
 from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.io import atomic_path
-from engage_seq.common.safe_config import UnsafeConfigError, check_targets, load_untrusted_config
+from engage_seq.common.safe_config import UnsafeConfigError, check_targets
+from engage_seq.common.untrusted_yaml import load_untrusted_config
 from engage_seq.data.cache import PreparedSamples, cache_key, prepare_samples
 from engage_seq.data.encoding import (
     EncodedSamples,
