@@ -14,7 +14,9 @@ import lightning as L
 import torch
 
 from engage_seq.data.cache import prepare_samples
-from engage_seq.data.sequences import SPLITS, TIME_FEATURES, HorizonTask, SamplingConfig
+from engage_seq.data.sampling import SPLITS, SamplingConfig
+from engage_seq.data.sequences import TIME_FEATURES
+from engage_seq.data.tasks import HorizonTask
 from engage_seq.models.engagement import EngagementModel, ProbabilityModel
 from engage_seq.serving.export import quiet_jit_deprecation
 from engage_seq.synthetic.generator import SyntheticEventSource

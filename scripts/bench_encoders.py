@@ -28,8 +28,10 @@ import polars as pl
 import torch
 from torch import nn
 
+from engage_seq.data.sampling import SamplingConfig, plan_cutoffs
 from engage_seq.data.schema import to_canonical
-from engage_seq.data.sequences import HorizonTask, SamplingConfig, build_samples, plan_cutoffs
+from engage_seq.data.sequences import build_samples
+from engage_seq.data.tasks import HorizonTask
 from engage_seq.models.encoders import RecurrentEncoder, padding_mask
 from engage_seq.models.engagement import EngagementModel
 from engage_seq.synthetic.generator import SyntheticEventSource

@@ -63,7 +63,8 @@ def run_engage_seq(
 
     from engage_seq.data.cache import prepare_samples
     from engage_seq.data.ingest import FileEventSource, IngestConfig
-    from engage_seq.data.sequences import HorizonTask, SamplingConfig
+    from engage_seq.data.sampling import SamplingConfig
+    from engage_seq.data.tasks import HorizonTask
 
     start = time.perf_counter()
     prepared = prepare_samples(

@@ -41,7 +41,9 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from engage_seq.data.cache import prepare_samples
-from engage_seq.data.sequences import TIME_FEATURES, HorizonTask, SamplingConfig
+from engage_seq.data.sampling import SamplingConfig
+from engage_seq.data.sequences import TIME_FEATURES
+from engage_seq.data.tasks import HorizonTask
 from engage_seq.models.engagement import EngagementModel
 from engage_seq.synthetic.generator import SyntheticEventSource
 from engage_seq.training.batches import (

@@ -25,8 +25,10 @@ from hypothesis import strategies as st
 from untrained_serving import untrained_serving_module
 
 from engage_seq.data.cache import prepare_samples
+from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import ColumnMapping
-from engage_seq.data.sequences import TIME_FEATURES, HorizonTask, SamplingConfig
+from engage_seq.data.sequences import TIME_FEATURES
+from engage_seq.data.tasks import HorizonTask
 from engage_seq.models.engagement import ENCODERS
 from engage_seq.synthetic.generator import CHANNELS, EVENT_TYPES
 

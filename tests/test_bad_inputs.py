@@ -22,9 +22,11 @@ import pytest
 
 from engage_seq.common.times import format_instant, parse_instant
 from engage_seq.data.cache import prepare_samples
-from engage_seq.data.ingest import FileEventSource, IngestConfig, validate_events
+from engage_seq.data.ingest import FileEventSource, IngestConfig
+from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import ColumnMapping, EventSchemaError
-from engage_seq.data.sequences import HorizonTask, SamplingConfig
+from engage_seq.data.tasks import HorizonTask
+from engage_seq.data.validation import validate_events
 
 T0 = parse_instant("2026-01-05")  # a Monday
 D = 86_400

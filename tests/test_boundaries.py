@@ -13,11 +13,22 @@ FORBIDDEN = {
     "engage_seq.synthetic.generator": {"torch", "lightning", "hydra"},
     "engage_seq.data.schema": {"torch", "lightning", "hydra"},
     "engage_seq.common.messages": {"torch", "lightning", "hydra"},
+    # config checking runs before Hydra (engage-train) and without it (evaluate, export)
+    "engage_seq.common.safe_config": {"torch", "lightning", "hydra"},
+    "engage_seq.common.trust": {"torch", "lightning", "hydra", "omegaconf"},
+    "engage_seq.common.untrusted_yaml": {"torch", "lightning", "hydra"},
     "engage_seq.data.listing": {"torch", "lightning", "hydra"},
     "engage_seq.data.sequences": {"torch", "lightning", "hydra"},
+    "engage_seq.data.tasks": {"torch", "lightning", "hydra"},
+    "engage_seq.data.sampling": {"torch", "lightning", "hydra"},
+    "engage_seq.data.vocabulary": {"torch", "lightning", "hydra"},
     "engage_seq.data.cache": {"torch", "lightning", "hydra"},
     "engage_seq.data.ingest": {"torch", "lightning", "hydra"},
+    "engage_seq.data.validation": {"torch", "lightning", "hydra"},
+    "engage_seq.data.id_lists": {"torch", "lightning", "hydra"},
     "engage_seq.data.build": {"torch", "lightning", "hydra"},
+    "engage_seq.data.splits": {"torch", "lightning", "hydra"},
+    "engage_seq.data.shards": {"torch", "lightning", "hydra"},
     # baselines run where only Polars and numpy are installed (LightGBM is optional, lazy)
     "engage_seq.baselines.classical": {"torch", "lightning", "hydra", "lightgbm"},
     # metrics score models, baselines and oracles alike, without a Trainer

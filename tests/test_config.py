@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from engage_seq.baselines.classical import BASELINES
 from engage_seq.common.config_dir import CONF_DIR
-from engage_seq.data.sequences import next_event_part
+from engage_seq.data.tasks import next_event_part
 from engage_seq.metrics.direction import metric_mode
 from engage_seq.models.engagement import EngagementModel
 from engage_seq.training.run import _check_selected_metrics, _selected

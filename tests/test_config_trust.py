@@ -22,18 +22,19 @@ from hydra import compose, initialize_config_dir
 from engage_seq.cli import evaluate
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.safe_config import (
-    ALLOWED_TARGETS_ENV,
-    ALLOWED_TARGETS_FILE_ENV,
     UnsafeConfigError,
     UnsafeTargetError,
     check_targets,
+    iter_targets,
+)
+from engage_seq.common.trust import (
+    ALLOWED_TARGETS_ENV,
+    ALLOWED_TARGETS_FILE_ENV,
     command_line_targets,
     frozen_trust,
-    iter_targets,
-    load_untrusted_config,
-    read_untrusted_yaml,
     trust_command_line,
 )
+from engage_seq.common.untrusted_yaml import load_untrusted_config, read_untrusted_yaml
 from engage_seq.evaluation.run_evaluation import sibling_runs
 from engage_seq.experiments.hydra_precheck import check_command_line
 from engage_seq.experiments.leaderboard import collect_runs

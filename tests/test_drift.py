@@ -17,14 +17,10 @@ import pytest
 
 from engage_seq.cli.args import keyword_argv
 from engage_seq.common.times import gap_text, parse_instant
+from engage_seq.data.sampling import CutoffPlan
 from engage_seq.data.schema import to_canonical
-from engage_seq.data.sequences import (
-    CutoffPlan,
-    HorizonTask,
-    build_samples,
-    samples_at_cutoff,
-    user_histories,
-)
+from engage_seq.data.sequences import build_samples, samples_at_cutoff, user_histories
+from engage_seq.data.tasks import HorizonTask
 from engage_seq.monitoring.drift import (
     ONE_SIDED,
     OTHER,

@@ -16,8 +16,10 @@ import torch
 from engage_seq.data.build import build_in_memory
 from engage_seq.data.encoding import EncodedSamples, Vocabulary, attribute_order, encode_samples
 from engage_seq.data.ingest import IngestConfig
+from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import ColumnMapping
-from engage_seq.data.sequences import TIME_FEATURES, HorizonTask, SamplingConfig
+from engage_seq.data.sequences import TIME_FEATURES
+from engage_seq.data.tasks import HorizonTask
 from engage_seq.evaluation.explain import (
     TOLERANCE,
     UNKNOWN_TOKEN,

@@ -12,9 +12,11 @@ import pytest
 from frames import FrameSource
 
 from engage_seq.data.build import build_in_memory
-from engage_seq.data.ingest import FileEventSource, IngestConfig, user_keys, validate_events
+from engage_seq.data.ingest import FileEventSource, IngestConfig, user_keys
+from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import USER_KEY_SEED, ColumnMapping, EventSchemaError
-from engage_seq.data.sequences import HorizonTask, SamplingConfig
+from engage_seq.data.tasks import HorizonTask
+from engage_seq.data.validation import validate_events
 from engage_seq.evaluation.fairness import (
     MISSING,
     OTHER,

@@ -24,7 +24,8 @@ from fault_injection import run_child
 
 import engage_seq.data.cache as sample_cache
 from engage_seq.data.cache import CacheSpaceError, prepare_samples
-from engage_seq.data.sequences import HorizonTask, SamplingConfig
+from engage_seq.data.sampling import SamplingConfig
+from engage_seq.data.tasks import HorizonTask
 from engage_seq.serving import outputs as score_outputs
 from engage_seq.serving.outputs import (
     IncompleteOutputsError,
@@ -40,7 +41,8 @@ SAMPLING = {"max_len": 16, "n_train_cutoffs": 2}
 IMPORTS = """
 import polars as pl
 from engage_seq.data import cache as sample_cache
-from engage_seq.data.sequences import HorizonTask, SamplingConfig
+from engage_seq.data.sampling import SamplingConfig
+from engage_seq.data.tasks import HorizonTask
 from engage_seq.synthetic.generator import SyntheticEventSource
 """
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engage_seq.data.ingest import FileEventSource, IngestConfig, validate_events
+from engage_seq.data.ingest import FileEventSource, IngestConfig
 from engage_seq.data.schema import DROP_REASONS, ColumnMapping, EventSchemaError
+from engage_seq.data.validation import validate_events
 
 T0 = int(datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp())  # a Monday
 
@@ -213,7 +214,7 @@ def test_id_lists_are_matched_in_the_tables_id_form_counted_and_warned(
     )  # fmt: skip
     plain = ColumnMapping(channel=None)
     (tmp_path / "list.csv").write_text("user_id\n 7 \n007\n")
-    with caplog.at_level("WARNING", logger="engage_seq.data.ingest"):
+    with caplog.at_level("WARNING", logger="engage_seq.data.id_lists"):
         _, report = validated(
             table, plain, opt_out_path=str(tmp_path / "list.csv"), max_drop_fraction=1.0
         )
@@ -222,7 +223,7 @@ def test_id_lists_are_matched_in_the_tables_id_form_counted_and_warned(
     assert "list.csv' matches 1 of its 2 users" in caplog.text and "007" not in caplog.text
     caplog.clear()
     (tmp_path / "other.csv").write_text("user_id\nc-9\n")
-    with caplog.at_level("WARNING", logger="engage_seq.data.ingest"):
+    with caplog.at_level("WARNING", logger="engage_seq.data.id_lists"):
         _, report = validated(table, plain, opt_out_path=str(tmp_path / "other.csv"))
     assert report["opt_out"] == {"users_listed": 1, "users_matched": 0}
     assert "matches none of its 1 users" in caplog.text and "c-9" not in caplog.text

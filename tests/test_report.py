@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from engage_seq.cli import evaluate
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.times import parse_instant
-from engage_seq.data.sequences import HorizonTask
+from engage_seq.data.tasks import HorizonTask
 from engage_seq.evaluation.run_evaluation import (
     REFERENCE_CODE,
     EvaluatedSplit,

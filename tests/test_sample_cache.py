@@ -13,8 +13,9 @@ from frames import FrameSource
 
 import engage_seq.data.cache as sample_cache
 from engage_seq.data.ingest import FileEventSource
+from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import ColumnMapping, EventSchemaError
-from engage_seq.data.sequences import HorizonTask, NextEventTask, SamplingConfig
+from engage_seq.data.tasks import HorizonTask, NextEventTask
 
 TASK = HorizonTask()
 SAMPLING = SamplingConfig(max_len=16, n_train_cutoffs=2)

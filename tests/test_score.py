@@ -203,7 +203,7 @@ def test_id_lists_match_float_ids_and_a_partial_match_is_counted(
     (tmp_path / "dnc.csv").write_text("user_id\n2\n3\nSECRET-9\n")
     lists = {"opt_out": str(tmp_path / "opt_out.csv"), "suppress": str(tmp_path / "dnc.csv")}
     floats = tmp_path / "events.parquet"
-    with caplog.at_level("WARNING", logger="engage_seq.data.ingest"):
+    with caplog.at_level("WARNING", logger="engage_seq.data.id_lists"):
         report = score_events(artifact, floats, tmp_path / "s.parquet", **lists)
     assert report["opt_out"] == {"users_listed": 2, "users_matched": 2}
     assert report["rows_dropped"]["consent_opt_out"] == table["user_id"].is_in([0.0, 1.0]).sum()

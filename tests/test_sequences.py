@@ -12,18 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engage_seq.common.times import parse_duration, parse_instant
+from engage_seq.data.sampling import CutoffPlan, SamplingConfig, plan_cutoffs
 from engage_seq.data.schema import to_canonical
-from engage_seq.data.sequences import (
-    CutoffPlan,
-    HorizonTask,
-    NextEventTask,
-    SamplingConfig,
-    build_samples,
-    fit_vocabulary,
-    plan_cutoffs,
-    samples_at_cutoff,
-    user_histories,
-)
+from engage_seq.data.sequences import build_samples, samples_at_cutoff, user_histories
+from engage_seq.data.tasks import HorizonTask, NextEventTask
+from engage_seq.data.vocabulary import fit_vocabulary
 
 H = 3600
 D = 86_400

@@ -14,9 +14,11 @@ from untrained_serving import untrained_serving_module
 
 from engage_seq.data.cache import prepare_samples
 from engage_seq.data.encoding import encode_samples
-from engage_seq.data.ingest import validate_events
+from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import ColumnMapping
-from engage_seq.data.sequences import TIME_FEATURES, HorizonTask, SamplingConfig
+from engage_seq.data.sequences import TIME_FEATURES
+from engage_seq.data.tasks import HorizonTask
+from engage_seq.data.validation import validate_events
 from engage_seq.serving.parity import check_edge_cases, raw_arguments
 from engage_seq.serving.scripted import ServingModule
 

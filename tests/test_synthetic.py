@@ -7,8 +7,10 @@ import polars as pl
 import pytest
 
 from engage_seq.common.times import parse_instant
+from engage_seq.data.sampling import CutoffPlan
 from engage_seq.data.schema import to_canonical
-from engage_seq.data.sequences import CutoffPlan, HorizonTask, build_samples
+from engage_seq.data.sequences import build_samples
+from engage_seq.data.tasks import HorizonTask
 from engage_seq.synthetic import generator as synthetic
 from engage_seq.synthetic.generator import (
     CHANNELS,

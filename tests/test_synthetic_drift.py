@@ -12,9 +12,12 @@ import pytest
 
 from engage_seq.common.times import parse_instant
 from engage_seq.data.cache import cache_key
-from engage_seq.data.ingest import IngestConfig, validate_events
+from engage_seq.data.ingest import IngestConfig
+from engage_seq.data.sampling import CutoffPlan, SamplingConfig
 from engage_seq.data.schema import ColumnMapping, to_canonical
-from engage_seq.data.sequences import CutoffPlan, HorizonTask, SamplingConfig, build_samples
+from engage_seq.data.sequences import build_samples
+from engage_seq.data.tasks import HorizonTask
+from engage_seq.data.validation import validate_events
 from engage_seq.synthetic.generator import (
     COUNTRIES,
     SyntheticEventSource,

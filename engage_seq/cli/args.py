@@ -71,7 +71,7 @@ def parse_instant_arg(
     with a one-line message naming the option ``what``."""
     if value is None:
         return None
-    from engage_seq.data.sequences import parse_instant  # polars: only when an instant is given
+    from engage_seq.common.times import parse_instant
 
     text = value.strip()
     try:

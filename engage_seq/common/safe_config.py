@@ -1,4 +1,4 @@
-"""Which code a config may name, and where the trust to name more comes from.
+"""Which code a config may name: the one checker every config goes through.
 
 Hydra's ``instantiate`` imports and calls whatever a ``_target_`` names (``os.system`` would run
 a shell), and Hydra itself calls what ``hydra.callbacks``, ``hydra.launcher``, ``hydra.sweeper``
@@ -11,39 +11,25 @@ the names *the person running the command* trusts. It also refuses ``hydra.job.e
 ``env_copy`` of `PROTECTED_ENV` variables (`check_job_env`): Hydra sets them inside each job.
 Anything else is refused with the node's key path before anything is imported or called.
 
-Trust never comes from the file being checked: a run folder's ``config_resolved.yaml`` or a
-``--config-dir`` YAML that lists ``allowed_targets: [torch.load]`` would otherwise vouch for
-itself. Extra names come only from (`trusted_targets`):
-
-- ``ENGAGE_SEQ_ALLOWED_TARGETS`` (comma-separated exact names),
-- a user-level file, ``$XDG_CONFIG_HOME/engage_seq/allowed_targets.txt`` (default
-  ``~/.config/...``; ``ENGAGE_SEQ_ALLOWED_TARGETS_FILE`` points elsewhere), one name a line,
-- ``allowed_targets=[...]`` typed on the engage-train command line (`trust_command_line` puts
-  it into the environment variable, so sweep jobs and the end-of-run report see it too).
-
-The ``allowed_targets`` key a config holds is ignored. Configs read back from run folders
-(engage-evaluate and its sibling runs, engage-export, engage-sweep-report) are untrusted input:
-`load_untrusted_config` bounds their size, nesting and node count and refuses YAML anchors and
-``${...}`` interpolations (both expand a few KB into GB) *before* building anything, then runs
-the same checker. engage-train composes its command line the way Hydra will and checks it
-(`engage_seq.experiments.hydra_precheck`) before Hydra instantiates callbacks or configures logging.
+Trust never comes from the file being checked (its own ``allowed_targets`` key is ignored):
+extra names come only from the person running the command (`engage_seq.common.trust`).
+Configs read back from run folders go through the same checker after
+`engage_seq.common.untrusted_yaml` has bounded them. engage-train composes its command line the
+way Hydra will and checks it (`engage_seq.experiments.hydra_precheck`) before Hydra
+instantiates callbacks or configures logging.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import os
-import re
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, ListConfig
 
 from engage_seq.common.errors import EngageSeqError
+from engage_seq.common.trust import ALLOWED_TARGETS_ENV, trusted_targets, user_targets_file
 
 PACKAGE = "engage_seq"
 # Third-party targets the checked-in conf/ uses (conf/trainer/default.yaml) and their alias.
@@ -96,14 +82,8 @@ PROTECTED_ENV = frozenset(
 # env_copy first: Hydra copies its entries into env_set; the message names what was written
 ENV_NODES = ("hydra.job.env_copy", "hydra.job.env_set")
 SWEEPER_PARAMS = "hydra.sweeper.params"
-ALLOWED_TARGETS_ENV = "ENGAGE_SEQ_ALLOWED_TARGETS"
-ALLOWED_TARGETS_FILE_ENV = "ENGAGE_SEQ_ALLOWED_TARGETS_FILE"
-# A config engage-train writes is a few KB, ~200 nodes, ~6 levels deep: far below these.
-MAX_UNTRUSTED_BYTES = 1_000_000
+# Nesting beyond this is an interpolation cycle here, and refused in a run folder's config.
 MAX_YAML_DEPTH = 64
-MAX_YAML_NODES = 20_000
-_NAME = re.compile(r"(ext://)?[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: fast, and no recursion
 
 
 class UnsafeConfigError(EngageSeqError, ValueError):
@@ -112,105 +92,6 @@ class UnsafeConfigError(EngageSeqError, ValueError):
 
 class UnsafeTargetError(UnsafeConfigError):
     """A config names a ``_target_`` (or other callable) outside engage_seq and the allow-list."""
-
-
-# ---- where trust comes from ----------------------------------------------------------------
-
-
-def user_targets_file() -> Path | None:
-    """The user-level allow-list file (it need not exist); None without a home folder."""
-    explicit = os.environ.get(ALLOWED_TARGETS_FILE_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    try:
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    except RuntimeError:  # no HOME: no user file
-        return None
-    return base / "engage_seq" / "allowed_targets.txt"
-
-
-def _names(items: Iterable[str], source: str) -> set[str]:
-    """Validated exact names, so a typo ("torch load") fails loudly instead of trusting nothing."""
-    names = {item.strip() for item in items if item.strip()}
-    bad = sorted(n for n in names if not _NAME.fullmatch(n))
-    if bad:
-        raise ValueError(
-            f"{source}: {bad[0][:80]!r} is not a dotted Python name (e.g. "
-            "mycompany.sources.KafkaSource); fix or remove it"
-        )
-    return names
-
-
-_FROZEN: frozenset[str] | None = None  # set by `frozen_trust` for the length of a command
-
-
-def trusted_targets() -> frozenset[str]:
-    """The names the person running the command trusts: environment variable + user file, or
-    the snapshot `frozen_trust` took when the command started."""
-    if _FROZEN is not None:
-        return _FROZEN
-    names = _names(os.environ.get(ALLOWED_TARGETS_ENV, "").split(","), ALLOWED_TARGETS_ENV)
-    path = user_targets_file()
-    if path is not None and path.is_file():
-        lines = (line.partition("#")[0] for line in path.read_text().splitlines())
-        names |= _names(lines, str(path))
-    return frozenset(names)
-
-
-@contextmanager
-def frozen_trust() -> Iterator[frozenset[str]]:
-    """Take `trusted_targets` once, now, and use that snapshot until the block ends.
-
-    engage-train enters it in ``main()`` before Hydra runs: Hydra runs every job inside
-    ``env_override(hydra.job.env_set)``, so a list re-read from ``os.environ`` inside a job
-    would see what a YAML put there. In-process jobs (the basic launcher, Optuna) use this
-    snapshot. A submitit job process starts from the environment ``main()`` set up (command-line
-    trust included, `trust_command_line`) and re-reads it, which is why the checker also
-    refuses env_set/env_copy of ``ENGAGE_SEQ_*`` and friends (`PROTECTED_ENV`), before
-    anything else in the job is checked."""
-    global _FROZEN
-    previous = _FROZEN
-    _FROZEN = trusted_targets()
-    try:
-        yield _FROZEN
-    finally:
-        _FROZEN = previous
-
-
-def command_line_targets(overrides: Sequence[str]) -> list[str]:
-    """The names of ``allowed_targets=[...]`` (``+``/``++`` too) among command-line overrides."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    names: list[str] = []
-    for text in overrides:
-        if "allowed_targets" not in text:
-            continue
-        try:
-            override = parser.parse_override(text)
-        except Exception:  # Hydra reports a malformed override itself
-            continue
-        if override.key_or_group != "allowed_targets" or override.is_delete():
-            continue
-        if override.is_sweep_override():
-            raise ValueError(
-                f"{text}: allowed_targets cannot be swept; list every name once, as "
-                "'allowed_targets=[a.B,c.D]'"
-            )
-        value = override.value()
-        items = value if isinstance(value, list) else [value]
-        names += sorted(_names((str(v) for v in items), "allowed_targets on the command line"))
-    return names
-
-
-def trust_command_line(overrides: Sequence[str]) -> None:
-    """Add the command line's ``allowed_targets`` to ``ENGAGE_SEQ_ALLOWED_TARGETS`` of this
-    process, so its checks, its sweep jobs (local or submitit processes inherit it) and the
-    run report all trust exactly what the person typed, and nothing a YAML adds."""
-    names = command_line_targets(overrides)
-    if names:
-        current = [n for n in os.environ.get(ALLOWED_TARGETS_ENV, "").split(",") if n.strip()]
-        os.environ[ALLOWED_TARGETS_ENV] = ",".join(dict.fromkeys([*current, *names]))
 
 
 # ---- the checker ---------------------------------------------------------------------------
@@ -397,87 +278,3 @@ def check_targets(cfg: Any, extra: Iterable[str] | None = None, prefix: str = ""
             f"list it in {user_targets_file() or 'the user allow-list file'}, or pass "
             f"'allowed_targets=[{name}]' on the engage-train command line"
         )
-
-
-# ---- configs read back from run folders ----------------------------------------------------
-
-
-def _check_yaml_shape(text: str, path: Path) -> None:
-    """Walk the parser's events (linear, nothing built) and refuse anchors/aliases, deep
-    nesting and huge node counts before any object exists."""
-    depth = nodes = 0
-    for event in yaml.parse(text, Loader=_LOADER):
-        line = event.start_mark.line + 1
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise UnsafeConfigError(
-                f"{path} line {line}: YAML anchors/aliases are refused in a config read back "
-                "from a run folder (an alias can expand a few KB into GB; engage-train never "
-                "writes them); rewrite the values out in full"
-            )
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-        nodes += isinstance(event, yaml.NodeEvent)
-        if depth > MAX_YAML_DEPTH or nodes > MAX_YAML_NODES:
-            raise UnsafeConfigError(
-                f"{path} line {line}: over {MAX_YAML_DEPTH} levels deep or {MAX_YAML_NODES:,} "
-                "values, far beyond any config engage-train writes; refusing to parse it"
-            )
-
-
-def read_untrusted_yaml(path: str | Path, max_bytes: int = MAX_UNTRUSTED_BYTES) -> Any:
-    """Plain data of a YAML file from a run folder, within size, nesting and node limits and
-    without anchors/aliases (checked before parsing). Raises `UnsafeConfigError`, or
-    ValueError for a file that is not YAML; both name the file."""
-    path = Path(path)
-    with open(path, "rb") as handle:
-        raw = handle.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise UnsafeConfigError(
-            f"{path} is over {max_bytes:,} bytes; the files engage-train writes are a few KB, "
-            "so it is refused unread (restore the run's own file)"
-        )
-    try:
-        text = raw.decode("utf-8")
-        _check_yaml_shape(text, path)
-        return yaml.load(text, Loader=_LOADER)  # a safe loader
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text (byte {error.start})") from None
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
-
-
-def _refuse_interpolations(data: Any, path: Path) -> None:
-    """``${...}`` would be resolved by OmegaConf (nested string interpolations blow up like
-    aliases); config_resolved.yaml is written resolved, so a run's own file has none."""
-    stack: list[tuple[str, Any]] = [("", data)]
-    while stack:
-        key, value = stack.pop()
-        if isinstance(value, dict):
-            stack += [(f"{key}.{k}" if key else str(k), v) for k, v in value.items()]
-        elif isinstance(value, list):
-            stack += [(f"{key}[{i}]", v) for i, v in enumerate(value)]
-        elif isinstance(value, str) and "${" in value:
-            raise UnsafeConfigError(
-                f"{path}: key {key} holds an interpolation ('${{...}}'); a run's resolved "
-                "config has none, so the file was edited: restore the run's own file"
-            )
-
-
-def load_untrusted_config(path: str | Path, extra: Iterable[str] | None = None) -> dict:
-    """A run folder's config as plain data, refused (`UnsafeConfigError` naming the file and
-    key) unless it passes `read_untrusted_yaml`, has no interpolations and every entry naming
-    code passes `check_targets` with ``extra`` (None: the person's `trusted_targets`)."""
-    path = Path(path)
-    data = read_untrusted_yaml(path)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UnsafeConfigError(f"{path} is not a mapping of settings; restore the run's own file")
-    _refuse_interpolations(data, path)
-    try:
-        check_targets(data, extra)
-    except UnsafeConfigError as error:  # UnsafeTargetError or a refused env_set/env_copy
-        raise type(error)(f"{path}: {error}") from None
-    return data

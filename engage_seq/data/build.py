@@ -10,7 +10,7 @@ Two ways to the same samples:
   per shard, so training ranks can read their own shards.
 
 Both count every eligibility rule per split and refuse empty splits or targets without a
-positive label.
+positive label (`splits`); the sharding steps live in `shards`.
 """
 
 from __future__ import annotations
@@ -25,36 +25,25 @@ from typing import Any, Protocol
 import polars as pl
 
 from engage_seq.common.messages import IDENTIFIER_MIN_VALUES
-from engage_seq.common.times import format_instant, parse_duration
-from engage_seq.data.ingest import (
-    IngestConfig,
-    check_drops,
-    check_opt_out,
-    text_user_ids,
-    validate_events,
-)
+from engage_seq.common.times import format_instant
+from engage_seq.data.id_lists import check_opt_out
+from engage_seq.data.ingest import IngestConfig, text_user_ids
+from engage_seq.data.sampling import CutoffPlan, SamplingConfig, plan_cutoffs
 from engage_seq.data.schema import (
-    DROP_REASONS,
-    USER_KEY_SEED,
     ColumnMapping,
     EventSchemaError,
     check_columns,
     looks_like_identifier,
-    read_error,
-    user_id_text,
 )
-from engage_seq.data.sequences import (
-    SPLITS,
-    CutoffPlan,
-    NextEventTask,
-    SamplingConfig,
-    Task,
-    build_samples,
+from engage_seq.data.sequences import build_samples
+from engage_seq.data.shards import merge_ingest_reports, split_by_user
+from engage_seq.data.splits import add_nested, apply_eligibility, split_report, split_sums
+from engage_seq.data.tasks import Task
+from engage_seq.data.validation import check_drops, validate_events
+from engage_seq.data.vocabulary import (
     count_tokens,
     fit_vocabulary,
-    next_event_part,
     numeric_moments,
-    plan_cutoffs,
     scaling_from_moments,
     vocabulary_from_counts,
 )
@@ -80,109 +69,6 @@ class BuildResult:
     report: dict[str, Any]
     samples: pl.DataFrame | None = None  # in-memory builds hand the frame back
     files: list[Path] = field(default_factory=list)
-
-
-# --- eligibility and per-split sums (mergeable across shards) ------------------------------
-
-
-def eligibility_rules(task: Task, sampling: SamplingConfig) -> list[tuple[str, pl.Expr]]:
-    """(name, keep-condition) pairs applied in order to the built samples."""
-    rules = [("min_history_events", pl.col("n_history") >= sampling.min_history_events)]
-    if sampling.active_within is not None:
-        recent = pl.col("seconds_since_last") <= parse_duration(sampling.active_within)
-        rules.append(("inactive", recent))
-    if isinstance(task, NextEventTask):  # a MultiTask keeps them (masked in the loss)
-        rules.append(("no_next_event_within_max_gap", pl.col("label_next_event").is_not_null()))
-    if sampling.holdout_user_fraction > 0:
-        held_out = (pl.col("user_key") % 10_000) < round(sampling.holdout_user_fraction * 10_000)
-        rules.append(("holdout_users", (pl.col("split") == "train") != held_out))
-    return rules
-
-
-def apply_eligibility(
-    samples: pl.DataFrame, task: Task, sampling: SamplingConfig
-) -> tuple[pl.DataFrame, dict[str, dict[str, int]]]:
-    """Drop ineligible samples, counting each under the first rule it fails, per split.
-
-    The rules are evaluated into one small column and the list-heavy frame is filtered at most
-    once (copying it per rule cost seconds at 10M events).
-    """
-    rules = eligibility_rules(task, sampling)
-    failed = pl.coalesce([pl.when(~keep).then(pl.lit(name)) for name, keep in rules])
-    verdict = samples.select("split", failed.alias("failed"))
-    counts = verdict.filter(pl.col("failed").is_not_null()).group_by("failed", "split").len()
-    dropped: dict[str, dict[str, int]] = {name: {} for name, _ in rules}
-    for name, split, n in counts.iter_rows():
-        dropped[name][split] = n
-    if counts.height:
-        samples = samples.filter(verdict["failed"].is_null())
-    return samples, dropped
-
-
-def split_sums(samples: pl.DataFrame, task: Task) -> dict[str, dict[str, float]]:
-    """Per split: samples, users, total history events and label sums (all additive; users
-    are additive across shards because a user lives in exactly one shard)."""
-    labels = [pl.col(f"label_{t}").sum().alias(f"positives/{t}") for t in task.targets]
-    if next_event_part(task) is not None:
-        labels += [
-            pl.col("label_next_hours").sum().alias("hours_to_next_event_sum"),
-            pl.col("label_next_hours").is_not_null().sum().alias("with_next_event"),
-        ]
-    rows = samples.group_by("split").agg(
-        pl.len().alias("samples"),
-        pl.col("user_key").n_unique().alias("users"),
-        pl.col("n_history").sum().alias("history_events"),
-        *labels,
-    )
-    return {row.pop("split"): row for row in rows.to_dicts()}
-
-
-def add_nested(parts: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Sum two-level dicts key by key: how shard statistics (split sums, eligibility drops,
-    token counts, numeric moments) become the statistics of the whole table."""
-    merged: dict[str, dict[str, Any]] = {}
-    for part in parts:
-        for outer, values in part.items():
-            target = merged.setdefault(outer, {})
-            for key, value in values.items():
-                target[key] = target.get(key, 0) + value
-    return merged
-
-
-def split_report(
-    sums: dict[str, dict[str, float]], task: Task, plan: CutoffPlan
-) -> dict[str, dict[str, float]]:
-    """Readable per-split figures; refuses empty splits and targets without a positive."""
-    report = {}
-    for split in SPLITS:
-        values = sums.get(split, {})
-        n = int(values.get("samples", 0))
-        if n == 0:
-            raise ValueError(
-                f"the {split} split is empty (cutoffs {plan.to_dict()[split]}); lower "
-                "min_history_events / active_within or move the cutoffs"
-            )
-        row: dict[str, float] = {
-            "samples": n,
-            "users": int(values["users"]),
-            "cutoffs": len(getattr(plan, split)),
-            "mean_history_events": values["history_events"] / n,
-        }
-        for target in task.targets:
-            positives = int(values[f"positives/{target}"])
-            if positives == 0:
-                raise ValueError(
-                    f"no positive label for target {target!r} in the {split} split ({n} "
-                    f"samples, cutoffs {plan.to_dict()[split]}): its metrics would be "
-                    "undefined. Use a longer horizon, other cutoffs or more data."
-                )
-            row[f"positive_rate/{target}"] = positives / n
-        if next_event_part(task) is not None:
-            with_next = values["with_next_event"]
-            row["with_next_event"] = int(with_next)
-            row["mean_hours_to_next_event"] = values["hours_to_next_event_sum"] / max(with_next, 1)
-        report[split] = row
-    return report
 
 
 def _check_targets(task: Task, vocabulary: dict[str, list[str]]) -> None:
@@ -277,62 +163,66 @@ def build_in_memory(
     return BuildResult(vocabulary, scaling, plan, report, samples, [path])
 
 
-def split_by_user(
-    raw: pl.LazyFrame, mapping: ColumnMapping, shards: int, folder: Path, where: str
-) -> list[tuple[int, Path]]:
-    """One streaming pass writing the raw rows into ``shards`` folders by a hash of the user
-    id, so every user's events land in exactly one (rows without a user go to shard 0).
-    Returns (shard number, folder) for the shards that received rows, in shard order; the
-    folders hold raw ids: the caller deletes them. A table Polars cannot read is an
-    `EventSchemaError` naming ``where``, as for an in-memory read."""
-    # the id as ingest normalises it: " 7" and 7.0 are user "7", so they share a shard
-    user = user_id_text(mapping.user_id, raw.collect_schema()[mapping.user_id])
-    shard_of = (user.hash(seed=USER_KEY_SEED) % shards).fill_null(0)
-    try:
-        raw.with_columns(shard_of.alias("_shard")).sink_parquet(
-            pl.PartitionBy(folder, key="_shard", include_key=False), mkdir=True, engine="streaming"
+def _validate_shards(
+    shard_dirs: list[tuple[int, Path]],
+    mapping: ColumnMapping,
+    ingest: IngestConfig,
+    sampling: SamplingConfig,
+    where: str,
+    work: Path,
+) -> tuple[dict[str, Any], list[tuple[int, int]], list[Path]]:
+    """Phase 1: validate each shard and keep its clean canonical events (one file each in
+    ``work``). Returns the merged ingest report, each shard's (first, last) event time, and
+    the clean files; each shard's raw rows (raw ids included) are deleted once read."""
+    ingest_reports, spans, clean = [], [], []
+    for k, (shard, shard_dir) in enumerate(shard_dirs):
+        label = f"{where} (shard {shard + 1}/{sampling.shards})"
+        validated = validate_events(
+            pl.scan_parquet(shard_dir), mapping, ingest, label, partial=True
         )
-    except pl.exceptions.PolarsError as exc:
-        raise read_error(where, exc) from exc
-    if not folder.is_dir():
-        return []
-    # folders are named _shard=<k>
-    found = [(int(p.name.rpartition("=")[2]), p) for p in folder.iterdir() if p.is_dir()]
-    return sorted(found)
+        path = work / f"clean-{k:05d}.parquet"
+        validated.events.collect().write_parquet(path, compression="lz4")
+        shutil.rmtree(shard_dir)  # raw rows (and raw ids) go as soon as possible
+        ingest_reports.append(validated.report)
+        if validated.ts_min is not None and validated.ts_max is not None:
+            spans.append((validated.ts_min, validated.ts_max))
+        clean.append(path)
+    return merge_ingest_reports(ingest_reports, where), spans, clean
 
 
-def merge_ingest_reports(reports: list[dict[str, Any]], where: str) -> dict[str, Any]:
-    """One validation report for shards validated separately (users are disjoint)."""
-    dropped = {r: sum(rep["rows_dropped"][r] for rep in reports) for r in DROP_REASONS}
-    starts = [rep["time_span"][0] for rep in reports if rep["time_span"][0]]
-    ends = [rep["time_span"][1] for rep in reports if rep["time_span"][1]]
-    return {
-        "source": where,
-        "rows_read": sum(rep["rows_read"] for rep in reports),
-        "rows_kept": sum(rep["rows_kept"] for rep in reports),
-        "rows_dropped": dropped,
-        "users": sum(rep["users"] for rep in reports),
-        "event_types": sorted({t for rep in reports for t in rep["event_types"]}),
-        "time_span": [min(starts, default=None), max(ends, default=None)],
-        "user_keys": reports[0]["user_keys"],
-        "numeric_missing": {
-            c: sum(rep["numeric_missing"][c] for rep in reports)
-            for c in reports[0]["numeric_missing"]
-        },
-        "categorical_missing": {
-            c: sum(rep["categorical_missing"][c] for rep in reports)
-            for c in reports[0]["categorical_missing"]
-        },
-        "timestamp_dst": {
-            k: sum(rep["timestamp_dst"][k] for rep in reports) for k in reports[0]["timestamp_dst"]
-        },
-        "opt_out": None  # every shard read the whole list; its users are in one shard each
-        if reports[0]["opt_out"] is None
-        else {
-            "users_listed": reports[0]["opt_out"]["users_listed"],
-            "users_matched": sum(rep["opt_out"]["users_matched"] for rep in reports),
-        },
-    }
+@dataclass
+class _ShardParts:
+    """What phase 2 keeps of each shard: mergeable statistics (summed by `add_nested`) and
+    the samples file it wrote."""
+
+    tokens: list[dict[str, dict[str, int]]] = field(default_factory=list)
+    moments: list[dict[str, dict[str, float]]] = field(default_factory=list)
+    sums: list[dict[str, dict[str, float]]] = field(default_factory=list)
+    drops: list[dict[str, dict[str, int]]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+
+def _build_shard_samples(
+    clean: list[Path], task: Task, plan: CutoffPlan, sampling: SamplingConfig, out_dir: Path
+) -> _ShardParts:
+    """Phase 2: per shard, training-period statistics and samples (one samples file each);
+    each clean file is deleted once its samples are written."""
+    train_end = max(plan.train)
+    parts = _ShardParts()
+    for k, path in enumerate(clean):
+        events = pl.read_parquet(path).lazy()
+        parts.tokens.append(count_tokens(events, train_end))
+        parts.moments.append(numeric_moments(events, train_end))
+        samples = build_samples(events, task, plan, sampling.max_len).collect()
+        samples, dropped = apply_eligibility(samples, task, sampling)
+        parts.sums.append(split_sums(samples, task))
+        parts.drops.append(dropped)
+        out = out_dir / SAMPLE_FILE.format(k)
+        samples.write_parquet(out, compression="lz4")
+        parts.files.append(out)
+        path.unlink()
+        log.info("shard %d/%d: %d samples", k + 1, len(clean), samples.height)
+    return parts
 
 
 def build_sharded(
@@ -357,22 +247,9 @@ def build_sharded(
         shard_dirs = split_by_user(raw, mapping, sampling.shards, work / "raw", where)
         if not shard_dirs:
             raise EventSchemaError(f"{where} is empty: no rows to build samples from")
-
-        # Phase 1: validate each shard, keep its clean canonical events, merge the counts.
-        ingest_reports, spans, clean = [], [], []
-        for k, (shard, shard_dir) in enumerate(shard_dirs):
-            label = f"{where} (shard {shard + 1}/{sampling.shards})"
-            validated = validate_events(
-                pl.scan_parquet(shard_dir), mapping, ingest, label, partial=True
-            )
-            path = work / f"clean-{k:05d}.parquet"
-            validated.events.collect().write_parquet(path, compression="lz4")
-            shutil.rmtree(shard_dir)  # raw rows (and raw ids) go as soon as possible
-            ingest_reports.append(validated.report)
-            if validated.ts_min is not None and validated.ts_max is not None:
-                spans.append((validated.ts_min, validated.ts_max))
-            clean.append(path)
-        ingest_report = merge_ingest_reports(ingest_reports, where)
+        ingest_report, spans, clean = _validate_shards(
+            shard_dirs, mapping, ingest, sampling, where, work
+        )
         check_drops(ingest_report["rows_dropped"], ingest_report["rows_kept"], ingest, where)
         check_opt_out(ingest_report["opt_out"], ingest, where)
         # fail before the expensive phase on a target that never occurs at all (the precise
@@ -380,31 +257,16 @@ def build_sharded(
         _check_targets(task, {"event_type": ingest_report["event_types"]})
         check_time_span(max(s[1] for s in spans), where)
         plan = plan_cutoffs(min(s[0] for s in spans), max(s[1] for s in spans) + 1, task, sampling)
-        train_end = max(plan.train)
-
-        # Phase 2: per shard, training-period statistics and samples.
-        token_parts, moment_parts, sums, drops, files = [], [], [], [], []
-        for k, path in enumerate(clean):
-            events = pl.read_parquet(path).lazy()
-            token_parts.append(count_tokens(events, train_end))
-            moment_parts.append(numeric_moments(events, train_end))
-            samples = build_samples(events, task, plan, sampling.max_len).collect()
-            samples, dropped = apply_eligibility(samples, task, sampling)
-            sums.append(split_sums(samples, task))
-            drops.append(dropped)
-            out = out_dir / SAMPLE_FILE.format(k)
-            samples.write_parquet(out, compression="lz4")
-            files.append(out)
-            path.unlink()
-            log.info("shard %d/%d: %d samples", k + 1, len(clean), samples.height)
+        parts = _build_shard_samples(clean, task, plan, sampling, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    vocabulary = vocabulary_from_counts(add_nested(token_parts), sampling.min_category_count)
+    vocabulary = vocabulary_from_counts(add_nested(parts.tokens), sampling.min_category_count)
     _check_targets(task, vocabulary)
-    scaling = scaling_from_moments(add_nested(moment_parts))
-    splits = split_report(add_nested(sums), task, plan)
-    report = _report(ingest_report, plan, sampling, vocabulary, scaling, add_nested(drops), splits)
-    log.info("built %d shards from %s (%s .. %s)", len(files), where,
+    scaling = scaling_from_moments(add_nested(parts.moments))
+    splits = split_report(add_nested(parts.sums), task, plan)
+    drops = add_nested(parts.drops)
+    report = _report(ingest_report, plan, sampling, vocabulary, scaling, drops, splits)
+    log.info("built %d shards from %s (%s .. %s)", len(parts.files), where,
              format_instant(plan.train[0]), format_instant(plan.test[-1]))  # fmt: skip
-    return BuildResult(vocabulary, scaling, plan, report, None, files)
+    return BuildResult(vocabulary, scaling, plan, report, None, parts.files)

@@ -39,8 +39,9 @@ from engage_seq.common.io import exclusive_lock, file_sha256
 from engage_seq.data.build import BuildResult, EventSource, build_in_memory, build_sharded
 from engage_seq.data.encoding import Vocabulary, attribute_order, ordered_numeric_scaling
 from engage_seq.data.ingest import FileEventSource, IngestConfig, salt_fingerprint
+from engage_seq.data.sampling import CutoffPlan, SamplingConfig
 from engage_seq.data.schema import ColumnMapping
-from engage_seq.data.sequences import CutoffPlan, SamplingConfig, Task
+from engage_seq.data.tasks import Task
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT_VERSION = 4  # 3: per-file SHA-256 in the manifest; 4: explicit attribute order

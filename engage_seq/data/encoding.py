@@ -17,12 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from engage_seq.data.sequences import (
-    TIME_FEATURES,
-    samples_at_cutoff,
-    signed_log1p,
-    user_histories,
-)
+from engage_seq.data.sequences import TIME_FEATURES, samples_at_cutoff, user_histories
+from engage_seq.data.vocabulary import signed_log1p
 
 if TYPE_CHECKING:
     import torch

@@ -6,7 +6,7 @@ raw ids go no further), ``ts`` (Int64 epoch seconds, UTC), ``event_type`` (Strin
 int64 timestamps, so training and serving share one time representation.
 
 `to_canonical` only converts; rows it cannot use are *flagged* (see `DROP_REASONS`), counted by
-`ingest.validate_events`, and removed there, so no row disappears without a count.
+`validation.validate_events`, and removed there, so no row disappears without a count.
 """
 
 from __future__ import annotations
@@ -337,7 +337,7 @@ def to_canonical(
 
     Flags computed here: null_user, null_timestamp, unparseable_timestamp, null_event_type,
     consent_opt_out, and the DST counters `DST_AMBIGUOUS` / `DST_NONEXISTENT`. The rest need
-    settings or whole-table context and are added by `ingest.validate_events`. ``user_id`` is
+    settings or whole-table context and are added by `validation.validate_events`. ``user_id`` is
     `user_id_text` (the form id lists are matched in); ``user_key`` is its unkeyed hash, and
     `ingest` swaps in HMAC keys when a salt is configured.
     """

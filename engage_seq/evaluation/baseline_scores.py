@@ -14,7 +14,7 @@ import polars as pl
 import torch
 
 from engage_seq.data.encoding import Vocabulary
-from engage_seq.data.sequences import Task, horizon_part, next_event_part
+from engage_seq.data.tasks import Task, horizon_part, next_event_part
 from engage_seq.metrics.scores import score_probabilities
 from engage_seq.training.batches import label_expr
 

@@ -35,8 +35,9 @@ import torch
 
 from engage_seq.common.messages import describe_columns
 from engage_seq.data.build import EventSource
-from engage_seq.data.ingest import IngestConfig, validate_events
+from engage_seq.data.ingest import IngestConfig
 from engage_seq.data.schema import ROW_INDEX, ColumnMapping, EventSchemaError, looks_like_identifier
+from engage_seq.data.validation import validate_events
 from engage_seq.metrics.scores import score_probabilities
 from engage_seq.reporting.plotting import pyplot, save_png
 from engage_seq.reporting.section import ReportSection, json_safe

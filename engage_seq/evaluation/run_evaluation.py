@@ -34,7 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 from engage_seq.baselines.classical import BASELINES
 from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.io import atomic_path
-from engage_seq.common.safe_config import UnsafeConfigError, check_targets, load_untrusted_config
+from engage_seq.common.safe_config import UnsafeConfigError, check_targets
+from engage_seq.common.untrusted_yaml import load_untrusted_config
 from engage_seq.data.cache import PreparedSamples, cache_key, prepare_samples
 from engage_seq.data.encoding import (
     EncodedSamples,
@@ -45,7 +46,7 @@ from engage_seq.data.encoding import (
 )
 from engage_seq.data.encoding import next_event_classes as class_names
 from engage_seq.data.ingest import user_keys
-from engage_seq.data.sequences import Task, horizon_part, next_event_part
+from engage_seq.data.tasks import Task, horizon_part, next_event_part
 from engage_seq.metrics.scores import HorizonMetrics, NextEventMetrics, score_probabilities
 from engage_seq.models.engagement import EngagementModel
 from engage_seq.serving.export import ExportError, find_checkpoint, load_model

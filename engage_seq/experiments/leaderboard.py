@@ -29,8 +29,8 @@ import polars as pl
 import yaml
 
 from engage_seq.common.io import atomic_path, write_json_atomic, write_text_atomic
-from engage_seq.common.safe_config import load_untrusted_config, read_untrusted_yaml
 from engage_seq.common.stats import student_t_two_sided_p
+from engage_seq.common.untrusted_yaml import load_untrusted_config, read_untrusted_yaml
 from engage_seq.metrics.direction import metric_direction
 from engage_seq.reporting.section import json_safe
 

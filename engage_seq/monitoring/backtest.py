@@ -42,11 +42,14 @@ import torch
 from engage_seq.cli.args import KeywordArgumentParser, parse_instant_arg
 from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.times import format_instant, parse_duration, parse_instant
-from engage_seq.data.build import apply_eligibility, eligibility_rules
 from engage_seq.data.encoding import Vocabulary, encode_samples, numeric_scaling_from_metadata
-from engage_seq.data.ingest import FileEventSource, validate_events
+from engage_seq.data.ingest import FileEventSource
+from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import EventSchemaError
-from engage_seq.data.sequences import HorizonTask, SamplingConfig, samples_at_cutoff, user_histories
+from engage_seq.data.sequences import samples_at_cutoff, user_histories
+from engage_seq.data.splits import apply_eligibility, eligibility_rules
+from engage_seq.data.tasks import HorizonTask
+from engage_seq.data.validation import validate_events
 from engage_seq.metrics.scores import score_probabilities
 from engage_seq.reporting.section import json_safe
 from engage_seq.serving.outputs import Writer, write_outputs

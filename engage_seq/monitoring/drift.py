@@ -68,13 +68,14 @@ from engage_seq.cli.args import KeywordArgumentParser, parse_instant_arg
 from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.messages import describe_columns
 from engage_seq.common.times import format_instant, gap_text
-from engage_seq.data.ingest import FileEventSource, IngestConfig, validate_events
+from engage_seq.data.ingest import FileEventSource, IngestConfig
 from engage_seq.data.schema import (
     ColumnMapping,
     EventSchemaError,
     looks_like_identifier,
     read_error,
 )
+from engage_seq.data.validation import validate_events
 from engage_seq.serving.outputs import Writer, write_outputs
 
 DEFAULT_THRESHOLD = 0.25  # PSI at or above which a feature has drifted (exit status 1)

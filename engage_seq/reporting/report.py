@@ -34,10 +34,10 @@ from torchmetrics.functional.classification import binary_precision_recall_curve
 
 from engage_seq import __version__
 from engage_seq.common.io import atomic_path, write_json_atomic, write_text_atomic
-from engage_seq.common.safe_config import read_untrusted_yaml
 from engage_seq.common.times import date_text, now_text, parse_duration, window_text
+from engage_seq.common.untrusted_yaml import read_untrusted_yaml
 from engage_seq.data.cache import PreparedSamples
-from engage_seq.data.sequences import horizon_part, next_event_part
+from engage_seq.data.tasks import horizon_part, next_event_part
 from engage_seq.evaluation.run_evaluation import (
     EvaluatedSplit,
     EvaluationError,

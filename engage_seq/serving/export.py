@@ -39,8 +39,8 @@ import torch
 from engage_seq import __version__
 from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.io import atomic_path
-from engage_seq.common.safe_config import load_untrusted_config
 from engage_seq.common.times import now_text
+from engage_seq.common.untrusted_yaml import load_untrusted_config
 from engage_seq.models.engagement import MODEL_INPUTS, EngagementModel, ProbabilityModel
 from engage_seq.serving.loading import (
     METADATA_FILE,

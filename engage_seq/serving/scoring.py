@@ -27,23 +27,16 @@ import torch
 from engage_seq.cli.args import parse_instant_arg
 from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.times import format_instant
-from engage_seq.data.build import merge_ingest_reports, split_by_user
 from engage_seq.data.encoding import (
     Vocabulary,
     encode_events_at_cutoff,
     numeric_scaling_from_metadata,
 )
-from engage_seq.data.ingest import (
-    FileEventSource,
-    IngestConfig,
-    check_drops,
-    check_list_matches,
-    check_opt_out,
-    listed_count,
-    read_id_list,
-    validate_events,
-)
+from engage_seq.data.id_lists import check_list_matches, check_opt_out, listed_count, read_id_list
+from engage_seq.data.ingest import FileEventSource, IngestConfig
 from engage_seq.data.schema import ColumnMapping, EventSchemaError, check_columns, read_error
+from engage_seq.data.shards import merge_ingest_reports, split_by_user
+from engage_seq.data.validation import check_drops, validate_events
 from engage_seq.serving.cutoff import (
     check_cutoff_range,
     explain_drop_error,

@@ -45,22 +45,13 @@ from engage_seq.cli.user_errors import (
 )
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.io import atomic_path, write_json_atomic, write_text_atomic
-from engage_seq.common.safe_config import (
-    UnsafeConfigError,
-    check_targets,
-    frozen_trust,
-    trust_command_line,
-)
+from engage_seq.common.safe_config import UnsafeConfigError, check_targets
+from engage_seq.common.trust import frozen_trust, trust_command_line
 from engage_seq.data.cache import prepare_samples
+from engage_seq.data.sampling import SPLITS
 from engage_seq.data.schema import NO_CHANNEL
-from engage_seq.data.sequences import (
-    FEATURE_DEFINITIONS,
-    SPLITS,
-    TIME_FEATURES,
-    Task,
-    horizon_part,
-    next_event_part,
-)
+from engage_seq.data.sequences import FEATURE_DEFINITIONS, TIME_FEATURES
+from engage_seq.data.tasks import Task, horizon_part, next_event_part
 from engage_seq.evaluation.baseline_scores import fit_and_score_baseline
 from engage_seq.evaluation.run_evaluation import ReportOptions
 from engage_seq.experiments.hydra_precheck import check_command_line
