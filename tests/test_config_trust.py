@@ -34,7 +34,7 @@ from engage_seq.common.safe_config import (
     read_untrusted_yaml,
     trust_command_line,
 )
-from engage_seq.evaluation.run_evaluation import sibling_runs
+from engage_seq.evaluation.siblings import sibling_runs
 from engage_seq.experiments.hydra_precheck import check_command_line
 from engage_seq.experiments.leaderboard import collect_runs
 from engage_seq.serving.export import ExportError, export_artifact
@@ -106,7 +106,7 @@ def test_a_hostile_sibling_is_skipped_with_a_warning_and_never_instantiated(
     legit.mkdir()
     pwned = tmp_path / "pwned"
     _evil_run(sweep / "1_seed=2", pwned)
-    with caplog.at_level(logging.INFO, logger="engage_seq.evaluation.run_evaluation"):
+    with caplog.at_level(logging.INFO, logger="engage_seq.evaluation.siblings"):
         assert sibling_runs(legit, "samples-any") == []
     (record,) = [r for r in caplog.records if "1_seed=2" in r.getMessage()]
     assert record.levelno == logging.WARNING and "task._target_" in record.getMessage()
