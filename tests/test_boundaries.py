@@ -59,6 +59,20 @@ FORBIDDEN = {
     "engage_seq.evaluation.explain": {"lightning", "hydra", "matplotlib"},
     "engage_seq.evaluation.fairness": {"lightning", "hydra"},
     "engage_seq.reporting.section": {"torch", "lightning", "hydra"},
+    # what a run folder holds, the report options, the evaluation's types and the report's
+    # words and reproduce commands: no torch, so engage-evaluate checks its arguments (and
+    # prints --help) without loading a model
+    **{
+        module: {"torch", "lightning", "hydra"}
+        for module in (
+            "engage_seq.evaluation.run_folder",
+            "engage_seq.evaluation.options",
+            "engage_seq.evaluation.results",
+            "engage_seq.cli.evaluate",
+            "engage_seq.reporting.wording",
+            "engage_seq.reporting.reproduce",
+        )
+    },
     "engage_seq.reporting.figures": {"torch", "lightning", "hydra"},
     "engage_seq.reporting.explain_figures": {"torch", "lightning", "hydra"},
     "engage_seq.monitoring.figures": {"torch", "lightning", "hydra"},

@@ -22,20 +22,20 @@ from hydra import compose, initialize_config_dir
 from engage_seq.cli import evaluate
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.safe_config import (
+    ALLOWED_TARGETS_ENV,
     UnsafeConfigError,
     UnsafeTargetError,
     check_targets,
     iter_targets,
 )
 from engage_seq.common.trust import (
-    ALLOWED_TARGETS_ENV,
     ALLOWED_TARGETS_FILE_ENV,
     command_line_targets,
     frozen_trust,
     trust_command_line,
 )
 from engage_seq.common.untrusted_yaml import load_untrusted_config, read_untrusted_yaml
-from engage_seq.evaluation.run_evaluation import sibling_runs
+from engage_seq.evaluation.siblings import sibling_runs
 from engage_seq.experiments.hydra_precheck import check_command_line
 from engage_seq.experiments.leaderboard import collect_runs
 from engage_seq.serving.export import ExportError, export_artifact
@@ -107,7 +107,7 @@ def test_a_hostile_sibling_is_skipped_with_a_warning_and_never_instantiated(
     legit.mkdir()
     pwned = tmp_path / "pwned"
     _evil_run(sweep / "1_seed=2", pwned)
-    with caplog.at_level(logging.INFO, logger="engage_seq.evaluation.run_evaluation"):
+    with caplog.at_level(logging.INFO, logger="engage_seq.evaluation.siblings"):
         assert sibling_runs(legit, "samples-any") == []
     (record,) = [r for r in caplog.records if "1_seed=2" in r.getMessage()]
     assert record.levelno == logging.WARNING and "task._target_" in record.getMessage()

@@ -22,28 +22,22 @@ from engage_seq.cli import evaluate
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.times import parse_instant
 from engage_seq.data.tasks import HorizonTask
-from engage_seq.evaluation.run_evaluation import (
-    REFERENCE_CODE,
-    EvaluatedSplit,
-    ReferenceCache,
-    ReportOptions,
-    Scorer,
-    _recorded_mismatch,
-    oracle_scorer,
-    run_report_options,
-)
+from engage_seq.evaluation.options import ReportOptions, run_report_options
+from engage_seq.evaluation.oracle import oracle_scorer
+from engage_seq.evaluation.predictions import recorded_mismatch
+from engage_seq.evaluation.references import REFERENCE_CODE, ReferenceCache
+from engage_seq.evaluation.results import EvaluatedSplit, Scorer
 from engage_seq.metrics.scores import lift_at_top, score_probabilities
-from engage_seq.reporting.report import (
-    TargetReport,
-    _horizon_summary,
-    _reproduce,
+from engage_seq.reporting.curves import (
     calibration_bins,
     captured_at_top,
     decile_table,
     gains_curve,
-    reproduce_intro,
-    write_report,
 )
+from engage_seq.reporting.horizon import TargetReport
+from engage_seq.reporting.horizon_summary import horizon_summary
+from engage_seq.reporting.report import write_report
+from engage_seq.reporting.reproduce import reproduce_commands, reproduce_intro
 from engage_seq.reporting.section import json_safe
 from engage_seq.training.run import _report_options, train, write_run_report
 
@@ -291,8 +285,8 @@ def test_a_failing_report_does_not_fail_the_run(monkeypatch, caplog, tmp_path: P
 
 def test_recomputed_metrics_that_drift_from_metrics_json_are_flagged() -> None:
     computed = {"test/auroc": 0.8402, "test/ece": 0.01, "val/auroc": math.nan}
-    assert _recorded_mismatch(computed, {"test/auroc": 0.84021, "val/auroc": 0.7}) == []
-    (note,) = _recorded_mismatch(computed, {"test/auroc": 0.8302, "test/ece": 0.01})
+    assert recorded_mismatch(computed, {"test/auroc": 0.84021, "val/auroc": 0.7}) == []
+    (note,) = recorded_mismatch(computed, {"test/auroc": 0.8302, "test/ece": 0.01})
     assert "test/auroc: 0.8402 here, 0.8302 recorded" in note
 
 
@@ -456,13 +450,13 @@ def test_a_segment_column_missing_at_report_time_skips_only_that_column(
 
 def test_reproduce_wording_follows_the_commands_there_are(tmp_path: Path) -> None:
     evaluation = SimpleNamespace(run_dir=tmp_path, config=OmegaConf.create({}))
-    commands = _reproduce(evaluation, tmp_path, ReportOptions())  # type: ignore[arg-type]
+    commands = reproduce_commands(evaluation, tmp_path, ReportOptions())  # type: ignore[arg-type]
     assert commands == [f"engage-evaluate {tmp_path}"]
     assert "second line" not in reproduce_intro(commands)
     assert "no `.hydra/overrides.yaml`" in reproduce_intro(commands)
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "overrides.yaml").write_text("- model=lstm\n- seed=2\n")
-    commands = _reproduce(evaluation, tmp_path, ReportOptions(n_explain=10))  # type: ignore[arg-type]
+    commands = reproduce_commands(evaluation, tmp_path, ReportOptions(n_explain=10))  # type: ignore[arg-type]
     assert commands == [
         f"engage-evaluate {tmp_path} --n-explain 10",
         "engage-train model=lstm seed=2",
@@ -501,7 +495,7 @@ def _one_class_evaluation(rate: float) -> tuple[SimpleNamespace, TargetReport]:
 )
 def test_one_class_test_periods_say_why_figures_are_undefined(rate: float, why: str) -> None:
     evaluation, report = _one_class_evaluation(rate)
-    lines, summary = _horizon_summary(evaluation, report)  # type: ignore[arg-type]
+    lines, summary = horizon_summary(evaluation, report)  # type: ignore[arg-type]
     text = "\n".join(lines)
     assert f"ROC-AUC is undefined: {why}" in text
     assert f"The top 10 % capture is undefined: {why}" in text

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from engage_seq.evaluation.run_evaluation import EvaluationError, ReportOptions, run_report_options
+from engage_seq.evaluation.options import FLAGS, ReportOptions, run_report_options
+from engage_seq.evaluation.run_folder import EvaluationError
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -33,7 +34,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, help="write the report here instead of into the run folder"
     )
-    default = ReportOptions()
+    _add_reference_flags(parser, ReportOptions())
+    _add_section_flags(parser, ReportOptions())
+    parser.add_argument(
+        "--cache-dir", help="sample cache to use (default: the run's cache_dir, as trained)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help="evaluation batch size (default: the run's eval_batch_size)"
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    return parser.parse_args(argv)
+
+
+def _add_reference_flags(parser: argparse.ArgumentParser, default: ReportOptions) -> None:
+    """The rows the model is compared with: baselines, the oracle, sibling runs."""
     parser.add_argument(
         "--baselines",
         type=_names,
@@ -64,6 +78,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action=switch,
         help="list the other runs of the multirun on the same samples (default: report.siblings)",
     )
+
+
+def _add_section_flags(parser: argparse.ArgumentParser, default: ReportOptions) -> None:
+    """The optional parts of the report: explanations, segment fairness, TensorBoard page."""
+    switch = argparse.BooleanOptionalAction
     parser.add_argument(
         "--explain",
         action=switch,
@@ -87,31 +106,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action=switch,
         help="the tensorboard/report/ page (default: the run's report.tensorboard)",
     )
-    parser.add_argument(
-        "--cache-dir", help="sample cache to use (default: the run's cache_dir, as trained)"
-    )
-    parser.add_argument(
-        "--batch-size", type=int, help="evaluation batch size (default: the run's eval_batch_size)"
-    )
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    return parser.parse_args(argv)
-
-
-# ReportOptions fields with a flag of the same name; every flag defaults to None, meaning "as
-# the run's report: block says", so only what the user passed overrides it
-FLAGS = (
-    "baselines",
-    "oracle",
-    "oracle_replicates",
-    "oracle_max_users",
-    "siblings",
-    "explain",
-    "n_explain",
-    "segments",
-    "tensorboard",
-    "cache_dir",
-    "batch_size",
-)
 
 
 def options_from_args(args: argparse.Namespace, base: ReportOptions | None = None) -> ReportOptions:
@@ -122,26 +116,6 @@ def options_from_args(args: argparse.Namespace, base: ReportOptions | None = Non
     if args.no_baselines:
         changes["baselines"] = ()
     return replace(base, enabled=True, **changes)
-
-
-def flags_for(options: ReportOptions, base: ReportOptions) -> list[str]:
-    """The `engage-evaluate` flags that turn the run's ``base`` options into ``options``, so a
-    report built with flags names the command that rebuilds exactly it."""
-    out: list[str] = []
-    for field in FLAGS:
-        value, before = getattr(options, field), getattr(base, field)
-        if value == before:
-            continue
-        flag = field.replace("_", "-")
-        if isinstance(value, bool):
-            out.append(f"--{flag}" if value else f"--no-{flag}")
-        elif field == "baselines" and not value:
-            out.append("--no-baselines")
-        elif isinstance(value, tuple):
-            out += [f"--{flag}", ",".join(value)]
-        elif value is not None:  # None (cache_dir, batch_size: the run's own) has no flag
-            out += [f"--{flag}", str(value)]
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

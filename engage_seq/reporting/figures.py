@@ -1,9 +1,10 @@
 """The run report's figures (matplotlib, extra ``plots``; imported only when a figure is drawn).
 
-Drawing only: every number plotted is computed by `engage_seq.reporting.report` and also written to
-``report.json``. The reader is a marketing analyst, so every panel has a title that says what
-it shows, labelled axes in plain words, the random/perfect references drawn in, and the
-headline number written on the figure.
+Drawing only: every number plotted is computed by the report's other modules
+(`engage_seq.reporting.curves`, `.horizon`, `.next_event`) and also written to ``report.json``.
+The reader is a marketing analyst, so every panel has a title that says what it shows, labelled
+axes in plain words, the random/perfect references drawn in, and the headline number written on
+the figure.
 """
 
 from __future__ import annotations
@@ -165,16 +166,26 @@ def plot_gains(
     score decile (right: the first curve, the model, as bars; the others as markers)."""
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12.5, 5.2), constrained_layout=True)
+    _draw_gains(left, gains, captured_top10, positive_rate, positives)
+    _draw_lift(right, lifts, positives)
+    fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def _draw_gains(
+    ax: Any, gains: Sequence[Curve], captured_top10: float, positive_rate: float, positives: str
+) -> None:
+    """Gains curves with the perfect and random references and the top-10 % callout."""
     for curve, style in zip(gains, _styles(gains), strict=True):
-        left.plot(curve.x * 100, curve.y * 100, label=curve.label, **style)
+        ax.plot(curve.x * 100, curve.y * 100, label=curve.label, **style)
     share = np.linspace(0, 1, 201)
     perfect = np.minimum(share / max(positive_rate, 1e-12), 1.0)
-    left.plot(share * 100, perfect * 100, color="grey", ls="--", lw=1, label="perfect ranking")
-    left.plot([0, 100], [0, 100], color="black", ls=":", lw=1, label="random order")
-    left.axvline(10, color="grey", lw=0.8, alpha=0.6)
+    ax.plot(share * 100, perfect * 100, color="grey", ls="--", lw=1, label="perfect ranking")
+    ax.plot([0, 100], [0, 100], color="black", ls=":", lw=1, label="random order")
+    ax.axvline(10, color="grey", lw=0.8, alpha=0.6)
     # the text sits in the empty band between the random diagonal and the model's curve
     model_at_25 = float(np.interp(0.25, gains[0].x, gains[0].y)) * 100 if gains else 25.0
-    left.annotate(
+    ax.annotate(
         f"top 10% of users\ncapture {captured_top10:.1%} of {positives}",
         xy=(10, captured_top10 * 100),
         xytext=(25, (model_at_25 + 25) / 2),
@@ -186,21 +197,24 @@ def plot_gains(
         bbox={"boxstyle": "round", "fc": "white", "ec": MODEL_COLOR, "alpha": 0.9},
         zorder=7,
     )
-    left.plot([10], [captured_top10 * 100], "o", color=MODEL_COLOR, zorder=6)
-    left.set(
+    ax.plot([10], [captured_top10 * 100], "o", color=MODEL_COLOR, zorder=6)
+    ax.set(
         xlim=(0, 100),
         ylim=(0, 101),
         xlabel="users contacted, best scores first (%)",
         ylabel=f"share of all {positives} reached (%)",
         title="Cumulative gains",
     )
-    left.grid(alpha=0.3)
-    left.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
 
+
+def _draw_lift(ax: Any, lifts: Sequence[Curve], positives: str) -> None:
+    """The model's lift per decile as labelled bars, the other scorers as markers."""
     model, others = lifts[0], lifts[1:]
-    bars = right.bar(model.x, model.y, color=MODEL_COLOR, alpha=0.8, label=model.label)
+    bars = ax.bar(model.x, model.y, color=MODEL_COLOR, alpha=0.8, label=model.label)
     for bar, value in zip(bars, model.y, strict=True):
-        right.annotate(
+        ax.annotate(
             f"{value:.1f}×",
             (bar.get_x() + bar.get_width() / 2, bar.get_height()),
             textcoords="offset points",
@@ -209,20 +223,18 @@ def plot_gains(
             fontsize=8,
         )
     for curve, style in zip(others, _styles(others), strict=True):
-        right.plot(
+        ax.plot(
             curve.x, curve.y, marker="D", ls="none", ms=5, color=style["color"], label=curve.label
         )
-    right.axhline(1.0, color="black", ls=":", lw=1, label="average (random)")
-    right.set(
+    ax.axhline(1.0, color="black", ls=":", lw=1, label="average (random)")
+    ax.set(
         xticks=model.x,
         xlabel="score decile (1 = the 10% of users with the highest scores)",
         ylabel=f"rate of {positives} / average rate",
         title="Lift by decile",
     )
-    right.grid(alpha=0.3, axis="y")
-    right.legend(fontsize=8, loc="upper right")
-    fig.suptitle(title, fontsize=12)
-    return fig
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="upper right")
 
 
 def plot_score_distribution(

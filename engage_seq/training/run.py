@@ -53,7 +53,7 @@ from engage_seq.data.schema import NO_CHANNEL
 from engage_seq.data.sequences import FEATURE_DEFINITIONS, TIME_FEATURES
 from engage_seq.data.tasks import Task, horizon_part, next_event_part
 from engage_seq.evaluation.baseline_scores import fit_and_score_baseline
-from engage_seq.evaluation.run_evaluation import ReportOptions
+from engage_seq.evaluation.options import ReportOptions
 from engage_seq.experiments.hydra_precheck import check_command_line
 from engage_seq.metrics.direction import metric_mode
 from engage_seq.metrics.scores import (
