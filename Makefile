@@ -27,8 +27,8 @@ test: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site
 	$(BIN)/python -m pytest
 
-# The README's sample-building table in one command: the bench extra (pandas + pyarrow, only
-# for the reference implementation) on top of setup, then 1M and 10M events.
+# The sample-building table of docs/results.md in one command: the bench extra (pandas +
+# pyarrow, only for the reference implementation) on top of setup, then 1M and 10M events.
 bench-sequences: setup
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python scripts/bench_sequences.py --events 1000000 10000000
