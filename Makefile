@@ -19,14 +19,16 @@ $(STAMP): pyproject.toml constraints.txt
 train: setup
 	$(BIN)/engage-quickstart
 
-# Lint first (seconds), then the whole suite, slow end-to-end tests included.
+# Lint first (seconds), then the docs site (seconds, no network; --strict fails on a broken
+# link, anchor or docstring), then the whole suite, slow end-to-end tests included.
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site
 	$(BIN)/python -m pytest
 
-# The README's sample-building table in one command: the bench extra (pandas + pyarrow, only
-# for the reference implementation) on top of setup, then 1M and 10M events.
+# The sample-building table of docs/results.md in one command: the bench extra (pandas +
+# pyarrow, only for the reference implementation) on top of setup, then 1M and 10M events.
 bench-sequences: setup
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python scripts/bench_sequences.py --events 1000000 10000000
@@ -40,4 +42,4 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf outputs artifacts .cache .pytest_cache
+	rm -rf outputs artifacts .cache .pytest_cache .site

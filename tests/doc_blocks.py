@@ -1,4 +1,4 @@
-"""The fenced shell and Python blocks of the README (and docs/*.md), with their doctest
+"""The fenced shell and Python blocks of README.md and the docs/ pages, with their doctest
 directives: what `tests/test_docs.py` runs, composes or skips, in document order.
 
 Why directives: a README command either runs as written (on tiny data) or says why not, in
@@ -261,7 +261,30 @@ def parse_markdown(path: Path, text: str | None = None) -> list[Block]:
     return blocks
 
 
+def _nav_pages(entries: object) -> list[str]:
+    """The page paths of an mkdocs ``nav`` (nested lists of ``title: path`` or bare paths),
+    in reading order."""
+    if isinstance(entries, str):
+        return [entries]
+    if isinstance(entries, dict):
+        return [page for value in entries.values() for page in _nav_pages(value)]
+    if isinstance(entries, list):
+        return [page for entry in entries for page in _nav_pages(entry)]
+    return []
+
+
 def documents(repo: Path) -> list[Path]:
-    """README.md, then docs/*.md (sorted) when that folder exists: the order they run in."""
+    """README.md, then the docs pages in the site's nav order (mkdocs.yml), then any page the
+    nav leaves out (sorted): the order their blocks run in. Nav order is reading order, and it
+    is what the blocks rely on: the experiments page trains the runs that later pages export,
+    evaluate and monitor."""
+    import yaml  # PyYAML comes with Hydra (omegaconf)
+
     docs = repo / "docs"
-    return [repo / "README.md", *(sorted(docs.glob("*.md")) if docs.is_dir() else [])]
+    if not docs.is_dir():
+        return [repo / "README.md"]
+    config = repo / "mkdocs.yml"
+    nav = yaml.safe_load(config.read_text()).get("nav", []) if config.exists() else []
+    ordered = [docs / page for page in _nav_pages(nav)]
+    rest = sorted(set(docs.rglob("*.md")) - set(ordered))
+    return [repo / "README.md", *ordered, *rest]

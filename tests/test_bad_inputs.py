@@ -4,7 +4,7 @@ Every case writes its file(s) into ``tmp_path`` (nothing binary is committed) an
 the path users hit: `FileEventSource(path).scan()` -> `validate_events`, or `prepare_samples`
 for the cases about samples and labels. A case expects EITHER an error type whose message holds
 every fragment in ``match`` (naming the column/file/problem and what to do) OR a successful read
-whose report holds exactly the values in ``expect``. RELIABILITY.md lists every case.
+whose report holds exactly the values in ``expect``. docs/reliability.md lists every case.
 """
 
 from __future__ import annotations
@@ -613,12 +613,12 @@ def test_identifier_like_categorical_is_warned(tmp_path: Path, caplog) -> None:
 
 
 def test_corpus_is_large_and_documented() -> None:
-    """The issue asks for >= 25 cases, each listed in RELIABILITY.md."""
+    """The issue asks for >= 25 cases, each listed in docs/reliability.md."""
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids)) >= 25
-    doc = (Path(__file__).parents[1] / "RELIABILITY.md").read_text()
+    doc = (Path(__file__).parents[1] / "docs" / "reliability.md").read_text()
     missing = [i for i in ids if f"`{i}`" not in doc]
-    assert not missing, f"cases not in RELIABILITY.md: {missing}"
+    assert not missing, f"cases not in docs/reliability.md: {missing}"
 
 
 # --- every reader: train (in memory and sharded), score (whole and sharded), drift ---------

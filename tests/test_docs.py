@@ -1,5 +1,6 @@
-"""Every shell command and Python snippet of README.md (and docs/*.md) runs as written, in
-order, on tiny data: a documented command that fails turns CI red.
+"""Every shell command and Python snippet of README.md and the docs/ pages (in the site's nav
+order, `doc_blocks.documents`) runs as written, in order, on tiny data: a documented command
+that fails turns CI red.
 
 Blocks run in one temporary folder, in document order, so later blocks use what earlier ones
 made (a run folder, `artifacts/purchase_7d.pt`, `events.parquet`). The folder links `.venv`,
@@ -19,7 +20,7 @@ transparent:
 * ``<placeholder>`` paths become the newest (or, if the directive says so, oldest) existing
   path that matches them, with the placeholder read as a glob: what a reader picks as
   "their run";
-* ``needs:`` fixtures write the user's own tables (below) that no README command creates.
+* ``needs:`` fixtures write the user's own tables (below) that no documented command creates.
 
 Which commands ran and which were composed (CI budget: every real `engage-train` costs ~6 s on
 2 cores, mostly torch/Lightning/Hydra start-up) is in the directives, and printed with each
@@ -31,13 +32,14 @@ cores). Composed (Hydra compose of the exact overrides; for a sweep the jobs tha
 swept value; then the checks train() makes before it reads data): the other engage-train lines
 (a Transformer with 3 epochs, the Markov baseline, the smoke run, the mapped CRM export (its
 attributes are trained and scored by tests/test_own_data.py), both experiment presets and
-every sweep of "Running experiments and sweeps", incl. Optuna, submitit and SLURM). Skipped,
+every sweep of docs/experiments.md, incl. Optuna, submitit and SLURM). Skipped,
 with reasons printed: `make train`/`make test`, the C++ build, the pytest commands. A
 composition failure fails the test like a failed command.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import resource
@@ -85,7 +87,7 @@ def _tiny_events(days: int = 70) -> pl.DataFrame:
 
 
 def _crm_export(workdir: Path) -> None:
-    """`exports/events/*.parquet` as the README's own-data example maps it: CRM column names
+    """`exports/events/*.parquet` as the own-data example of docs/data.md maps it: CRM column names
     and a categorical device/campaign and a numeric order value (purchases only)."""
     events = _tiny_events()
     rng = np.random.default_rng(0)
@@ -409,7 +411,7 @@ def _anchor(heading: str) -> str:
 
 
 def test_readme_links_point_at_existing_headings_and_files() -> None:
-    for doc in [*documents(REPO), REPO / "RELIABILITY.md"]:
+    for doc in documents(REPO):
         text = doc.read_text()
         for target in re.findall(r"\]\(([^)\s]+)\)", text):
             if re.match(r"[a-z]+://", target):
@@ -422,6 +424,89 @@ def test_readme_links_point_at_existing_headings_and_files() -> None:
                 headings = re.findall(r"^#+\s+(.*)$", prose, flags=re.M)
                 anchors = {_anchor(h) for h in headings}
                 assert anchor in anchors, f"{doc.name}: link to missing heading #{anchor}"
+
+
+_RUNS_IN = re.compile(r"^runs in (docs/\S+\.md)$")
+
+
+def _words(command: Command) -> tuple[str, ...]:
+    """A command as words, comments dropped and the program by its name, so the README's
+    ``.venv/bin/engage-train`` and a page's bare ``engage-train`` compare equal."""
+    words = shlex.split(command.text, comments=True)
+    return (Path(words[0]).name, *words[1:]) if words else ()
+
+
+def test_readme_examples_are_commands_the_docs_run() -> None:
+    """The README's short examples are skipped with `runs in docs/<page>.md`: each of their
+    commands must be one that page runs or composes, so the README cannot drift from what is
+    tested (and costs the doc test nothing)."""
+    examples = [
+        (block, _RUNS_IN.match(block.commands[0].reason))
+        for block in parse_markdown(REPO / "README.md")
+        if block.commands and block.commands[0].mode == "skip"
+    ]
+    examples = [(block, match) for block, match in examples if match]
+    assert examples, "the README has no example blocks marked 'skip: runs in docs/<page>.md'"
+    for block, match in examples:
+        page = REPO / match.group(1)
+        tested = {
+            _words(command)
+            for page_block in parse_markdown(page)
+            for command in page_block.commands
+            if command.mode != "skip"
+        }
+        for command in block.commands:
+            assert _words(command) in tested, (
+                f"{block.where} [{command.number}] is not a command {match.group(1)} runs or "
+                f"composes (copy it from there, word for word): {command.text}"
+            )
+
+
+_DOTTED = re.compile(r"\bengage_seq(?:\.[A-Za-z_]\w*)+")
+_FROM_IMPORT = re.compile(r"\bfrom\s+(engage_seq(?:\.\w+)*)\s+import\s+([\w ,]+)")
+
+
+def _code_text(markdown: str) -> str:
+    """What a reader copies: fenced blocks, inline code spans and mkdocstrings ``:::`` lines."""
+    fences = re.compile(r"^ {0,3}(`{3,}|~{3,}).*?^ {0,3}\1", flags=re.M | re.S)
+    blocks = [m.group(0) for m in fences.finditer(markdown)]
+    prose = fences.sub("", markdown)
+    spans = re.findall(r"(`+)(.+?)\1", prose, flags=re.S)
+    directives = re.findall(r"^:::\s*(\S+)", prose, flags=re.M)
+    return "\n".join([*blocks, *(span for _, span in spans), *directives])
+
+
+def _resolves(name: str) -> bool:
+    """Whether ``engage_seq.a.b[.Name…]`` is an importable module or an attribute of one."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name and module_name.startswith(error.name):
+                continue  # this prefix is not a module: try a shorter one
+            raise  # the module exists but a dependency of it is missing: a real failure
+        for attribute in parts[cut:]:
+            if not hasattr(obj, attribute):
+                return False
+            obj = getattr(obj, attribute)
+        return True
+    return False
+
+
+def test_every_dotted_name_in_the_docs_resolves() -> None:
+    """Module paths move (issue 16): a stale `engage_seq.x.y` in the README or a docs page
+    fails here, not in a reader's terminal."""
+    stale = []
+    for doc in documents(REPO):
+        code = _code_text(doc.read_text())
+        names = set(_DOTTED.findall(code))
+        for module, imported in _FROM_IMPORT.findall(code):  # from engage_seq.x import A as B, C
+            names |= {f"{module}.{item.split()[0]}" for item in imported.split(",") if item.strip()}
+        names = sorted(names)
+        stale += [f"{doc.relative_to(REPO)}: {name}" for name in names if not _resolves(name)]
+    assert not stale, "names that neither import nor exist:\n" + "\n".join(stale)
 
 
 # ---------------------------------------------------------------- the parser itself
