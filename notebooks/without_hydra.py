@@ -17,7 +17,7 @@ from engage_seq.data.cache import prepare_samples
 from engage_seq.data.sequences import SPLITS, TIME_FEATURES, HorizonTask, SamplingConfig
 from engage_seq.models.engagement import EngagementModel, ProbabilityModel
 from engage_seq.serving.export import quiet_jit_deprecation
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 from engage_seq.training.batches import EventDataModule, encode_samples
 from engage_seq.training.lit_module import EngagementLitModule
 

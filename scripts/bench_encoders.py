@@ -32,7 +32,7 @@ from engage_seq.data.schema import to_canonical
 from engage_seq.data.sequences import HorizonTask, SamplingConfig, build_samples, plan_cutoffs
 from engage_seq.models.encoders import RecurrentEncoder, padding_mask
 from engage_seq.models.engagement import EngagementModel
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 from engage_seq.training.batches import LengthBucketBatchSampler
 
 

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from engage_seq.data.cache import prepare_samples
 from engage_seq.data.sequences import TIME_FEATURES, HorizonTask, SamplingConfig
 from engage_seq.models.engagement import EngagementModel
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 from engage_seq.training.batches import (
     Batch,
     EncodedSamples,

@@ -32,7 +32,7 @@ from engage_seq.serving.outputs import (
     remove_leftovers,
     write_outputs,
 )
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 
 SOURCE = "SyntheticEventSource(n_users=300, days=70, seed=1)"  # conftest's tiny_source
 TASK = HorizonTask()
@@ -41,7 +41,7 @@ IMPORTS = """
 import polars as pl
 from engage_seq.data import cache as sample_cache
 from engage_seq.data.sequences import HorizonTask, SamplingConfig
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 """
 
 

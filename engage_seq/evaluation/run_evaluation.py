@@ -451,7 +451,18 @@ REFERENCE_CODE = (
     "engage_seq.baselines.classical",
     "engage_seq.evaluation.baseline_scores",
     "engage_seq.metrics.scores",
+    # the oracle and the simulation it re-runs (drift aside: the oracle runs undrifted data)
+    "engage_seq.synthetic.settings",
+    "engage_seq.synthetic.behaviour",
+    "engage_seq.synthetic.clocks",
+    "engage_seq.synthetic.population",
+    "engage_seq.synthetic.sessions",
+    "engage_seq.synthetic.events",
     "engage_seq.synthetic.generator",
+    "engage_seq.synthetic.history",
+    "engage_seq.synthetic.grids",
+    "engage_seq.synthetic.posterior",
+    "engage_seq.synthetic.oracle",
     "engage_seq.data.ingest",
     __name__,
 )
@@ -590,9 +601,9 @@ def oracle_scorer(
     cache: ReferenceCache | None = None,
 ) -> Scorer | str:
     """The synthetic generator's Bayes-optimal P(purchase) given each user's history
-    (`engage_seq.synthetic.generator.purchase_probability`) on ``split``, or why it does not
+    (`engage_seq.synthetic.oracle.purchase_probability`) on ``split``, or why it does not
     apply."""
-    from engage_seq.synthetic.generator import SyntheticEventSource, purchase_probability
+    from engage_seq.synthetic import SyntheticEventSource, purchase_probability
 
     source = instantiate(cfg.data.source)
     horizon = horizon_part(task)
