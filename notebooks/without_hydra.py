@@ -19,7 +19,7 @@ from engage_seq.data.sequences import TIME_FEATURES
 from engage_seq.data.tasks import HorizonTask
 from engage_seq.models.engagement import EngagementModel, ProbabilityModel
 from engage_seq.serving.export import quiet_jit_deprecation
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 from engage_seq.training.batches import EventDataModule, encode_samples
 from engage_seq.training.lit_module import EngagementLitModule
 

@@ -34,7 +34,7 @@ from engage_seq.data.sequences import build_samples
 from engage_seq.data.tasks import HorizonTask
 from engage_seq.models.encoders import RecurrentEncoder, padding_mask
 from engage_seq.models.engagement import EngagementModel
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 from engage_seq.training.batches import LengthBucketBatchSampler
 
 

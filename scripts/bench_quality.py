@@ -108,7 +108,7 @@ def oracle_metrics(args: argparse.Namespace, env: dict[str, str]) -> dict[str, d
     from engage_seq.data.cache import prepare_samples
     from engage_seq.data.schema import USER_KEY_SEED
     from engage_seq.metrics.scores import score_probabilities
-    from engage_seq.synthetic.generator import purchase_probability
+    from engage_seq.synthetic import purchase_probability
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=list(args.override))

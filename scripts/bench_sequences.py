@@ -42,7 +42,7 @@ def generate(n_events: int, out: Path) -> int:
     """Write ~n_events synthetic events as Parquet chunks under ``out``; returns the rows."""
     import polars as pl
 
-    from engage_seq.synthetic.generator import SyntheticEventSource
+    from engage_seq.synthetic import SyntheticEventSource
 
     out.mkdir(parents=True, exist_ok=True)
     users = max(1, round(n_events / EVENTS_PER_USER))

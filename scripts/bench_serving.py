@@ -53,7 +53,7 @@ from engage_seq.models.engagement import EngagementModel, ProbabilityModel
 from engage_seq.serving.export import ARTIFACT_FORMAT_VERSION
 from engage_seq.serving.loading import write_sidecar
 from engage_seq.serving.scripted import ServingModule
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 
 REPO = Path(__file__).resolve().parent.parent
 EVENT_TYPES = [

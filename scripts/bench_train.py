@@ -45,7 +45,7 @@ from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.sequences import TIME_FEATURES
 from engage_seq.data.tasks import HorizonTask
 from engage_seq.models.engagement import EngagementModel
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 from engage_seq.training.batches import (
     Batch,
     EncodedSamples,

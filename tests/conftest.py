@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 
 
 @pytest.fixture(autouse=True)

@@ -30,7 +30,7 @@ from engage_seq.data.schema import ColumnMapping
 from engage_seq.data.sequences import TIME_FEATURES
 from engage_seq.data.tasks import HorizonTask
 from engage_seq.models.engagement import ENCODERS
-from engage_seq.synthetic.generator import CHANNELS, EVENT_TYPES
+from engage_seq.synthetic import CHANNELS, EVENT_TYPES
 
 MAX_LEN = 6  # small, so long histories are cheap to generate
 MAPPING = ColumnMapping(categorical=("device",), numeric=("order_value",))

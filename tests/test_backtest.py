@@ -32,7 +32,7 @@ from engage_seq.monitoring.backtest import (
 from engage_seq.monitoring.drift import main as drift_main
 from engage_seq.serving.export import export_artifact
 from engage_seq.serving.outputs import check_score_outputs
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 from engage_seq.training.run import train
 
 DAY = 86_400

@@ -10,7 +10,24 @@ import pytest
 
 FORBIDDEN = {
     # data code stays torch-free, so it runs in light environments and in Polars-only jobs
-    "engage_seq.synthetic.generator": {"torch", "lightning", "hydra"},
+    **{
+        f"engage_seq.synthetic{module}": {"torch", "lightning", "hydra"}
+        for module in (
+            "",
+            ".settings",
+            ".behaviour",
+            ".clocks",
+            ".population",
+            ".sessions",
+            ".events",
+            ".drift",
+            ".generator",
+            ".history",
+            ".grids",
+            ".posterior",
+            ".oracle",
+        )
+    },
     "engage_seq.data.schema": {"torch", "lightning", "hydra"},
     "engage_seq.common.messages": {"torch", "lightning", "hydra"},
     # config checking runs before Hydra (engage-train) and without it (evaluate, export)

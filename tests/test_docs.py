@@ -81,7 +81,7 @@ def venv_dir() -> Path:
 
 
 def _tiny_events(days: int = 70) -> pl.DataFrame:
-    from engage_seq.synthetic.generator import SyntheticEventSource
+    from engage_seq.synthetic import SyntheticEventSource
 
     return SyntheticEventSource(n_users=400, days=days, seed=3).scan().collect()
 

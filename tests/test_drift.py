@@ -37,7 +37,7 @@ from engage_seq.monitoring.drift import (
     psi,
 )
 from engage_seq.serving.outputs import check_score_outputs
-from engage_seq.synthetic.generator import SyntheticEventSource, generate_events
+from engage_seq.synthetic import SyntheticEventSource, generate_events
 
 VENV_BIN = Path(sys.executable).parent
 DRIFT_DAY = "2026-02-02"  # day 28 of 56

@@ -35,7 +35,7 @@ from engage_seq.evaluation.explain import (
 from engage_seq.metrics.scores import _binary_scores
 from engage_seq.models.encoders import padding_mask
 from engage_seq.models.engagement import EngagementModel
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 
 K = len(TIME_FEATURES)
 ENCODERS = [

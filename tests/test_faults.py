@@ -33,7 +33,7 @@ from engage_seq.serving.outputs import (
     remove_leftovers,
     write_outputs,
 )
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 
 SOURCE = "SyntheticEventSource(n_users=300, days=70, seed=1)"  # conftest's tiny_source
 TASK = HorizonTask()
@@ -41,9 +41,9 @@ SAMPLING = {"max_len": 16, "n_train_cutoffs": 2}
 IMPORTS = """
 import polars as pl
 from engage_seq.data import cache as sample_cache
-from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.tasks import HorizonTask
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.data.sampling import SamplingConfig
+from engage_seq.synthetic import SyntheticEventSource
 """
 
 

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from engage_seq.serving.export import load_artifact
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent

@@ -312,7 +312,7 @@ def test_without_matplotlib_the_report_keeps_every_table(
 def test_oracle_is_skipped_where_the_generator_drifted() -> None:
     """Past drift_start the generator's oracle has no ground truth: the report says so."""
     source = {
-        "_target_": "engage_seq.synthetic.generator.SyntheticEventSource",
+        "_target_": "engage_seq.synthetic.SyntheticEventSource",
         "n_users": 10,
         "days": 70,
     }
@@ -514,13 +514,18 @@ def test_reference_cache_key_covers_the_baseline_fit_and_the_oracle_code(
 
     assert {
         "engage_seq.evaluation.baseline_scores",
+        "engage_seq.synthetic.oracle",
         "engage_seq.synthetic.generator",
         "engage_seq.baselines.classical",
     } <= set(REFERENCE_CODE)
     cache = ReferenceCache(SimpleNamespace(cache_dir=tmp_path / "samples-x"))  # type: ignore[arg-type]
     before = cache.path("gbm", {"a": 1})
     find_spec = importlib.util.find_spec
-    for module in ("engage_seq.evaluation.baseline_scores", "engage_seq.synthetic.generator"):
+    for module in (
+        "engage_seq.evaluation.baseline_scores",
+        "engage_seq.synthetic.generator",
+        "engage_seq.synthetic.oracle",
+    ):
         edited = tmp_path / f"{module}.py"
         edited.write_bytes(Path(find_spec(module).origin).read_bytes() + b"# edited\n")
 

@@ -25,7 +25,7 @@ from engage_seq.serving.loading import write_sidecar
 from engage_seq.serving.outputs import IncompleteOutputsError, check_score_outputs
 from engage_seq.serving.parity import raw_arguments
 from engage_seq.serving.scoring import ScoringError, parse_top, score_events
-from engage_seq.synthetic.generator import SyntheticEventSource
+from engage_seq.synthetic import SyntheticEventSource
 from engage_seq.training.run import train
 
 pytestmark = pytest.mark.slow

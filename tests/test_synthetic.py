@@ -7,12 +7,10 @@ import polars as pl
 import pytest
 
 from engage_seq.common.times import parse_instant
-from engage_seq.data.sampling import CutoffPlan
 from engage_seq.data.schema import to_canonical
-from engage_seq.data.sequences import build_samples
+from engage_seq.data.sequences import CutoffPlan, build_samples
 from engage_seq.data.tasks import HorizonTask
-from engage_seq.synthetic import generator as synthetic
-from engage_seq.synthetic.generator import (
+from engage_seq.synthetic import (
     CHANNELS,
     EVENT_TYPES,
     ORACLE_KNOWLEDGE,
@@ -20,6 +18,13 @@ from engage_seq.synthetic.generator import (
     generate_events,
     purchase_probability,
 )
+from engage_seq.synthetic import posterior as synthetic_posterior
+from engage_seq.synthetic.behaviour import _DUE, _NEVER
+from engage_seq.synthetic.clocks import _Clocks, _CycleClock
+from engage_seq.synthetic.events import _first_events
+from engage_seq.synthetic.generator import _simulate
+from engage_seq.synthetic.history import _Past
+from engage_seq.synthetic.posterior import _cycle_grid_posterior, _Posterior
 
 
 def test_same_seed_same_table_other_seed_other_table(tiny_source, tiny_events) -> None:
@@ -171,8 +176,8 @@ def test_history_posterior_is_calibrated_against_the_hidden_truth() -> None:
     when the likelihood and prior match the generator. A wrong exposure, a dropped
     unsubscribe or ignored buys shift or squeeze it."""
     source = SyntheticEventSource(n_users=6000, days=42, seed=12)
-    past = synthetic._Past.at(source, 28 * DAY)
-    posterior = synthetic._Posterior.of(past.evidence, source)
+    past = _Past.at(source, 28 * DAY)
+    posterior = _Posterior.of(past.evidence, source)
     truth = past.population
     users = past.members
     app = truth.app_user[users]
@@ -210,8 +215,8 @@ def test_oracle_clocks_match_generated_session_times() -> None:
     """The oracle's seasonal schedules are the generator's: the share of session starts before
     every hour matches, and window samples follow the schedule inside partial hours too."""
     source = SyntheticEventSource(n_users=20_000, days=7, seed=5)
-    sessions = synthetic._simulate(source).sessions
-    clocks = synthetic._Clocks.of(source)
+    sessions = _simulate(source).sessions
+    clocks = _Clocks.of(source)
     hours = np.arange(0, source.days * DAY + 1, 3600)
     by_kind = [(clocks.organic, sessions.kind == 0), (clocks.marketing, sessions.kind > 0)]
     for clock, of_kind in by_kind:
@@ -236,8 +241,8 @@ def test_oracle_boundary_sessions_are_rare() -> None:
     oracle does not predict). A session straddles as many hourly cutoffs as there are hour
     boundaries in (first event, last event]."""
     source = SyntheticEventSource(n_users=6000, days=42, seed=11)
-    sim = synthetic._simulate(source)
-    first, _ = synthetic._first_events(sim)
+    sim = _simulate(source)
+    first, _ = _first_events(sim)
     last = np.full(first.size, -1, np.int64)
     np.maximum.at(last, sim.event_session, sim.event_seconds)
     bought = sim.event_type == EVENT_TYPES.index("purchase")
@@ -322,10 +327,8 @@ def test_replenishment_is_off_by_default_and_draws_from_its_own_stream(tiny_even
         n_users=300, days=70, seed=1, replenishment_min_days=2.0, replenishment_max_days=3.0
     )
     assert generate_events(bounds_only).equals(tiny_events)
-    off = synthetic._simulate(SyntheticEventSource(n_users=300, days=70, seed=1))
-    on = synthetic._simulate(
-        SyntheticEventSource(n_users=300, days=70, seed=1, replenishment_share=0.5)
-    )
+    off = _simulate(SyntheticEventSource(n_users=300, days=70, seed=1))
+    on = _simulate(SyntheticEventSource(n_users=300, days=70, seed=1, replenishment_share=0.5))
     assert np.array_equal(off.population.organic_rate, on.population.organic_rate)
     assert np.array_equal(off.population.propensity, on.population.propensity)
     assert np.isinf(off.population.log_period).all()
@@ -348,11 +351,11 @@ def test_replenishment_rejects_bad_settings(options: dict, message: str) -> None
 
 def test_cycle_clock_inverts_and_follows_the_organic_schedule() -> None:
     source = SyntheticEventSource(n_users=10, days=28, seed=0)
-    clock = synthetic._CycleClock.of(source)
+    clock = _CycleClock.of(source)
     since = np.array([0, 5 * DAY + 17, 20 * DAY + 3600 * 3 + 5])
     elapsed = np.array([0.3, 2.5, 8.5])  # the last one ends past the period
     after = clock.after(since, elapsed)
-    assert after[-1] == synthetic._NEVER
+    assert after[-1] == _NEVER
     assert np.all(after[:2] > since[:2])
     reached = clock.days_at(after[:2]) - clock.days_at(since[:2])
     assert np.all(reached <= elapsed[:2])
@@ -369,7 +372,7 @@ def test_members_rebuy_on_their_period_and_due_visits_look_real() -> None:
     """Members' purchase gaps cluster at their own period, due-date visits open with a
     product view, follow the evening peak and come from members only."""
     source = SyntheticEventSource(n_users=4000, days=120, seed=7, replenishment_share=0.6)
-    sim = synthetic._simulate(source)
+    sim = _simulate(source)
     log, people = sim.sessions, sim.population
     bought = log.purchase > 0
     user, t = log.user[bought], log.t[bought]
@@ -384,10 +387,10 @@ def test_members_rebuy_on_their_period_and_due_visits_look_real() -> None:
     buys_per_user = np.bincount(log.user[bought], minlength=source.n_users)
     assert buys_per_user[member_users].mean() > 1.5 * buys_per_user[~member_users].mean()
 
-    due = log.kind == synthetic._DUE
+    due = log.kind == _DUE
     assert np.isfinite(people.log_period[log.user[due]]).all()
     assert np.all(log.page_view[due] == 0) and np.all(log.product_view[due] > 0)
-    first, _ = synthetic._first_events(sim)
+    first, _ = _first_events(sim)
     first_type = np.full(first.size, -1)
     is_first = np.r_[True, sim.event_session[1:] != sim.event_session[:-1]]
     first_type[sim.event_session[is_first]] = sim.event_type[is_first]
@@ -500,8 +503,8 @@ def test_cycle_posterior_is_calibrated_against_the_hidden_truth() -> None:
     posterior's marginal CDFs at the true log period and propensity are uniform. Due-date
     visits that are left out, or a compensator over the wrong interval, shift the period's."""
     source = SyntheticEventSource(n_users=6000, days=98, seed=22, replenishment_share=0.6)
-    past = synthetic._Past.at(source, 91 * DAY)
-    posterior = synthetic._Posterior.of(past.evidence, source)
+    past = _Past.at(source, 91 * DAY)
+    posterior = _Posterior.of(past.evidence, source)
     evidence, cycles = past.evidence.cycles, posterior.cycles
     assert evidence is not None and cycles is not None
     users = past.members[evidence.rows]
@@ -548,7 +551,7 @@ def test_replenishment_oracle_is_deterministic_and_handles_no_buyers() -> None:
     assert not run(seed=3).equals(run(seed=4))
     assert run(knows="latent", seed=3).equals(run(knows="latent", seed=3))
     # so early that nobody has purchased yet: no joint posterior rows at all
-    past = synthetic._Past.at(source, DAY)
+    past = _Past.at(source, DAY)
     assert past.evidence.cycles is not None and past.evidence.cycles.rows.size == 0
     early = purchase_probability(source, source.start_epoch + DAY, WEEK, replicates=4)
     assert early.height == past.members.size > 0
@@ -557,11 +560,11 @@ def test_replenishment_oracle_is_deterministic_and_handles_no_buyers() -> None:
 
 def test_cycle_posterior_in_row_chunks_is_the_same(monkeypatch) -> None:
     source = SyntheticEventSource(n_users=1500, days=70, seed=3, replenishment_share=0.6)
-    evidence = synthetic._Past.at(source, 63 * DAY).evidence.cycles
+    evidence = _Past.at(source, 63 * DAY).evidence.cycles
     assert evidence is not None and evidence.rows.size > 100
-    whole = synthetic._cycle_grid_posterior(evidence)
-    monkeypatch.setattr(synthetic, "_CYCLE_ROWS_PER_CHUNK", 37)
-    chunked = synthetic._cycle_grid_posterior(evidence)
+    whole = _cycle_grid_posterior(evidence)
+    monkeypatch.setattr(synthetic_posterior, "_CYCLE_ROWS_PER_CHUNK", 37)
+    chunked = _cycle_grid_posterior(evidence)
     np.testing.assert_array_equal(whole.x, chunked.x)
     np.testing.assert_allclose(whole.weights, chunked.weights, atol=1e-6)  # float32 sums
     np.testing.assert_allclose(whole.log_evidence, chunked.log_evidence, atol=1e-5)

@@ -13,12 +13,12 @@ import pytest
 from engage_seq.common.times import parse_instant
 from engage_seq.data.cache import cache_key
 from engage_seq.data.ingest import IngestConfig
-from engage_seq.data.sampling import CutoffPlan, SamplingConfig
+from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import ColumnMapping, to_canonical
-from engage_seq.data.sequences import build_samples
+from engage_seq.data.sequences import CutoffPlan, build_samples
 from engage_seq.data.tasks import HorizonTask
 from engage_seq.data.validation import validate_events
-from engage_seq.synthetic.generator import (
+from engage_seq.synthetic import (
     COUNTRIES,
     SyntheticEventSource,
     generate_events,
@@ -134,11 +134,11 @@ def test_after_the_drift_an_open_cart_stops_predicting_a_purchase() -> None:
 
 
 def test_the_simulation_keeps_the_truth_before_the_drift() -> None:
-    from engage_seq.synthetic import generator as synthetic
+    from engage_seq.synthetic.generator import _simulate
 
     base = SyntheticEventSource(n_users=2000, days=56, seed=8, replenishment_share=0.6)
-    plain = synthetic._simulate(base)
-    drifted = synthetic._simulate(replace(base, drift_start="2026-02-02"))
+    plain = _simulate(base)
+    drifted = _simulate(replace(base, drift_start="2026-02-02"))
     # the population records the truth before the drift, which the oracle uses
     assert np.array_equal(plain.population.log_period, drifted.population.log_period)
     assert plain.sessions.t.size != drifted.sessions.t.size

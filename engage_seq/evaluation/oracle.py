@@ -1,5 +1,5 @@
 """The oracle row of a run report: the synthetic generator's Bayes-optimal P(purchase) given
-each user's history (`engage_seq.synthetic.generator.purchase_probability`), scored on the
+each user's history (`engage_seq.synthetic.oracle.purchase_probability`), scored on the
 test samples like any model; or, where it does not apply, the reason the report gives."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _why_not(
     source: Any, horizon: HorizonTask | None, split: EvaluatedSplit, options: ReportOptions
 ) -> str | None:
     """Why the oracle cannot score ``split`` (wrong data, target or period, too many users)."""
-    from engage_seq.synthetic.generator import SyntheticEventSource
+    from engage_seq.synthetic import SyntheticEventSource
 
     if not isinstance(source, SyntheticEventSource):
         return "the oracle exists only for the built-in synthetic data"
@@ -55,7 +55,7 @@ def _probabilities(
     cfg: DictConfig, source: Any, horizon: HorizonTask, split: EvaluatedSplit, replicates: int
 ) -> np.ndarray | str:
     """(N, 1) oracle P(purchase) in ``split``'s row order, or why some sample has none."""
-    from engage_seq.synthetic.generator import purchase_probability
+    from engage_seq.synthetic.oracle import purchase_probability
 
     salt_env = str(cfg.data.ingest.get("salt_env", "ENGAGE_SEQ_SALT"))
     parts = []
@@ -90,7 +90,7 @@ def oracle_scorer(
     cache: ReferenceCache | None = None,
 ) -> Scorer | str:
     """The synthetic generator's Bayes-optimal P(purchase) given each user's history
-    (`engage_seq.synthetic.generator.purchase_probability`) on ``split``, or why it does not
+    (`engage_seq.synthetic.oracle.purchase_probability`) on ``split``, or why it does not
     apply."""
     source = instantiate(cfg.data.source)
     horizon = horizon_part(task)
