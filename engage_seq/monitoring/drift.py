@@ -7,13 +7,13 @@ even where a bin is empty on one side, so it reads as "how different", where PSI
 "how much would a model notice"). Features:
 
 * ``event_type``, ``channel``, ``cat_<column>``: category shares (a category unseen on one
-  side is smoothed to `SMOOTHING`, so a new category that takes 5% of events scores ~0.3).
-  Only the `MAX_CATEGORIES` categories with the largest share on either side keep a bin of
-  their own; the rest are pooled into ``(other)``, and PSI, JS and noise are computed on these
-  pooled bins, so drift.json reproduces its numbers and rare values (which can single a user
-  out) are never listed. Pooling also keeps the statistic meaningful: over K sparse bins PSI
-  is mostly its noise floor (K - 1)(1/n_ref + 1/n_cur), which for a few hundred categories
-  alone exceeds the threshold. A column with about one value per user
+  side is smoothed to `distances.SMOOTHING`, so a new category that takes 5% of events scores
+  ~0.3). Only the `histograms.MAX_CATEGORIES` categories with the largest share on either side
+  keep a bin of their own; the rest are pooled into ``(other)``, and PSI, JS and noise are
+  computed on these pooled bins, so drift.json reproduces its numbers and rare values (which
+  can single a user out) are never listed. Pooling also keeps the statistic meaningful: over K
+  sparse bins PSI is mostly its noise floor (K - 1)(1/n_ref + 1/n_cur), which for a few hundred
+  categories alone exceeds the threshold. A column with about one value per user
   (`engage_seq.data.schema.looks_like_identifier`: an e-mail, a device id) is refused outright;
 * ``sequence_length``: events per user in an event table, ``n_history`` (events before the
   cutoff) per sample in a sample file;
