@@ -113,6 +113,9 @@ def severity_order(features: list[FeatureDrift]) -> list[FeatureDrift]:
 
 @dataclass
 class DriftReport:
+    """Every feature compared (in the order they were computed) and what was read on each
+    side; `drifted` decides the exit status."""
+
     features: list[FeatureDrift]
     inputs: dict[str, Any]
     max_categories: int = MAX_CATEGORIES  # categories listed per categorical feature
@@ -123,6 +126,7 @@ class DriftReport:
         return [f for f in self.features if f.verdict in DRIFT_VERDICTS]
 
     def table(self) -> pl.DataFrame:
+        """drift.csv: one row per feature, without its histograms."""
         return pl.DataFrame(
             {
                 "feature": [f.name for f in self.features],
@@ -140,6 +144,7 @@ class DriftReport:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """drift.json: the verdict, every feature with its histograms, and the inputs."""
         return {
             "drift": bool(self.drifted),
             "drifted_features": [f.name for f in self.drifted],
