@@ -16,20 +16,15 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from engage_seq.cli.backtest import main
+from engage_seq.cli.drift import main as drift_main
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.times import parse_instant
-from engage_seq.monitoring.backtest import (
-    BacktestError,
-    BacktestResult,
-    backtest_cutoffs,
-    horizon_task,
-    main,
-    markdown,
-    rolling_backtest,
-    summary_text,
-    write_backtest,
-)
-from engage_seq.monitoring.drift import main as drift_main
+from engage_seq.monitoring.backtest import rolling_backtest
+from engage_seq.monitoring.backtest_report import markdown, summary_text, write_backtest
+from engage_seq.monitoring.backtest_result import BacktestResult
+from engage_seq.monitoring.backtest_schedule import backtest_cutoffs, horizon_task
+from engage_seq.monitoring.errors import BacktestError
 from engage_seq.serving.export import export_artifact
 from engage_seq.serving.outputs import check_score_outputs
 from engage_seq.synthetic import SyntheticEventSource
@@ -287,7 +282,7 @@ def test_the_plot_draws_one_line_per_target(tmp_path) -> None:
 
 
 def test_start_may_be_epoch_seconds_or_iso() -> None:
-    from engage_seq.monitoring.backtest import _first_cutoff
+    from engage_seq.monitoring.backtest_schedule import first_cutoff as _first_cutoff
 
     at = parse_instant(TEST_CUTOFF)
     assert _first_cutoff(str(at), {}) == _first_cutoff(TEST_CUTOFF, {}) == at

@@ -626,7 +626,7 @@ def test_corpus_is_large_and_documented() -> None:
 
 def _read_with(reader: str, path: Path, tmp: Path) -> dict[str, Any]:
     """The path each command takes through ingest: its report, or its exception."""
-    from engage_seq.monitoring.drift import Window, read_input
+    from engage_seq.monitoring.drift_inputs import Window, read_input
     from engage_seq.serving.scoring import validated_parts
 
     source = FileEventSource(str(path))

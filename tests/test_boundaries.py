@@ -69,7 +69,18 @@ FORBIDDEN = {
     # monitoring runs next to serving: drift on event tables needs no torch at all (the
     # artifact's scores load it lazily), the backtest only the artifact
     "engage_seq.monitoring.drift": {"torch", "lightning", "hydra"},
+    "engage_seq.monitoring.drift_inputs": {"torch", "lightning", "hydra"},
+    "engage_seq.monitoring.drift_features": {"torch", "lightning", "hydra"},
+    "engage_seq.monitoring.drift_verdicts": {"torch", "lightning", "hydra"},
+    "engage_seq.monitoring.drift_report": {"torch", "lightning", "hydra"},
+    "engage_seq.monitoring.histograms": {"torch", "lightning", "hydra"},
+    "engage_seq.monitoring.distances": {"torch", "lightning", "hydra", "polars"},
+    "engage_seq.cli.drift": {"torch", "lightning", "hydra"},
     "engage_seq.monitoring.backtest": {"lightning", "hydra"},
+    "engage_seq.monitoring.backtest_schedule": {"torch", "lightning", "hydra"},
+    "engage_seq.monitoring.backtest_result": {"torch", "lightning", "hydra"},
+    "engage_seq.monitoring.backtest_report": {"torch", "lightning", "hydra"},
+    "engage_seq.cli.backtest": {"lightning", "hydra"},
     # artifact keys and signatures: the standard library only (no new dependency to trust)
     "engage_seq.serving.signing": {"torch", "lightning", "hydra", "polars", "numpy"},
     # report sections work on a model and frames, without a Trainer; drawing is matplotlib only

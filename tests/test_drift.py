@@ -16,28 +16,24 @@ import polars as pl
 import pytest
 
 from engage_seq.cli.args import keyword_argv
+from engage_seq.cli.drift import build_parser, main
 from engage_seq.common.times import gap_text, parse_instant
-from engage_seq.data.sampling import CutoffPlan
 from engage_seq.data.schema import to_canonical
-from engage_seq.data.sequences import build_samples, samples_at_cutoff, user_histories
+from engage_seq.data.sequences import CutoffPlan, build_samples, samples_at_cutoff, user_histories
 from engage_seq.data.tasks import HorizonTask
-from engage_seq.monitoring.drift import (
-    ONE_SIDED,
+from engage_seq.monitoring.distances import js_distance, psi
+from engage_seq.monitoring.drift_features import feature_values
+from engage_seq.monitoring.drift_inputs import DriftInput
+from engage_seq.monitoring.drift_verdicts import ONE_SIDED, FeatureDrift
+from engage_seq.monitoring.errors import DriftError
+from engage_seq.monitoring.histograms import (
     OTHER,
-    DriftError,
-    DriftInput,
-    FeatureDrift,
     binned_counts,
-    build_parser,
     categorical_counts,
-    feature_values,
-    js_distance,
-    main,
     pool_categories,
-    psi,
 )
 from engage_seq.serving.outputs import check_score_outputs
-from engage_seq.synthetic import SyntheticEventSource, generate_events
+from engage_seq.synthetic.generator import SyntheticEventSource, generate_events
 
 VENV_BIN = Path(sys.executable).parent
 DRIFT_DAY = "2026-02-02"  # day 28 of 56
@@ -313,7 +309,7 @@ def test_console_script_help_and_exit_status(tables, tmp_path) -> None:
 
 def test_an_event_window_must_hold_events(tables) -> None:
     with pytest.raises(DriftError, match="no events in the window"):
-        from engage_seq.monitoring.drift import run
+        from engage_seq.cli.drift import run
 
         run(build_parser().parse_args(
             [f"--reference={tables['reference']}", f"--current={tables['fresh']}",
@@ -513,6 +509,6 @@ def test_a_missing_column_names_this_commands_options(small_table, tmp_path, cap
 
 
 def test_write_drift_report_is_the_library_name() -> None:
-    import engage_seq.monitoring.drift as drift
+    import engage_seq.monitoring.drift_report as drift
 
     assert callable(drift.write_drift_report) and not hasattr(drift, "write_report")

@@ -116,8 +116,8 @@ def _consumers_reproduce_training(
     the Lightning module's probabilities for the first test samples, in test-split order."""
     import torch
 
-    from engage_seq.monitoring.backtest import main as backtest_main
-    from engage_seq.monitoring.drift import main as drift_main
+    from engage_seq.cli.backtest import main as backtest_main
+    from engage_seq.cli.drift import main as drift_main
     from engage_seq.serving.scoring import main as score_main
 
     artifact = run / "artifact.pt"
@@ -163,7 +163,8 @@ def _consumers_reproduce_training(
     drift = json.loads((tmp_path / "drift" / "drift.json").read_text())
     assert any(row["name"] == "score_purchase" for row in drift["features"])
     # and its scores of the test samples are the training-time predictions
-    from engage_seq.monitoring.drift import DriftInput, score_values
+    from engage_seq.monitoring.drift_features import score_values
+    from engage_seq.monitoring.drift_inputs import DriftInput
 
     module, _ = load_artifact(artifact)
     samples = DriftInput("samples", "test samples", test, None, {})

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from engage_seq.common.times import parse_instant_arg  # noqa: F401  (re-exported)
+
 _KEY = re.compile(r"^([A-Za-z_][\w\-]*)(\.[^=]+)?=(.*)$", re.DOTALL)
 
 
@@ -61,23 +63,3 @@ def keyword_argv(argv: Sequence[str], options: Collection[str]) -> list[str]:
         else:
             out.append(token)
     return out
-
-
-def parse_instant_arg(
-    value: str | None, what: str, error: type[Exception] = ValueError
-) -> int | None:
-    """An option's instant as epoch seconds: digits (optionally negative) are epoch seconds,
-    anything else ISO text (naive = UTC). None stays None; unreadable text raises ``error``
-    with a one-line message naming the option ``what``."""
-    if value is None:
-        return None
-    from engage_seq.common.times import parse_instant
-
-    text = value.strip()
-    try:
-        return int(text) if text.lstrip("-").isdigit() else parse_instant(text)
-    except ValueError:
-        raise error(
-            f"cannot read {what} {value!r}: give an ISO date/time (2026-03-09, "
-            "2026-03-09T12:00:00+00:00) or epoch seconds"
-        ) from None

@@ -44,6 +44,24 @@ def parse_instant(value: str) -> int:
     return int(parsed.timestamp())
 
 
+def parse_instant_arg(
+    value: str | None, what: str, error: type[Exception] = ValueError
+) -> int | None:
+    """An option's instant as epoch seconds: digits (optionally negative) are epoch seconds,
+    anything else ISO text (naive = UTC). None stays None; unreadable text raises ``error``
+    with a one-line message naming the option ``what``."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        return int(text) if text.lstrip("-").isdigit() else parse_instant(text)
+    except ValueError:
+        raise error(
+            f"cannot read {what} {value!r}: give an ISO date/time (2026-03-09, "
+            "2026-03-09T12:00:00+00:00) or epoch seconds"
+        ) from None
+
+
 def format_instant(epoch_seconds: int) -> str:
     """Epoch seconds -> ISO text in UTC ('2026-04-27T00:00:00+00:00')."""
     return datetime.fromtimestamp(int(epoch_seconds), tz=timezone.utc).isoformat()

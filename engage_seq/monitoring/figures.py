@@ -4,18 +4,20 @@ a figure is drawn, so the monitors run without it when asked for tables only).""
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engage_seq.common.times import parse_instant
 from engage_seq.reporting import plotting
 
 if TYPE_CHECKING:
-    from engage_seq.monitoring.backtest import BacktestResult
-    from engage_seq.monitoring.drift import DriftReport, FeatureDrift
+    from engage_seq.monitoring.backtest_result import BacktestResult
+    from engage_seq.monitoring.drift_verdicts import DriftReport, FeatureDrift
 
-# keys: the verdicts of engage_seq.monitoring.drift.FeatureDrift ("missing on one side" =
-# drift.ONE_SIDED)
+PLOTTED_METRICS = ("auroc", "auprc", "lift_top10", "ece")  # one panel each, in this order
+# keys: the verdicts of engage_seq.monitoring.drift_verdicts.FeatureDrift ("missing on one
+# side" = drift_verdicts.ONE_SIDED)
 VERDICT_COLOURS = {
     "drift": "#c0392b",
     "missing on one side": "#8e44ad",
@@ -98,6 +100,14 @@ def _histogram_panel(ax: Any, feature: FeatureDrift, legend: bool) -> None:
         ax.legend(fontsize=7, loc="upper right", ncols=2)
 
 
+METRIC_TITLES = {
+    "auroc": "ROC-AUC",
+    "auprc": "PR-AUC",
+    "lift_top10": "lift in the top 10%",
+    "ece": "calibration error (ECE)",
+}
+
+
 def plot_backtest(result: BacktestResult) -> Any:
     """Each metric over the cutoffs, one line per target, the training run's test value of
     each as a dashed line in its colour; the next panel compares each target's positive rate
@@ -106,58 +116,27 @@ def plot_backtest(result: BacktestResult) -> Any:
     plt = plotting.pyplot()
     rows = result.rows
     targets = result.targets
-    several = len(targets) > 1
     per_target = {t: result.target_rows(t) for t in targets}
     colours = {t: TARGET_COLOURS[i % len(TARGET_COLOURS)] for i, t in enumerate(targets)}
-    when = [datetime.fromisoformat(c) for c in rows["cutoff"].to_list()]
-    shown = ("auroc", "auprc", "lift_top10", "ece")
-    metrics = [m for m in shown if any(m in frame.columns for frame in per_target.values())]
-    titles = {
-        "auroc": "ROC-AUC",
-        "auprc": "PR-AUC",
-        "lift_top10": "lift in the top 10%",
-        "ece": "calibration error (ECE)",
-    }
+    when = [_cutoff_time(c) for c in rows["cutoff"].to_list()]
+    shown = [m for m in PLOTTED_METRICS if any(m in f.columns for f in per_target.values())]
     fig, grid = plt.subplots(2, 3, figsize=(14, 7.5), constrained_layout=True)
     axes = list(grid.flat)
-    for ax, metric in zip(axes, metrics, strict=False):
-        for target, frame in per_target.items():
-            if metric not in frame.columns:
-                continue
-            values = [math.nan if v is None else v for v in frame[metric].to_list()]
-            label = target if several else "backtest"
-            ax.plot(when, values, marker="o", color=colours[target], label=label)
-            reference = result.target_reference(target)
-            if metric in reference:
-                colour, label = (
-                    (colours[target], None) if several else ("grey", "training test split")
-                )
-                ax.axhline(reference[metric], color=colour, ls="--", lw=1, label=label)
-        note = " (dashed: training test split)" if several else ""
-        ax.set_title(titles[metric] + note, fontsize=10)
-        ax.legend(fontsize=8)
-    calibration = axes[len(metrics)]
-    for target, frame in per_target.items():
-        prefix = f"{target}: " if several else ""
-        colour = colours[target]
-        rate, predicted = frame["positive_rate"].to_list(), frame["mean_prediction"].to_list()
-        calibration.plot(when, rate, marker="o", color=colour, label=f"{prefix}positive rate")
-        calibration.plot(
-            when, predicted, marker="s", ls="--", color=colour, label=f"{prefix}mean prediction"
-        )
-    calibration.set_title("positive rate vs mean prediction", fontsize=10)
-    calibration.legend(fontsize=7 if several else 8)
-    users = axes[len(metrics) + 1]
+    for ax, metric in zip(axes, shown, strict=False):
+        _metric_panel(ax, metric, per_target, result, when, colours)
+    _calibration_panel(axes[len(shown)], per_target, when, colours)
+    users = axes[len(shown) + 1]
     users.bar(when, rows["n_users"].to_list(), width=2.0, color="#7f8c8d")
     users.set_title("users scored per cutoff", fontsize=10)
-    for ax in axes[: len(metrics) + 2]:
+    for ax in axes[: len(shown) + 2]:
         ax.grid(alpha=0.3)
         if len(when) <= MAX_DATE_TICKS:  # a tick at every cutoff reads best
             ax.set_xticks(when, [w.strftime("%Y-%m-%d") for w in when])
         ax.tick_params(axis="x", labelrotation=35, labelsize=8)
-    for unused in axes[len(metrics) + 2 :]:
+    for unused in axes[len(shown) + 2 :]:
         unused.set_visible(False)
     inputs = result.inputs
+    several = len(targets) > 1
     task = inputs["task"] + (f", targets {', '.join(targets)}" if several else "")
     fig.suptitle(
         f"Rolling backtest of {Path(inputs['artifact']).name} ({task}, a cutoff every "
@@ -165,3 +144,51 @@ def plot_backtest(result: BacktestResult) -> Any:
         fontsize=11,
     )
     return fig
+
+
+def _cutoff_time(cutoff: str) -> datetime:
+    """A row's ISO cutoff (UTC, as `engage_seq.common.times.format_instant` writes it) as an
+    aware datetime for the x axis."""
+    return datetime.fromtimestamp(parse_instant(cutoff), tz=timezone.utc)
+
+
+def _metric_panel(
+    ax: Any,
+    metric: str,
+    per_target: dict[str, Any],
+    result: BacktestResult,
+    when: list[datetime],
+    colours: dict[str, str],
+) -> None:
+    """One metric over the cutoffs per target, each target's training test value dashed."""
+    several = len(per_target) > 1
+    for target, frame in per_target.items():
+        colour = colours[target]
+        if metric not in frame.columns:
+            continue
+        values = [math.nan if v is None else v for v in frame[metric].to_list()]
+        ax.plot(when, values, marker="o", color=colour, label=target if several else "backtest")
+        reference = result.target_reference(target)
+        if metric in reference:
+            line, label = (colour, None) if several else ("grey", "training test split")
+            ax.axhline(reference[metric], color=line, ls="--", lw=1, label=label)
+    note = " (dashed: training test split)" if several else ""
+    ax.set_title(METRIC_TITLES[metric] + note, fontsize=10)
+    ax.legend(fontsize=8)
+
+
+def _calibration_panel(
+    ax: Any, per_target: dict[str, Any], when: list[datetime], colours: dict[str, str]
+) -> None:
+    """Each target's positive rate (solid) against its mean prediction (dashed)."""
+    several = len(per_target) > 1
+    for target, frame in per_target.items():
+        prefix = f"{target}: " if several else ""
+        colour = colours[target]
+        rate, predicted = frame["positive_rate"].to_list(), frame["mean_prediction"].to_list()
+        ax.plot(when, rate, marker="o", color=colour, label=f"{prefix}positive rate")
+        ax.plot(
+            when, predicted, marker="s", ls="--", color=colour, label=f"{prefix}mean prediction"
+        )
+    ax.set_title("positive rate vs mean prediction", fontsize=10)
+    ax.legend(fontsize=7 if several else 8)
