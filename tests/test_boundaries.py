@@ -45,7 +45,9 @@ FORBIDDEN = {
     # artifact keys and signatures: the standard library only (no new dependency to trust)
     "engage_seq.serving.signing": {"torch", "lightning", "hydra", "polars", "numpy"},
     # report sections work on a model and frames, without a Trainer; drawing is matplotlib only
+    "engage_seq.evaluation.attribution": {"lightning", "hydra", "matplotlib"},
     "engage_seq.evaluation.explain": {"lightning", "hydra", "matplotlib"},
+    "engage_seq.reporting.explain_section": {"lightning", "hydra", "matplotlib"},
     "engage_seq.evaluation.fairness": {"lightning", "hydra"},
     "engage_seq.reporting.section": {"torch", "lightning", "hydra"},
     "engage_seq.reporting.figures": {"torch", "lightning", "hydra"},

@@ -520,7 +520,7 @@ def explain_section(
         return "explanations need a sequence model; this is a baseline run"
     if not evaluation.targets:
         return "explanations cover horizon targets; this task has none"
-    from engage_seq.evaluation.explain import explain_report_section
+    from engage_seq.reporting.explain_section import explain_report_section
 
     target = evaluation.targets[0]
     return explain_report_section(
