@@ -84,8 +84,12 @@ FORBIDDEN = {
     # artifact keys and signatures: the standard library only (no new dependency to trust)
     "engage_seq.serving.signing": {"torch", "lightning", "hydra", "polars", "numpy"},
     # report sections work on a model and frames, without a Trainer; drawing is matplotlib only
+    "engage_seq.evaluation.attribution": {"lightning", "hydra", "matplotlib"},
     "engage_seq.evaluation.explain": {"lightning", "hydra", "matplotlib"},
+    "engage_seq.reporting.explain_section": {"lightning", "hydra", "matplotlib"},
+    "engage_seq.evaluation.segments": {"torch", "lightning", "hydra"},
     "engage_seq.evaluation.fairness": {"lightning", "hydra"},
+    "engage_seq.reporting.fairness_section": {"lightning", "hydra"},
     "engage_seq.reporting.section": {"torch", "lightning", "hydra"},
     # what a run folder holds, the report options, the evaluation's types and the report's
     # words and reproduce commands: no torch, so engage-evaluate checks its arguments (and

@@ -20,22 +20,18 @@ from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import ColumnMapping
 from engage_seq.data.sequences import TIME_FEATURES
 from engage_seq.data.tasks import HorizonTask
-from engage_seq.evaluation.explain import (
+from engage_seq.evaluation.attribution import (
     TOLERANCE,
-    UNKNOWN_TOKEN,
-    _user_lines,
     attribute,
-    driver_table,
-    explain_report_section,
-    explain_samples,
     integrated_gradients,
     mean_event_embedding,
-    per_sample,
 )
+from engage_seq.evaluation.explain import UNKNOWN_TOKEN, driver_table, explain_samples, per_sample
 from engage_seq.metrics.scores import _binary_scores
 from engage_seq.models.encoders import padding_mask
 from engage_seq.models.engagement import EngagementModel
-from engage_seq.synthetic import SyntheticEventSource
+from engage_seq.reporting.explain_section import _user_lines, explain_report_section
+from engage_seq.synthetic.generator import SyntheticEventSource
 
 K = len(TIME_FEATURES)
 ENCODERS = [

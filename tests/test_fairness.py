@@ -17,15 +17,14 @@ from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import USER_KEY_SEED, ColumnMapping, EventSchemaError
 from engage_seq.data.tasks import HorizonTask
 from engage_seq.data.validation import validate_events
-from engage_seq.evaluation.fairness import (
+from engage_seq.evaluation.fairness import OTHER, segment_metrics
+from engage_seq.evaluation.segments import (
     MISSING,
-    OTHER,
     check_segment_columns,
-    fairness_section,
     history_labels,
     segment_frame,
-    segment_metrics,
 )
+from engage_seq.reporting.fairness_section import fairness_report_section as fairness_section
 
 T0 = 1_700_000_000  # epoch seconds
 

@@ -540,10 +540,9 @@ def test_reference_cache_key_covers_the_baseline_fit_and_the_oracle_code(
 
 
 def test_one_json_safe_serves_every_report_section() -> None:
-    from engage_seq.evaluation import fairness
-    from engage_seq.reporting import report
+    from engage_seq.reporting import fairness_section, report
 
     value = {"a": np.float64("nan"), 1: [Path("x/y"), np.int64(3), math.inf, (0.5,)]}
     assert json_safe(value) == {"a": None, "1": ["x/y", 3, None, [0.5]]}
     json.dumps(json_safe(value), allow_nan=False)
-    assert fairness.json_safe is json_safe and report.json_safe is json_safe
+    assert fairness_section.json_safe is json_safe and report.json_safe is json_safe

@@ -3,15 +3,13 @@ channel or history length as it does overall?
 
 Three steps, each usable alone:
 
-* `segment_frame`: one segment value per sample. *Derived* segments come from the sample
-  itself (history-length bucket, channel of the last event before the cutoff); *declared*
-  ones are user attributes in the raw event table, read through the run's own source, column
-  mapping and ingest rules, so users get the keys they had in training. A declared value
-  is the user's last non-null one strictly before the sample's cutoff (the leakage rule:
-  a country first recorded at the cutoff is not what the model could have known).
+* `engage_seq.evaluation.segments.segment_frame`: one segment value per sample (derived from
+  the sample, or declared user attributes read leakage-safe from the raw event table).
 * `segment_metrics`: per (segment, value) size, positive rate, mean score, ROC-AUC, ECE and
   calibration gap through `engage_seq.metrics.scores` (the numbers of ``metrics.json``), with flags.
-* `fairness_section`: the report section (tables, a plain-language list, one figure).
+* `assess_segments`: `segment_metrics` with its settings and the headline check, as a
+  `SegmentAssessment`; the report section that shows it is
+  `engage_seq.reporting.fairness_section` (tables, a plain-language list, one figure).
 
 Flags are deliberately conservative, because a fairness report that cries wolf is ignored:
 a value is judged only with ``min_size`` samples, and flagged only when its gap exceeds the
@@ -24,265 +22,22 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
-from itertools import pairwise
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 import torch
 
-from engage_seq.common.messages import describe_columns
-from engage_seq.data.build import EventSource
-from engage_seq.data.ingest import IngestConfig
-from engage_seq.data.schema import ROW_INDEX, ColumnMapping, EventSchemaError, looks_like_identifier
-from engage_seq.data.validation import validate_events
+from engage_seq.evaluation.segments import MISSING
 from engage_seq.metrics.scores import score_probabilities
-from engage_seq.reporting.plotting import pyplot, save_png
-from engage_seq.reporting.section import ReportSection, json_safe
 
 log = logging.getLogger(__name__)
 
-MISSING = "(missing)"  # no value before the cutoff: counted as its own segment value, not dropped
 OTHER = "(other)"  # values beyond ``max_values`` pooled, so a 200-country table stays readable
 OVERALL = "(overall)"  # the reference row of `segment_metrics`
-DERIVED_SEGMENTS = ("history_length", "last_channel")
-# columns the segment pipeline and the report add next to segment values: a declared segment
-# column of one of these names would collide with them (a DuplicateError, or a silent overwrite)
-RESERVED_SEGMENT_NAMES = (ROW_INDEX, "_sample", "user_key", "ts", "cutoff", "score", "label")
-# Lower bounds of the history-length buckets: log-spaced because 1 event (cold start) and 64+
-# (the default max_len: the model sees a truncated history) behave very differently.
-HISTORY_BOUNDS = (1, 2, 5, 16, 64)
 CALIBRATION_GAP_FRACTION = 0.2
 OVERALL_TOLERANCE = 0.01  # caller's headline vs the scores' own overall: larger = wrong split?
-FIGURE_NAME = "fairness.png"
-# more distinct values than this and than half the users: an identifier, not a segment
-
-
-# --- segment values per sample -----------------------------------------------------------
-
-
-def history_labels(bounds: Sequence[int] = HISTORY_BOUNDS) -> list[str]:
-    """Bucket names in order: (1, 2, 5, 16, 64) -> '1', '2-4', '5-15', '16-63', '64+'."""
-    if not bounds or bounds[0] != 1 or any(lo >= hi for lo, hi in pairwise(bounds)):
-        raise ValueError(f"history bounds must start at 1 and increase, got {list(bounds)}")
-    labels = [str(lo) if hi == lo + 1 else f"{lo}-{hi - 1}" for lo, hi in pairwise(bounds)]
-    return [*labels, f"{bounds[-1]}+"]
-
-
-def history_bucket(bounds: Sequence[int] = HISTORY_BOUNDS) -> pl.Expr:
-    """``n_history`` (events before the cutoff, counted before truncation to ``max_len``) as an
-    ordered Enum, so tables and plots list buckets by length, not alphabetically."""
-    labels = history_labels(bounds)
-    n_history = pl.col("n_history")
-    bucket = pl.lit(labels[-1])
-    for bound, label in reversed(list(zip(bounds[1:], labels[:-1], strict=True))):
-        bucket = pl.when(n_history < bound).then(pl.lit(label)).otherwise(bucket)
-    return bucket.cast(pl.Enum(labels))
-
-
-def last_channel() -> pl.Expr:
-    """Channel of the last event before the cutoff (sample lists end at the cutoff)."""
-    return pl.col("channel").list.last().fill_null(MISSING)
-
-
-def missing_column_message(missing: Sequence[str], schema: pl.Schema, where: str) -> str:
-    """'segment column(s) [...] not in <where>; available columns: [...]. ...' (names only,
-    and none when the header row looks like data: `messages.describe_columns`)."""
-    return (
-        f"segment column(s) {list(missing)} not in {where}; "
-        f"{describe_columns(schema.names(), where, label='available columns')} "
-        "Name user-level columns of the event table (e.g. country, platform)."
-    )
-
-
-def check_derived_segments(schema: pl.Schema, derived: Sequence[str], where: str) -> None:
-    """Refuse a derived segment whose name is also a column of the raw table: the report
-    would show the derived values under that name, and a reader would take them for the
-    table's own column."""
-    clash = [d for d in derived if d in schema]
-    if clash:
-        raise EventSchemaError(
-            f"segment(s) {clash} in report.segments are derived from the samples, but {where} "
-            "also has a column of that name: the report would show the derived values under "
-            "the column's name. To segment by the column, give it another name in the table; "
-            f"otherwise leave {clash} out of report.segments"
-        )
-
-
-def check_segment_columns(
-    schema: pl.Schema, columns: Sequence[str], mapping: ColumnMapping, where: str
-) -> None:
-    """Raise `EventSchemaError` unless every declared segment column is in the raw table's
-    ``schema``, is not the user id or timestamp, and holds one value per row. Needs only a
-    schema, so `engage_seq.training.run` runs it before any work."""
-    missing = [c for c in columns if c not in schema]
-    if missing:
-        raise EventSchemaError(missing_column_message(missing, schema, where))
-    reserved = [c for c in columns if c in RESERVED_SEGMENT_NAMES]
-    if reserved:
-        raise EventSchemaError(
-            f"segment column(s) {reserved} of {where} share a name with a column the fairness "
-            f"report works with ({', '.join(RESERVED_SEGMENT_NAMES)}): give the column another "
-            "name in the table, or leave it out of report.segments"
-        )
-    roles = {mapping.user_id: "user id", mapping.timestamp: "timestamp"}
-    refused = [f"{c!r} ({roles[c]})" for c in columns if c in roles]
-    if refused:
-        raise EventSchemaError(
-            f"segment column(s) {', '.join(refused)} cannot be segments: a user id would put raw "
-            "ids into the report, a timestamp has one value per event. Name an attribute column."
-        )
-    nested = [f"{c!r} ({schema[c]})" for c in columns if schema[c].is_nested()]
-    if nested:
-        raise EventSchemaError(
-            f"segment column(s) {', '.join(nested)} in {where} hold lists or structs; a segment "
-            "needs one value per row (string, integer, boolean, category)"
-        )
-
-
-def _segment_events(
-    raw: pl.LazyFrame,
-    where: str,
-    mapping: ColumnMapping,
-    ingest: IngestConfig,
-    columns: Sequence[str],
-) -> pl.LazyFrame:
-    """(user_key, ts, ``_row``, *columns as text) for every event the run's ingest keeps.
-
-    Validation runs with the run's own mapping and rules, so keys (HMAC with the salt in the
-    environment), dropped rows and duplicates are exactly training's; the raw segment values
-    are joined back by input row (``_row``), which keeps their nulls (a declared categorical's
-    ``cat_`` column has nulls filled, and undeclared columns do not survive ingest at all).
-    """
-    check_segment_columns(raw.collect_schema(), columns, mapping, where)
-    validated = validate_events(raw, mapping, ingest, where)
-    values = raw.select(  # not with_row_index: the table may have a column named like it
-        pl.int_range(pl.len(), dtype=pl.UInt64).alias(ROW_INDEX),
-        *(pl.col(c).cast(pl.String) for c in columns),
-    )
-    kept = validated.events.select(ROW_INDEX, "user_key", "ts")
-    return kept.join(values, on=ROW_INDEX, how="left")
-
-
-def _value_before_cutoff(keys: pl.LazyFrame, events: pl.LazyFrame, column: str) -> pl.LazyFrame:
-    """(``_sample``, column): the user's last non-null value with ``ts < cutoff``.
-
-    Several values at the same second: the later input row wins, as in the feature order.
-    """
-    values = (
-        events.filter(pl.col(column).is_not_null())
-        .sort("user_key", "ts", ROW_INDEX)
-        .group_by("user_key", "ts")
-        .agg(pl.col(column).last())
-        .sort("ts")
-    )
-    return keys.join_asof(
-        values,
-        left_on="cutoff",
-        right_on="ts",
-        by="user_key",
-        strategy="backward",
-        allow_exact_matches=False,  # a value recorded at the cutoff is a label-time value
-        check_sortedness=False,  # both sides sorted above; polars cannot check with ``by``
-    ).select("_sample", pl.col(column).fill_null(MISSING))
-
-
-def segment_frame(
-    samples: pl.DataFrame,
-    *,
-    source: EventSource | None = None,
-    mapping: ColumnMapping | None = None,
-    ingest: IngestConfig | None = None,
-    columns: Sequence[str] = (),
-    derived: Sequence[str] = DERIVED_SEGMENTS,
-    history_bounds: Sequence[int] = HISTORY_BOUNDS,
-    missing: dict[str, str] | None = None,
-) -> pl.DataFrame:
-    """One row per sample of ``samples`` (same order), one column per segment.
-
-    ``derived``: any of `DERIVED_SEGMENTS` (``history_length``: an ordered Enum of buckets by
-    ``history_bounds``; ``last_channel``). ``columns``: declared segments, columns of the raw
-    table read with ``source``, ``mapping`` and ``ingest`` (the run's; defaults as in
-    training). Values are text; a sample without a value before its cutoff gets
-    ``(missing)``. A declared column with about one value per user is refused (an identifier).
-    Reading declared columns costs one validation pass over the table, in memory, like an
-    unsharded build. ``missing``: None (default) makes a declared column the table lacks an
-    error; a dict instead receives each such column with the reason and the frame leaves it
-    out, so a report loses that column only, not the whole section (the table may have
-    changed since training checked it).
-    """
-    unknown = [d for d in derived if d not in DERIVED_SEGMENTS]
-    if unknown:
-        raise ValueError(f"unknown derived segment(s) {unknown}; choose from {DERIVED_SEGMENTS}")
-    clash = sorted(set(derived) & set(columns)) or sorted(
-        {c for c in columns if list(columns).count(c) > 1}
-    )
-    if clash:
-        raise ValueError(f"segment name(s) {clash} given twice (derived and/or declared)")
-    needed = {"history_length": "n_history", "last_channel": "channel"}
-    needed_columns = [needed[d] for d in derived] + (["user_key", "cutoff"] if columns else [])
-    absent = [c for c in needed_columns if c not in samples.columns]
-    if absent:
-        raise ValueError(
-            f"samples lack column(s) {absent} needed for segments; available: {samples.columns}. "
-            "Pass a split's sample frame as built by engage_seq.data.build."
-        )
-    exprs = {"history_length": history_bucket(history_bounds), "last_channel": last_channel()}
-    out = samples.lazy().select(
-        pl.int_range(pl.len(), dtype=pl.UInt32).alias("_sample"),
-        *(exprs[d].alias(d) for d in derived),
-    )
-    if columns:
-        if source is None:
-            raise ValueError(
-                f"declared segment column(s) {list(columns)} are read from the raw event table: "
-                "pass the run's source (and its column mapping and ingest settings)"
-            )
-        raw, where = source.scan(), source.describe()
-        check_derived_segments(raw.collect_schema(), derived, where)
-        if missing is not None:
-            schema = raw.collect_schema()
-            absent = [c for c in columns if c not in schema]
-            if absent:
-                reason = missing_column_message(absent, schema, where)
-                log.warning("segment fairness: skipped: %s", reason)
-                missing.update(dict.fromkeys(absent, reason))
-                columns = [c for c in columns if c not in absent]
-    if columns:
-        keys = samples.lazy().select(
-            pl.int_range(pl.len(), dtype=pl.UInt32).alias("_sample"), "user_key", "cutoff"
-        )
-        events = _segment_events(
-            raw, where, mapping or ColumnMapping(), ingest or IngestConfig(), columns
-        )
-        events = events.join(keys.select("user_key").unique(), on="user_key", how="semi")
-        events = events.collect().lazy()  # one validation, shared by every column below
-        keys = keys.sort("cutoff")
-        for column in columns:
-            out = out.join(_value_before_cutoff(keys, events, column), on="_sample", how="left")
-    frame = out.sort("_sample").drop("_sample").collect()
-    if columns:
-        _refuse_identifiers(frame, samples["user_key"], columns)
-    return frame
-
-
-def _refuse_identifiers(frame: pl.DataFrame, user_keys: pl.Series, columns: Sequence[str]) -> None:
-    """A declared column with about one value per user (an email, a device id) would put
-    identifiers into the report: refuse it rather than print its most frequent values."""
-    users = user_keys.n_unique()
-    counts = frame.select(pl.col(c).n_unique() for c in columns).row(0, named=True)
-    suspicious = [c for c, n in counts.items() if looks_like_identifier(n, users)]
-    if suspicious:
-        raise EventSchemaError(
-            f"segment column(s) {suspicious} have about one value per user "
-            f"({[counts[c] for c in suspicious]} values for {users} users): they look like "
-            "identifiers, which must not reach a report. Name a column with a few shared values."
-        )
-
-
-# --- metrics per segment value -----------------------------------------------------------
 
 
 def _check_scores(scores: pl.DataFrame, segment_columns: Sequence[str]) -> None:
@@ -400,6 +155,31 @@ def segment_metrics(
     _check_scores(scores, segment_columns)
     if max_values < 2:
         raise ValueError(f"max_values must be >= 2, got {max_values}")
+    stats = _segment_stats(scores, segment_columns, max_values)
+    ref = stats.row(0, named=True)
+    cal_threshold = calibration_threshold(
+        ref["positive_rate"], max_calibration_gap, calibration_gap_fraction
+    )
+    stats = _with_flags(stats, ref, min_size, max_auroc_gap, cal_threshold, min_z)
+    stats = _with_reasons(stats, ref, min_size)
+    log.info(
+        "segment fairness: %d values, %d flagged (calibration threshold %.4f)",
+        stats.height - 1,
+        int(stats["flagged"].sum()),
+        cal_threshold,
+    )
+    return stats.select(
+        "segment", "value", "n", "positives", "positive_rate", "mean_score", "auroc", "ece",
+        "calibration_gap", "auroc_diff", "calibration_diff", "status", "flagged", "reason",
+    )  # fmt: skip
+
+
+def _segment_stats(
+    scores: pl.DataFrame, segment_columns: Sequence[str], max_values: int
+) -> pl.DataFrame:
+    """Size, positive rate, mean score, calibration gap and its standard error, ROC-AUC and
+    ECE per (segment, value): the ``(overall)`` row first, then each column's values in
+    display order."""
     base = scores.select(
         pl.col("score").cast(pl.Float64), pl.col("label").cast(pl.Float64)
     ).with_columns((pl.col("label") - pl.col("score")).alias("residual"))
@@ -427,12 +207,19 @@ def segment_metrics(
     order = pl.DataFrame(
         [(s, v) for s, vs in orders.items() for v in vs], schema=["segment", "value"], orient="row"
     ).with_row_index("_order")
-    stats = stats.join(order, on=["segment", "value"]).sort("_order").drop("_order")
+    return stats.join(order, on=["segment", "value"]).sort("_order").drop("_order")
 
-    ref = stats.row(0, named=True)
-    cal_threshold = calibration_threshold(
-        ref["positive_rate"], max_calibration_gap, calibration_gap_fraction
-    )
+
+def _with_flags(
+    stats: pl.DataFrame,
+    ref: Mapping[str, Any],
+    min_size: int,
+    max_auroc_gap: float,
+    cal_threshold: float,
+    min_z: float,
+) -> pl.DataFrame:
+    """``stats`` with the differences from the overall row ``ref`` and the private flag
+    columns ``_auroc_flag``, ``_cal_flag`` and ``_judged`` (see `segment_metrics`)."""
     auroc_se = _auroc_standard_error(
         pl.col("auroc"), pl.col("positives"), pl.col("n") - pl.col("positives")
     )
@@ -451,13 +238,18 @@ def segment_metrics(
         & (cal_diff.abs() > cal_threshold)
         & ~(cal_diff.abs() <= min_z * pl.col("calibration_se"))  # NaN se (n = 1) never shields
     )
-    stats = stats.with_columns(
+    return stats.with_columns(
         (pl.col("auroc") - ref["auroc"]).alias("auroc_diff"),
         cal_diff.alias("calibration_diff"),
         auroc_flag.alias("_auroc_flag"),
         cal_flag.alias("_cal_flag"),
         judged.alias("_judged"),
     )
+
+
+def _with_reasons(stats: pl.DataFrame, ref: Mapping[str, Any], min_size: int) -> pl.DataFrame:
+    """``stats`` (with `_with_flags`' columns) plus ``status``, ``flagged`` and ``reason`` in
+    words."""
     overall_gap = ref["calibration_gap"]
     reasons, statuses = [], []
     for row in stats.iter_rows(named=True):  # one row per segment value
@@ -482,24 +274,11 @@ def segment_metrics(
             only = "positives" if row["positives"] == row["n"] else "negatives"
             why.append(f"ROC-AUC undefined: only {only}")
         reasons.append("; ".join(why))
-    stats = stats.with_columns(
+    return stats.with_columns(
         pl.Series("status", statuses, dtype=pl.String),
         (pl.col("_auroc_flag") | pl.col("_cal_flag")).alias("flagged"),
         pl.Series("reason", reasons, dtype=pl.String),
     )
-    log.info(
-        "segment fairness: %d values, %d flagged (calibration threshold %.4f)",
-        stats.height - 1,
-        int(stats["flagged"].sum()),
-        cal_threshold,
-    )
-    return stats.select(
-        "segment", "value", "n", "positives", "positive_rate", "mean_score", "auroc", "ece",
-        "calibration_gap", "auroc_diff", "calibration_diff", "status", "flagged", "reason",
-    )  # fmt: skip
-
-
-# --- the report section ------------------------------------------------------------------
 
 
 def _settings(thresholds: Mapping[str, Any]) -> dict[str, Any]:
@@ -510,17 +289,6 @@ def _settings(thresholds: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"unknown fairness threshold(s) {unknown}; valid: {sorted(defaults)}")
     return {**defaults, **thresholds}
-
-
-def _number(value: float | None, digits: int = 3) -> str:
-    if value is None or math.isnan(value):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def _cell(text: str) -> str:
-    """A value as a Markdown table cell: pipes escaped, one line."""
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _mismatches(reference: Mapping[str, Any], overall: Mapping[str, float]) -> list[str]:
@@ -537,209 +305,61 @@ def _mismatches(reference: Mapping[str, Any], overall: Mapping[str, float]) -> l
     return out
 
 
-def _table(rows: pl.DataFrame) -> str:
-    lines = [
-        "| value | n | positive rate | mean score | ROC-AUC | ECE | flag |",
-        "|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for row in rows.iter_rows(named=True):
-        auroc = _number(row["auroc"])
-        if math.isnan(row["auroc"]):
-            auroc = "n/a (one class)"
-        flag = {"flagged": "**flagged**", "too small to judge": "too small"}.get(row["status"], "")
-        lines.append(
-            f"| {_cell(row['value'])} | {row['n']:,} | {_number(row['positive_rate'])} | "
-            f"{_number(row['mean_score'])} | {auroc} | {_number(row['ece'])} | {flag} |"
-        )
-    return "\n".join(lines)
+@dataclass
+class SegmentAssessment:
+    """What `assess_segments` found for one target: everything the report section shows.
+
+    ``metrics`` is `segment_metrics`' frame (the ``(overall)`` reference row first);
+    ``settings`` its keyword arguments as used; ``calibration_threshold`` the calibration gap
+    that flags, for the overall positive rate; ``headline_mismatch`` where the caller's
+    headline metrics disagree with these scores (empty when they agree).
+    """
+
+    metrics: pl.DataFrame
+    settings: dict[str, Any]
+    calibration_threshold: float
+    headline_mismatch: list[str]
+
+    @property
+    def reference(self) -> dict[str, Any]:
+        """The ``(overall)`` row."""
+        return self.metrics.row(0, named=True)
+
+    @property
+    def segments(self) -> pl.DataFrame:
+        """Every segment value, without the reference row."""
+        return self.metrics.filter(pl.col("status") != "reference")
+
+    @property
+    def flagged(self) -> pl.DataFrame:
+        return self.segments.filter(pl.col("flagged"))
+
+    @property
+    def too_small(self) -> int:
+        """Segment values with fewer than ``min_size`` samples (listed, not judged)."""
+        return int((self.segments["status"] == "too small to judge").sum())
 
 
-def fairness_section(
+def assess_segments(
     scores: pl.DataFrame,
     segment_columns: Sequence[str],
     overall: Mapping[str, float],
-    out_dir: Path,
-    *,
-    report_dir: Path | None = None,
-    title: str = "Segment fairness",
-    notes: Sequence[str] = (),
     **thresholds: Any,
-) -> ReportSection:
-    """The report section: a table per segment column, the flagged values in words, a figure.
-
-    ``scores`` as for `segment_metrics` (whose keyword arguments ``thresholds`` are).
-    ``overall``: the split's headline metrics under their plain names (``auroc``,
-    ``positive_rate``, ``mean_prediction``, as `engage_seq.metrics.scores` names them); gaps are
-    measured against the scores' own overall, and a headline that differs from it by more
-    than 0.01 is reported as a warning (it is usually another split's). The figure is written
-    to ``out_dir/fairness.png`` and linked relative to ``report_dir`` (default ``out_dir``).
-    ``notes``: caveats shown first and kept in the summary (e.g. a segment column skipped).
-    """
+) -> SegmentAssessment:
+    """`segment_metrics` of ``scores`` by ``segment_columns`` (its keyword arguments are
+    ``thresholds``; unknown ones raise `TypeError`), checked against ``overall``: the split's
+    headline metrics under their plain names (``auroc``, ``positive_rate``,
+    ``mean_prediction``, as `engage_seq.metrics.scores` names them). Gaps are measured
+    against the scores' own overall; a headline that differs from it by more than
+    `OVERALL_TOLERANCE` is recorded (it is usually another split's)."""
     if not segment_columns:
         raise ValueError("no segment columns: pass at least one (e.g. history_length)")
     settings = _settings(thresholds)
     metrics = segment_metrics(scores, segment_columns, **settings)
     reference = metrics.row(0, named=True)
-    segments = metrics.filter(pl.col("status") != "reference")
-    flagged = segments.filter(pl.col("flagged"))
-    too_small = int((segments["status"] == "too small to judge").sum())
-    cal_threshold = calibration_threshold(
+    threshold = calibration_threshold(
         reference["positive_rate"],
         settings["max_calibration_gap"],
         settings["calibration_gap_fraction"],
     )
-    out_dir = Path(out_dir)
-    figure = out_dir / FIGURE_NAME
-    write_fairness_figure(metrics, settings["max_auroc_gap"], figure)
-    link = (
-        Path(os.path.relpath(figure, report_dir)) if report_dir is not None else Path(FIGURE_NAME)
-    )
-
-    text = [
-        f"Every value of each segment column against the whole split (n = {reference['n']:,}: "
-        f"ROC-AUC {_number(reference['auroc'])}, positive rate "
-        f"{_number(reference['positive_rate'])}, mean score {_number(reference['mean_score'])}, "
-        f"ECE {_number(reference['ece'])}). A value with at least {settings['min_size']} samples "
-        f"is flagged when its ROC-AUC is more than {settings['max_auroc_gap']:g} below the "
-        "overall, or its calibration gap (mean score − positive rate) differs from the "
-        f"overall's ({reference['calibration_gap']:+.3f}) by more than {cal_threshold:.3f}, and "
-        f"in either case by more than {settings['min_z']:g} standard errors. Smaller values are "
-        "listed but not judged. The overall ROC-AUC also ranks users *across* segments, so it "
-        "can exceed every segment's when positive rates differ between them.",
-        "",
-    ]
-    text += [line for note in notes for line in (f"**Note:** {note}", "")]
-    mismatch = _mismatches(reference, overall)
-    if mismatch:
-        text += [
-            "**Warning:** the headline metrics do not match these scores ("
-            + "; ".join(mismatch)
-            + "): they may come from another split.",
-            "",
-        ]
-    text.append(
-        f"**Flagged: {flagged.height} of {segments.height} segment values** "
-        f"({too_small} too small to judge)."
-    )
-    text.append("")
-    text += [
-        f"- {row['segment']} = {_cell(row['value'])}: {row['reason']}"
-        for row in flagged.iter_rows(named=True)
-    ] or ["No segment value is flagged."]
-    text += ["", f"![ROC-AUC and calibration per segment value]({link.as_posix()})", ""]
-    for column in segment_columns:
-        text += [f"### {column}", "", _table(segments.filter(pl.col("segment") == column)), ""]
-
-    summary = {
-        "segment_columns": list(segment_columns),
-        "segment_values": segments.height,
-        "judged": segments.height - too_small,
-        "too_small": too_small,
-        "flagged": flagged.height,
-        "flagged_segments": flagged.select(
-            "segment", "value", "n", "auroc", "calibration_gap", "reason"
-        ).to_dicts(),
-        "overall": {
-            k: reference[k]
-            for k in ("n", "positive_rate", "mean_score", "auroc", "ece", "calibration_gap")
-        },
-        "thresholds": {
-            "min_size": settings["min_size"],
-            "max_auroc_gap": settings["max_auroc_gap"],
-            "max_calibration_gap": cal_threshold,
-            "min_z": settings["min_z"],
-            "max_values": settings["max_values"],
-        },
-        "headline_mismatch": mismatch,
-        "notes": list(notes),
-    }
-    return ReportSection(
-        title=title,
-        markdown="\n".join(text).rstrip() + "\n",
-        figures={"fairness": figure},
-        tables={"fairness": metrics},
-        summary=json_safe(summary),
-    )
-
-
-_COLOURS = {"flagged": "crimson", "ok": "C0", "too small to judge": "0.7"}
-
-
-def write_fairness_figure(metrics: pl.DataFrame, max_auroc_gap: float, path: Path) -> Path:
-    """One row per segment column: each value's ROC-AUC as a dot on a stem from the overall
-    (left; dots, not bars, because the axis does not start at 0), and its positive rate and
-    mean score joined by a line whose length is the calibration gap (right). Colour = status.
-    """
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
-
-    plt = pyplot()
-
-    reference = metrics.row(0, named=True)
-    segments = metrics.filter(pl.col("status") != "reference")
-    columns = list(dict.fromkeys(segments["segment"].to_list()))
-    heights = [0.3 * int((segments["segment"] == c).sum()) + 0.9 for c in columns]
-    fig, grid = plt.subplots(
-        len(columns),
-        2,
-        figsize=(11, sum(heights) + 1.2),
-        squeeze=False,
-        layout="constrained",
-        gridspec_kw={"height_ratios": heights},
-    )
-    finite = segments.filter(pl.col("auroc").is_not_nan())["auroc"].to_list()
-    low = min([reference["auroc"] - max_auroc_gap, *finite]) - 0.05
-    low = max(0.0, min(low, 0.45)) if math.isfinite(low) else 0.0
-    for (ax_auc, ax_cal), column in zip(grid, columns, strict=True):
-        rows = segments.filter(pl.col("segment") == column)
-        ys = list(range(rows.height))
-        labels = [f"{_short(v)} (n={n:,})" for v, n in zip(rows["value"], rows["n"], strict=True)]
-        colours = [_COLOURS[s] for s in rows["status"]]
-        aurocs = rows["auroc"].to_list()
-        ax_auc.axvspan(low, reference["auroc"] - max_auroc_gap, color="crimson", alpha=0.06)
-        ax_auc.axvline(reference["auroc"], color="k", lw=1)
-        for y, auroc, colour in zip(ys, aurocs, colours, strict=True):
-            if math.isnan(auroc):
-                ax_auc.text(low + 0.01, y, "n/a (one class)", va="center", fontsize=7)
-                continue
-            ax_auc.plot([reference["auroc"], auroc], [y, y], color=colour, lw=2)
-            ax_auc.scatter([auroc], [y], color=colour, s=36, zorder=3)
-        ax_auc.set_xlim(low, 1.02)  # room for a dot at 1.0
-        ax_auc.set_ylim(len(ys) - 0.5, -0.5)  # first value on top, as in the table
-        ax_auc.set_yticks(ys, labels, fontsize=8)
-        ax_auc.set_title(f"{column}: ROC-AUC", fontsize=9, loc="left")
-        ax_auc.grid(axis="x", alpha=0.3)
-
-        rates, means = rows["positive_rate"].to_list(), rows["mean_score"].to_list()
-        ax_cal.axvline(reference["positive_rate"], color="k", lw=1, ls="--")
-        ax_cal.hlines(ys, rates, means, colors=colours, lw=2)
-        ax_cal.scatter(means, ys, marker="D", c=colours, s=30, zorder=3)
-        # hollow and on top: a calibrated value shows its diamond inside the circle
-        ax_cal.scatter(rates, ys, marker="o", facecolors="none", edgecolors="k", s=60, zorder=4)
-        ax_cal.set_ylim(len(ys) - 0.5, -0.5)
-        ax_cal.set_yticks(ys, [""] * len(ys))
-        ax_cal.margins(x=0.08)
-        ax_cal.set_title(
-            f"{column}: positive rate vs mean score "
-            f"(overall gap {reference['calibration_gap']:+.3f})",
-            fontsize=9,
-            loc="left",
-        )
-        ax_cal.grid(axis="x", alpha=0.3)
-    overall_rate = f"overall positive rate ({reference['positive_rate']:.3f})"
-    below = f"more than {max_auroc_gap:g} below overall"
-    handles = [
-        Line2D([], [], color="k", lw=1, label=f"overall ROC-AUC ({reference['auroc']:.3f})"),
-        Rectangle((0, 0), 1, 1, color="crimson", alpha=0.15, label=below),
-        Line2D([], [], color="k", lw=1, ls="--", label=overall_rate),
-        Line2D([], [], marker="o", ls="", mfc="none", mec="k", label="positive rate"),
-        Line2D([], [], marker="D", ls="", color="0.3", label="mean score"),
-        *[Line2D([], [], marker="o", color=c, lw=2, label=s) for s, c in _COLOURS.items()],
-    ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=7, frameon=False)
-    fig.suptitle("Segment fairness: ROC-AUC and calibration per segment value", fontsize=10)
-    return save_png(fig, path)
-
-
-def _short(value: str, width: int = 24) -> str:
-    return value if len(value) <= width else value[: width - 1] + "…"
+    return SegmentAssessment(metrics, settings, threshold, _mismatches(reference, overall))

@@ -11,7 +11,7 @@ import polars as pl
 
 from engage_seq.reporting.plotting import pyplot, save_png
 
-RECENCY_ORDER = ("<1 d", "1-3 d", "3-7 d", "7-30 d", ">30 d")  # = explain.RECENCY_LABELS
+RECENCY_ORDER = ("<1 d", "1-3 d", "3-7 d", "7-30 d", ">30 d")  # = evaluation.explain.RECENCY_LABELS
 EVENTS_PER_WATERFALL = 8  # bars per user; the rest are merged into one "other events" bar
 
 
@@ -47,6 +47,31 @@ def plot_drivers(drivers: pl.DataFrame, path: Path, target_name: str, min_events
     norm = SymLogNorm(linthresh=limit / 30, vmin=-limit, vmax=limit, base=10)
     image = ax.imshow(values, cmap="RdBu_r", norm=norm, aspect="auto")
     ax.set_facecolor("#eeeeee")
+    _annotate_cells(ax, order, cells, values, limit)
+    ax.set_xticks(range(len(RECENCY_ORDER)), [f"{b} before" for b in RECENCY_ORDER])
+    ax.set_yticks(range(len(order)), order)
+    ax.tick_params(length=0)
+    ax.set_xlabel("when the event happened (before the cutoff)")
+    bar = fig.colorbar(image, ax=ax, shrink=0.9)
+    bar.set_label(f"mean contribution to P({target_name}) per event (symmetric log scale)")
+    ax.set_title(
+        f"What moves P({target_name}): red pushes up, blue pulls down "
+        f"(hatched: < {min_events} events)",
+        fontsize=10,
+    )
+    return save_png(fig, path)
+
+
+def _annotate_cells(
+    ax: Any,
+    order: list[str],
+    cells: dict[tuple[str, str], dict[str, Any]],
+    values: list[list[float]],
+    limit: float,
+) -> None:
+    """Each heat-map cell's text: value and count, or only the count (hatched) where the
+    cell is too small to quote (NaN in ``values``), or n=0 where the event never occurs."""
+    plt = pyplot()
     for i, event in enumerate(order):
         for j, bucket in enumerate(RECENCY_ORDER):
             cell = cells.get((event, bucket))
@@ -66,18 +91,6 @@ def plot_drivers(drivers: pl.DataFrame, path: Path, target_name: str, min_events
                 j, i, f"{_signed(value)}\nn={cell['count']:,}", ha="center", va="center",
                 fontsize=7.5, color="white" if dark else "black",
             )  # fmt: skip
-    ax.set_xticks(range(len(RECENCY_ORDER)), [f"{b} before" for b in RECENCY_ORDER])
-    ax.set_yticks(range(len(order)), order)
-    ax.tick_params(length=0)
-    ax.set_xlabel("when the event happened (before the cutoff)")
-    bar = fig.colorbar(image, ax=ax, shrink=0.9)
-    bar.set_label(f"mean contribution to P({target_name}) per event (symmetric log scale)")
-    ax.set_title(
-        f"What moves P({target_name}): red pushes up, blue pulls down "
-        f"(hatched: < {min_events} events)",
-        fontsize=10,
-    )
-    return save_png(fig, path)
 
 
 def _short_ago(hours: float) -> str:

@@ -81,7 +81,7 @@ def explain_section(
         return "explanations need a sequence model; this is a baseline run"
     if not evaluation.targets:
         return "explanations cover horizon targets; this task has none"
-    from engage_seq.evaluation.explain import explain_report_section
+    from engage_seq.reporting.explain_section import explain_report_section
 
     target = evaluation.targets[0]
     return explain_report_section(
@@ -107,14 +107,15 @@ def fairness_section(
         return "segment fairness covers horizon targets; this task has none"
     from hydra.utils import instantiate
 
-    from engage_seq.evaluation import fairness
+    from engage_seq.evaluation.segments import DERIVED_SEGMENTS, segment_frame
+    from engage_seq.reporting.fairness_section import fairness_report_section
 
-    derived = [s for s in options.segments if s in fairness.DERIVED_SEGMENTS]
-    declared = [s for s in options.segments if s not in fairness.DERIVED_SEGMENTS]
+    derived = [s for s in options.segments if s in DERIVED_SEGMENTS]
+    declared = [s for s in options.segments if s not in DERIVED_SEGMENTS]
     cfg = evaluation.config
     test = evaluation.splits["test"]
     missing: dict[str, str] = {}  # declared columns the table lacks now: skipped, not fatal
-    segments = fairness.segment_frame(
+    segments = segment_frame(
         test.frame,
         source=instantiate(cfg.data.source) if declared else None,
         mapping=instantiate(cfg.data.columns) if declared else None,
@@ -137,7 +138,7 @@ def fairness_section(
         name: evaluation.run.metrics[f"test/{metric_key(name, target, evaluation.targets)}"]
         for name in ("auroc", "positive_rate", "mean_prediction")
     }
-    section = fairness.fairness_section(
+    section = fairness_report_section(
         scores,
         shown,
         overall,

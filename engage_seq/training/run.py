@@ -387,7 +387,7 @@ def _check_report_segments(cfg: DictConfig, options: ReportOptions) -> None:
         return
     from engage_seq.data.ingest import FileEventSource
     from engage_seq.data.schema import EventSchemaError, first_line
-    from engage_seq.evaluation.fairness import (
+    from engage_seq.evaluation.segments import (
         DERIVED_SEGMENTS,
         check_derived_segments,
         check_segment_columns,
