@@ -178,3 +178,28 @@ def test_editing_the_opt_out_list_invalidates_the_cache(tiny_source, tmp_path: P
     key = sample_cache.cache_key(tiny_source, ColumnMapping(), TASK, SAMPLING, ingest)
     pl.DataFrame({"user_id": ["u000", "u001", "u002"]}).write_csv(optout)
     assert sample_cache.cache_key(tiny_source, ColumnMapping(), TASK, SAMPLING, ingest) != key
+
+
+def test_code_fingerprint_reads_every_module_that_decides_samples(monkeypatch) -> None:
+    """Modules get split and renamed; the cache key must follow every file of data/ (but the
+    cache itself) and of synthetic/, or an edit to a new module would reuse stale samples."""
+    import engage_seq
+    from engage_seq.data import cache
+
+    package = Path(engage_seq.__file__).resolve().parent
+    read: list[Path] = []
+    original = Path.read_bytes
+
+    def recording(self: Path) -> bytes:
+        read.append(self.resolve())
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", recording)
+    cache._code_fingerprint()
+    expected = {p.resolve() for p in (package / "data").glob("*.py") if p.name != "cache.py"}
+    expected |= {p.resolve() for p in (package / "synthetic").glob("*.py")}
+    assert set(read) == expected
+    assert (
+        package / "data" / "tasks.py" in expected
+        and package / "synthetic" / "oracle.py" in expected
+    )

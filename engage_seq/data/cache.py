@@ -92,15 +92,16 @@ class PreparedSamples:
 
 
 def _code_fingerprint() -> str:
-    """Hash of the modules that decide sample contents: editing them invalidates the cache (the
-    synthetic generator is every module of `engage_seq.synthetic`, by file name)."""
-    from engage_seq import synthetic
-    from engage_seq.data import build, ingest, schema, sequences
-
+    """Hash of the code that decides sample contents: editing it invalidates the cache. That
+    is every module of ``engage_seq/data/`` but this one, and of ``engage_seq/synthetic/``
+    (the built-in source), read by path so the data layer never imports the generator. A
+    list of "the modules that matter" would go stale as modules are split; all of them is
+    at worst one rebuild too many."""
+    package = Path(__file__).resolve().parent.parent
+    files = [p for p in sorted((package / "data").glob("*.py")) if p.name != Path(__file__).name]
+    files += sorted((package / "synthetic").glob("*.py"))
     digest = hashlib.sha256()
-    for module in (schema, ingest, sequences, build):
-        digest.update(Path(module.__file__ or "").read_bytes())
-    for path in sorted(Path(synthetic.__file__ or "").parent.glob("*.py")):
+    for path in files:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
