@@ -116,9 +116,9 @@ def _consumers_reproduce_training(
     the Lightning module's probabilities for the first test samples, in test-split order."""
     import torch
 
+    from engage_seq.cli.score import main as score_main
     from engage_seq.monitoring.backtest import main as backtest_main
     from engage_seq.monitoring.drift import main as drift_main
-    from engage_seq.serving.scoring import main as score_main
 
     artifact = run / "artifact.pt"
     _, meta = load_artifact(artifact)
