@@ -24,13 +24,12 @@ import torch
 from frames import FrameSource
 from untrained_serving import untrained_serving_module
 
-from engage_seq.cli import backtest, drift
+from engage_seq.cli import backtest, drift, score
 from engage_seq.data.cache import prepare_samples
 from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import ColumnMapping
 from engage_seq.data.tasks import HorizonTask
 from engage_seq.serving import loading as jit
-from engage_seq.serving import scoring as score
 from engage_seq.serving import signing
 from engage_seq.serving.loading import (
     LIMITS_ENV,

@@ -63,6 +63,13 @@ FORBIDDEN = {
     "engage_seq.serving.parity": {"lightning", "hydra"},
     # batch scoring: no Lightning, no Hydra (and no model classes, checked below)
     "engage_seq.serving.scoring": {"lightning", "hydra"},
+    "engage_seq.serving.scoring_artifact": {"lightning", "hydra"},
+    # reading an event table for scoring, and ranking the scores: Polars, no torch (drift too)
+    "engage_seq.serving.event_table": {"torch", "lightning", "hydra"},
+    "engage_seq.serving.ranking": {"torch", "lightning", "hydra"},
+    # the artifact contract and the archive check: the standard library only
+    "engage_seq.serving.contract": {"torch", "lightning", "hydra", "polars", "numpy"},
+    "engage_seq.serving.archive": {"torch", "lightning", "hydra", "polars", "numpy"},
     # its far-future rule is data code; its output writing needs only the standard library
     "engage_seq.serving.cutoff": {"torch", "lightning", "hydra"},
     "engage_seq.serving.outputs": {"torch", "lightning", "hydra", "polars", "numpy"},

@@ -118,7 +118,7 @@ def _consumers_reproduce_training(
 
     from engage_seq.cli.backtest import main as backtest_main
     from engage_seq.cli.drift import main as drift_main
-    from engage_seq.serving.scoring import main as score_main
+    from engage_seq.cli.score import main as score_main
 
     artifact = run / "artifact.pt"
     _, meta = load_artifact(artifact)

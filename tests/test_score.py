@@ -383,8 +383,9 @@ def test_scoring_killed_during_the_shard_split_is_cleaned_by_a_run_without_shard
     the same --out removes them at its start, without --shards and even if it then fails."""
     out = tmp_path / "scores.parquet"
     fault = (
-        "from engage_seq.serving import scoring as score\nsplit = score.split_by_user\n"
-        "score.split_by_user = lambda *a: (split(*a), die())\n"
+        "from engage_seq.serving import scoring as score, event_table\n"
+        "split = event_table.split_by_user\n"
+        "event_table.split_by_user = lambda *a: (split(*a), die())\n"
     )
     killed = run_child(
         fault + "score.score_events(sys.argv[1], sys.argv[2], sys.argv[3], shards=3)",

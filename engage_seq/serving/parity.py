@@ -116,20 +116,10 @@ def check_golden_users(
     }
 
 
-def edge_case_events(events: pl.DataFrame, max_len: int) -> pl.DataFrame:
-    """Constructed users from the golden events (``user`` names the case). Each keeps the
-    golden user's cutoff; none of them changes what the reference code is asked to do."""
-    sizes = events.group_by("sample", maintain_order=True).len()
-    several = sizes.filter(pl.col("len") >= 2)["sample"]
-    base_sample = several[0] if several.len() else sizes["sample"][0]
-    base = events.filter(pl.col("sample") == base_sample).drop("sample")
-    cutoff = int(base["cutoff"][0])
-    span = int(base["ts"].max() - base["ts"].min()) + 86_400
-    copies = max_len // base.height + 2  # well past max_len, older copies shifted back in time
-    long = pl.concat(
-        [base.with_columns(pl.col("ts") - (copies - 1 - i) * span) for i in range(copies)]
-    )
-    unseen = base.with_columns(
+def _unseen_and_missing(base: pl.DataFrame) -> pl.DataFrame:
+    """The base user with unseen event types, channels and categories, missing categories and
+    missing or non-finite numerics (null, inf, -inf, NaN), spread over its events."""
+    return base.with_columns(
         pl.when(pl.int_range(pl.len()) % 2 == 0)
         .then(pl.lit(UNSEEN))
         .otherwise(pl.col("event_type"))
@@ -158,6 +148,22 @@ def edge_case_events(events: pl.DataFrame, max_len: int) -> pl.DataFrame:
             if c.startswith("num_")
         ],
     )
+
+
+def edge_case_events(events: pl.DataFrame, max_len: int) -> pl.DataFrame:
+    """Constructed users from the golden events (``user`` names the case). Each keeps the
+    golden user's cutoff; none of them changes what the reference code is asked to do."""
+    sizes = events.group_by("sample", maintain_order=True).len()
+    several = sizes.filter(pl.col("len") >= 2)["sample"]
+    base_sample = several[0] if several.len() else sizes["sample"][0]
+    base = events.filter(pl.col("sample") == base_sample).drop("sample")
+    cutoff = int(base["cutoff"][0])
+    span = int(base["ts"].max() - base["ts"].min()) + 86_400
+    copies = max_len // base.height + 2  # well past max_len, older copies shifted back in time
+    long = pl.concat(
+        [base.with_columns(pl.col("ts") - (copies - 1 - i) * span) for i in range(copies)]
+    )
+    unseen = _unseen_and_missing(base)
     late = base.tail(1)
     at_cutoff = pl.concat(
         [

@@ -150,6 +150,179 @@ class ServingModule(nn.Module):
             )
             width = max(width, int(row[0].size(0)))
             rows.append(row)
+        return self._pad_rows(rows, width)
+
+    def _encode_user(
+        self,
+        user: int,
+        types: list[str],
+        ts: torch.Tensor,
+        channels: list[str | None],
+        attributes: list[list[str | None]],
+        numeric: torch.Tensor,
+        cutoff: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One user's raw events -> (event ids, channel ids, attribute ids, numeric, time
+        features) of the last ``max_len`` events before ``cutoff``, oldest first."""
+        self._check_user(user, len(types), ts, len(channels), attributes, numeric)
+        index, history = self._history(user, ts.to(torch.long), cutoff)
+        n_history = int(index.size(0))
+        start = max(0, n_history - self.max_len)
+        positions: list[int] = index.tolist()
+        stamps: list[int] = history.tolist()
+        type_gap_seconds, event_id_list, channel_id_list = self._window_ids(
+            types, channels, positions, stamps, start
+        )
+        times = self._time_features(history, start, cutoff, type_gap_seconds)
+        kept: list[int] = positions[start:]
+        event_ids = torch.tensor(event_id_list, dtype=torch.long)
+        channel_ids = torch.tensor(channel_id_list, dtype=torch.long)
+        attribute_ids = torch.zeros([len(kept), self.n_attributes], dtype=torch.long)
+        for a, vocab in enumerate(self.attribute_vocabs):
+            values = attributes[a]
+            attribute_ids[:, a] = torch.tensor(
+                [_lookup(vocab, values[p], self.missing_token) for p in kept]
+            )
+        if self.n_numeric == 0:
+            return event_ids, channel_ids, attribute_ids, torch.zeros([len(kept), 0]), times
+        return event_ids, channel_ids, attribute_ids, self._scaled(numeric, index[start:]), times
+
+    def _check_user(
+        self,
+        user: int,
+        n: int,
+        ts: torch.Tensor,
+        n_channels: int,
+        attributes: list[list[str | None]],
+        numeric: torch.Tensor,
+    ) -> None:
+        """Every list and tensor of one user must have one entry per event (``n`` event
+        types)."""
+        if ts.dim() != 1 or ts.size(0) != n or n_channels != n:
+            raise ValueError(
+                f"predict_events: user {user} has {n} event types but timestamps of shape "
+                f"{ts.shape} and {n_channels} channels"
+            )
+        if len(attributes) != self.n_attributes:
+            raise ValueError(
+                f"predict_events: user {user} has {len(attributes)} categorical attribute lists; "
+                f"the model expects {self.n_attributes}"
+            )
+        for values in attributes:
+            if len(values) != n:
+                raise ValueError(f"predict_events: user {user}: attribute list length != {n}")
+        if numeric.dim() != 2 or numeric.size(0) != n or numeric.size(1) != self.n_numeric:
+            raise ValueError(
+                f"predict_events: user {user}: numeric must be ({n}, {self.n_numeric}), got "
+                f"{numeric.shape}"
+            )
+
+    def _history(
+        self, user: int, ts: torch.Tensor, cutoff: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input positions of the events before ``cutoff`` in time order, ties in input
+        order: (H,); their timestamps: (H,)). Raises when there is none."""
+        n = int(ts.size(0))
+        if n > 0 and int(ts[-1]) < cutoff and bool((ts[1:] >= ts[:-1]).all()):
+            before = torch.arange(n)  # the common case: sorted, all before the cutoff
+            sorted_input = True
+        else:
+            before = torch.nonzero(ts < cutoff).flatten()
+            sorted_input = False
+        if before.numel() == 0:
+            hint = ""
+            if n > 0 and int(ts.max()) > 100_000_000_000:
+                hint = " (timestamps must be epoch seconds; these look like milliseconds)"
+            raise ValueError(
+                f"predict_events: user {user} has no event before its cutoff; the model scores "
+                f"users with at least one{hint}"
+            )
+        # time order, ties in input order (as the training data's row order)
+        if sorted_input:
+            index = before
+            history = ts
+        else:
+            order = torch.sort(ts.index_select(0, before), stable=True)[1]
+            index = before.index_select(0, order)  # (H,) input positions, oldest first
+            history = ts.index_select(0, index)
+        return index, history
+
+    def _window_ids(
+        self,
+        types: list[str],
+        channels: list[str | None],
+        positions: list[int],
+        stamps: list[int],
+        start: int,
+    ) -> tuple[list[float], list[int], list[int]]:
+        """(seconds since the previous event of the same type, event-type ids, channel ids)
+        of the window ``start:`` of the history."""
+        # one pass over the history (interpreted loops are the raw entry's main cost): the
+        # seconds since the previous event of the same type (-1: none; looked up over the whole
+        # history, not just the window), and the window's event-type and channel ids
+        last_seen: dict[str, int] = {}
+        type_gap_seconds: list[float] = []
+        event_id_list: list[int] = []
+        channel_id_list: list[int] = []
+        for i in range(len(positions)):
+            position = positions[i]
+            kind = types[position]
+            if i >= start:
+                previous = last_seen.get(kind)
+                type_gap_seconds.append(-1.0 if previous is None else float(stamps[i] - previous))
+                event_id_list.append(self.event_vocab.get(kind, 1))
+                channel = channels[position]
+                channel_id_list.append(_lookup(self.channel_vocab, channel, self.missing_token))
+            last_seen[kind] = stamps[i]
+        return type_gap_seconds, event_id_list, channel_id_list
+
+    def _time_features(
+        self, history: torch.Tensor, start: int, cutoff: int, type_gap_seconds: list[float]
+    ) -> torch.Tensor:
+        """The window's time features: (W, K) float32, in the order of TIME_FEATURES."""
+        window = history[start:]
+        gap = torch.zeros(window.shape, dtype=torch.float64)
+        if int(history.size(0)) > 1:
+            gaps = (history[1:] - history[:-1]).to(torch.float64) / 3600.0
+            gap = torch.cat([torch.zeros([1], dtype=torch.float64), gaps])[start:]
+        type_gap = torch.tensor(type_gap_seconds, dtype=torch.float64)
+        type_gap = torch.where(
+            type_gap < 0, torch.full_like(type_gap, -1.0), (type_gap / 3600.0).log1p()
+        )
+        age = ((cutoff - window).to(torch.float64) / 3600.0).log1p()
+        hour = torch.remainder(window, 86400).to(torch.float64) / 3600.0
+        dow = torch.remainder(torch.div(window, 86400, rounding_mode="floor") + 3, 7).to(
+            torch.float64
+        )
+        return torch.stack(
+            [
+                gap.log1p(),
+                age,
+                type_gap,
+                (hour * (2.0 * math.pi) / 24).sin(),
+                (hour * (2.0 * math.pi) / 24).cos(),
+                (dow * (2.0 * math.pi) / 7).sin(),
+                (dow * (2.0 * math.pi) / 7).cos(),
+            ],
+            dim=1,
+        ).to(torch.float32)
+
+    def _scaled(self, numeric: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The kept events' numeric values (rows ``index``), scaled as in training: (W, F)."""
+        raw = numeric.to(torch.float64).index_select(0, index)
+        # ingest reads a non-finite value (inf, -inf, NaN) as missing, and missing scales to 0
+        raw = torch.where(torch.isfinite(raw), raw, torch.full_like(raw, math.nan))
+        signed = raw.sign() * raw.abs().log1p()
+        scaled = ((signed - self.numeric_mean) / self.numeric_std).clamp(-5.0, 5.0)
+        return torch.nan_to_num(scaled, nan=0.0).to(torch.float32)
+
+    def _pad_rows(
+        self,
+        rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+        width: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-user rows -> the six ``forward`` tensors, right-padded to ``width`` events."""
+        n_users = len(rows)
         if n_users == 1:  # nothing to pad
             ids, channel, attrs, nums, times = rows[0]
             length = torch.tensor([ids.size(0)], dtype=torch.long)
@@ -176,126 +349,6 @@ class ServingModule(nn.Module):
             time_out[user, :length] = times
             lengths[user] = length
         return event_ids, channel_ids, attribute_ids, numeric_out, time_out, lengths
-
-    def _encode_user(
-        self,
-        user: int,
-        types: list[str],
-        ts: torch.Tensor,
-        channels: list[str | None],
-        attributes: list[list[str | None]],
-        numeric: torch.Tensor,
-        cutoff: int,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        n = len(types)
-        if ts.dim() != 1 or ts.size(0) != n or len(channels) != n:
-            raise ValueError(
-                f"predict_events: user {user} has {n} event types but timestamps of shape "
-                f"{ts.shape} and {len(channels)} channels"
-            )
-        if len(attributes) != self.n_attributes:
-            raise ValueError(
-                f"predict_events: user {user} has {len(attributes)} categorical attribute lists; "
-                f"the model expects {self.n_attributes}"
-            )
-        for values in attributes:
-            if len(values) != n:
-                raise ValueError(f"predict_events: user {user}: attribute list length != {n}")
-        if numeric.dim() != 2 or numeric.size(0) != n or numeric.size(1) != self.n_numeric:
-            raise ValueError(
-                f"predict_events: user {user}: numeric must be ({n}, {self.n_numeric}), got "
-                f"{numeric.shape}"
-            )
-        ts = ts.to(torch.long)
-        if n > 0 and int(ts[-1]) < cutoff and bool((ts[1:] >= ts[:-1]).all()):
-            before = torch.arange(n)  # the common case: sorted, all before the cutoff
-            sorted_input = True
-        else:
-            before = torch.nonzero(ts < cutoff).flatten()
-            sorted_input = False
-        if before.numel() == 0:
-            hint = ""
-            if n > 0 and int(ts.max()) > 100_000_000_000:
-                hint = " (timestamps must be epoch seconds; these look like milliseconds)"
-            raise ValueError(
-                f"predict_events: user {user} has no event before its cutoff; the model scores "
-                f"users with at least one{hint}"
-            )
-        # time order, ties in input order (as the training data's row order)
-        if sorted_input:
-            index = before
-            history = ts
-        else:
-            order = torch.sort(ts.index_select(0, before), stable=True)[1]
-            index = before.index_select(0, order)  # (H,) input positions, oldest first
-            history = ts.index_select(0, index)
-        n_history = int(index.size(0))
-        start = max(0, n_history - self.max_len)
-        positions: list[int] = index.tolist()
-        stamps: list[int] = history.tolist()
-
-        # one pass over the history (interpreted loops are the raw entry's main cost): the
-        # seconds since the previous event of the same type (-1: none; looked up over the whole
-        # history, not just the window), and the window's event-type and channel ids
-        last_seen: dict[str, int] = {}
-        type_gap_seconds: list[float] = []
-        event_id_list: list[int] = []
-        channel_id_list: list[int] = []
-        for i in range(n_history):
-            position = positions[i]
-            kind = types[position]
-            if i >= start:
-                previous = last_seen.get(kind)
-                type_gap_seconds.append(-1.0 if previous is None else float(stamps[i] - previous))
-                event_id_list.append(self.event_vocab.get(kind, 1))
-                channel = channels[position]
-                channel_id_list.append(_lookup(self.channel_vocab, channel, self.missing_token))
-            last_seen[kind] = stamps[i]
-        window = history[start:]
-        gap = torch.zeros(window.shape, dtype=torch.float64)
-        if n_history > 1:
-            gaps = (history[1:] - history[:-1]).to(torch.float64) / 3600.0
-            gap = torch.cat([torch.zeros([1], dtype=torch.float64), gaps])[start:]
-        type_gap = torch.tensor(type_gap_seconds, dtype=torch.float64)
-        type_gap = torch.where(
-            type_gap < 0, torch.full_like(type_gap, -1.0), (type_gap / 3600.0).log1p()
-        )
-        age = ((cutoff - window).to(torch.float64) / 3600.0).log1p()
-        hour = torch.remainder(window, 86400).to(torch.float64) / 3600.0
-        dow = torch.remainder(torch.div(window, 86400, rounding_mode="floor") + 3, 7).to(
-            torch.float64
-        )
-        times = torch.stack(
-            [
-                gap.log1p(),
-                age,
-                type_gap,
-                (hour * (2.0 * math.pi) / 24).sin(),
-                (hour * (2.0 * math.pi) / 24).cos(),
-                (dow * (2.0 * math.pi) / 7).sin(),
-                (dow * (2.0 * math.pi) / 7).cos(),
-            ],
-            dim=1,
-        ).to(torch.float32)
-
-        kept: list[int] = positions[start:]
-        event_ids = torch.tensor(event_id_list, dtype=torch.long)
-        channel_ids = torch.tensor(channel_id_list, dtype=torch.long)
-        attribute_ids = torch.zeros([len(kept), self.n_attributes], dtype=torch.long)
-        for a, vocab in enumerate(self.attribute_vocabs):
-            values = attributes[a]
-            attribute_ids[:, a] = torch.tensor(
-                [_lookup(vocab, values[p], self.missing_token) for p in kept]
-            )
-        if self.n_numeric == 0:
-            return event_ids, channel_ids, attribute_ids, torch.zeros([len(kept), 0]), times
-        raw = numeric.to(torch.float64).index_select(0, index[start:])
-        # ingest reads a non-finite value (inf, -inf, NaN) as missing, and missing scales to 0
-        raw = torch.where(torch.isfinite(raw), raw, torch.full_like(raw, math.nan))
-        signed = raw.sign() * raw.abs().log1p()
-        scaled = ((signed - self.numeric_mean) / self.numeric_std).clamp(-5.0, 5.0)
-        scaled = torch.nan_to_num(scaled, nan=0.0).to(torch.float32)
-        return event_ids, channel_ids, attribute_ids, scaled, times
 
 
 def _lookup(vocab: dict[str, int], token: str | None, missing_token: str) -> int:
