@@ -19,7 +19,9 @@ FORBIDDEN = {
     "engage_seq.data.ingest": {"torch", "lightning", "hydra"},
     "engage_seq.data.build": {"torch", "lightning", "hydra"},
     # baselines run where only Polars and numpy are installed (LightGBM is optional, lazy)
-    "engage_seq.baselines.classical": {"torch", "lightning", "hydra", "lightgbm"},
+    "engage_seq.baselines": {"torch", "lightning", "hydra", "lightgbm"},
+    "engage_seq.baselines.gbm": {"torch", "lightning", "hydra", "lightgbm"},
+    "engage_seq.baselines.registry": {"torch", "lightning", "hydra", "lightgbm"},
     # metrics score models, baselines and oracles alike, without a Trainer
     "engage_seq.metrics.scores": {"lightning", "hydra", "polars"},
     # exported modules import torch only

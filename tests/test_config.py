@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from engage_seq.baselines.classical import BASELINES
+from engage_seq.baselines import BASELINES
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.data.sequences import next_event_part
 from engage_seq.metrics.direction import metric_mode
@@ -39,7 +39,7 @@ def test_group_option_composes_and_instantiates(group: str, choice: str) -> None
     instantiate(cfg.data.ingest)
     sampling = instantiate(cfg.data.sampling)
     task = instantiate(cfg.task)
-    if str(cfg.model._target_).startswith("engage_seq.baselines.classical."):
+    if str(cfg.model._target_).startswith("engage_seq.baselines."):
         model = instantiate(cfg.model)
         assert type(model) in BASELINES.values()
     else:

@@ -521,7 +521,11 @@ def test_reference_cache_key_covers_the_baseline_fit_and_the_oracle_code(
     assert {
         "engage_seq.evaluation.baseline_scores",
         "engage_seq.synthetic.generator",
-        "engage_seq.baselines.classical",
+        "engage_seq.baselines.features",
+        "engage_seq.baselines.logistic",
+        "engage_seq.baselines.rfm_logreg",
+        "engage_seq.baselines.gbm",
+        "engage_seq.baselines.next_event",
     } <= set(REFERENCE_CODE)
     cache = ReferenceCache(SimpleNamespace(cache_dir=tmp_path / "samples-x"))  # type: ignore[arg-type]
     before = cache.path("gbm", {"a": 1})

@@ -31,7 +31,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from engage_seq.baselines.classical import BASELINES
+from engage_seq.baselines import BASELINES, is_baseline_target
 from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.io import atomic_path
 from engage_seq.common.safe_config import UnsafeConfigError, check_targets, load_untrusted_config
@@ -226,7 +226,7 @@ class RunEvaluation:
 def model_label(model_cfg: Mapping[str, Any]) -> str:
     """'LSTM, hidden 64', 'Transformer, 2 layers × 64', 'GBM on RFM aggregates'."""
     target = str(model_cfg.get("_target_", ""))
-    if target.startswith("engage_seq.baselines.classical."):
+    if is_baseline_target(target):
         name = baseline_name(target)
         return BASELINE_LABELS.get(name, name)
     encoder = str(model_cfg.get("encoder", "model"))
@@ -236,7 +236,7 @@ def model_label(model_cfg: Mapping[str, Any]) -> str:
 
 
 def baseline_name(target: str) -> str:
-    """'engage_seq.baselines.classical.GradientBoostedTrees' -> 'gbm'."""
+    """'engage_seq.baselines.GradientBoostedTrees' -> 'gbm'."""
     cls_name = target.rsplit(".", 1)[-1]
     for name, cls in BASELINES.items():
         if cls.__name__ == cls_name:
@@ -448,7 +448,14 @@ def _baseline_config(name: str) -> DictConfig:
 # The code behind a cached reference: the baselines, `fit_and_score_baseline`, the
 # metrics, the oracle (synthetic), the user keys it joins on (ingest), and this module.
 REFERENCE_CODE = (
-    "engage_seq.baselines.classical",
+    "engage_seq.baselines.frames",
+    "engage_seq.baselines.features",
+    "engage_seq.baselines.logistic",
+    "engage_seq.baselines.horizon",
+    "engage_seq.baselines.rfm_logreg",
+    "engage_seq.baselines.gbm",
+    "engage_seq.baselines.next_event",
+    "engage_seq.baselines.registry",
     "engage_seq.evaluation.baseline_scores",
     "engage_seq.metrics.scores",
     "engage_seq.synthetic.generator",
@@ -730,7 +737,7 @@ def evaluate_run(
     targets = list(horizon.targets) if horizon is not None else []
     notes: list[str] = []
     skipped: dict[str, str] = {}
-    is_baseline = str(cfg.model.get("_target_", "")).startswith("engage_seq.baselines.classical.")
+    is_baseline = is_baseline_target(cfg.model.get("_target_", ""))
     model: EngagementModel | None = None
     trained_on = prepared.cache_dir.name
     if is_baseline:

@@ -37,6 +37,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from engage_seq.baselines import is_baseline_target
 from engage_seq.cli.user_errors import (
     VERBOSE_ENV,
     VERBOSE_FLAGS,
@@ -154,7 +155,7 @@ def _check_selected_metrics(cfg: DictConfig, task: Task) -> str:
 
 
 def _is_baseline(cfg: DictConfig) -> bool:
-    return str(cfg.model.get("_target_", "")).startswith("engage_seq.baselines.classical.")
+    return is_baseline_target(cfg.model.get("_target_", ""))
 
 
 class ResumeCheckpoint(Callback):
