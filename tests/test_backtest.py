@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.times import parse_instant
+from engage_seq.experiments.run import train
 from engage_seq.monitoring.backtest import (
     BacktestError,
     BacktestResult,
@@ -33,7 +34,6 @@ from engage_seq.monitoring.drift import main as drift_main
 from engage_seq.serving.export import export_artifact
 from engage_seq.serving.outputs import check_score_outputs
 from engage_seq.synthetic.generator import SyntheticEventSource
-from engage_seq.training.run import train
 
 DAY = 86_400
 DRIFT = "2026-03-09"  # day 63 of 98

@@ -53,6 +53,11 @@ FORBIDDEN = {
     "engage_seq.reporting.figures": {"torch", "lightning", "hydra"},
     "engage_seq.reporting.explain_figures": {"torch", "lightning", "hydra"},
     "engage_seq.monitoring.figures": {"torch", "lightning", "hydra"},
+    # training is Lightning plumbing from plain arguments; Hydra wires it from experiments/
+    "engage_seq.training.callbacks": {"hydra"},
+    "engage_seq.training.loop": {"hydra"},
+    "engage_seq.training.golden": {"hydra"},
+    "engage_seq.training.metadata": {"hydra"},
     # matplotlib is an optional extra: importing the plumbing must not load it
     "engage_seq.reporting.plotting": {"torch", "lightning", "hydra", "polars", "matplotlib"},
 }

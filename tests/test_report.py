@@ -32,6 +32,8 @@ from engage_seq.evaluation.run_evaluation import (
     oracle_scorer,
     run_report_options,
 )
+from engage_seq.experiments.config_checks import _report_options
+from engage_seq.experiments.run import train, write_run_report
 from engage_seq.metrics.scores import lift_at_top, score_probabilities
 from engage_seq.reporting.report import (
     TargetReport,
@@ -45,7 +47,6 @@ from engage_seq.reporting.report import (
     write_report,
 )
 from engage_seq.reporting.section import json_safe
-from engage_seq.training.run import _report_options, train, write_run_report
 
 TINY = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64", "report.n_explain=64"]
 HORIZON_METRICS = ("auroc", "auprc", "logloss", "brier", "ece", "lift_top10")
@@ -283,7 +284,7 @@ def test_a_failing_report_does_not_fail_the_run(monkeypatch, caplog, tmp_path: P
         raise RuntimeError("figure backend exploded")
 
     monkeypatch.setattr(engage_seq.reporting.report, "write_report", broken)
-    with caplog.at_level(logging.ERROR, logger="engage_seq.training.run"):
+    with caplog.at_level(logging.ERROR, logger="engage_seq.experiments.run"):
         assert write_run_report(tmp_path, ReportOptions()) is None
     assert f"engage-evaluate {tmp_path}" in caplog.text and "exploded" in caplog.text
     assert write_run_report(tmp_path, ReportOptions(enabled=False)) is None

@@ -71,7 +71,7 @@ def test_a_user_error_exits_only_a_single_run_and_its_stack_goes_to_the_log_file
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from engage_seq.training import run as train
+    from engage_seq.cli import train
 
     with initialize_config_dir(config_dir=train.CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"hydra.mode={mode}"], return_hydra_config=True)

@@ -1,9 +1,9 @@
 """engage-train's command line checked before Hydra acts on it.
 
 Hydra instantiates ``hydra.callbacks`` and configures logging from ``hydra.hydra_logging`` as
-soon as it has composed the config, before the task function (`engage_seq.training.run._hydra_main`)
+soon as it has composed the config, before the task function (`engage_seq.cli.train._hydra_main`)
 and so any check inside it runs: ``+hydra.callbacks.x._target_=...`` would run even though the
-job then refuses its config. So `engage_seq.training.run.main` composes the command line first, with
+job then refuses its config. So `engage_seq.cli.train.main` composes the command line first, with
 Hydra's own code and inputs (search path, ``--config-dir``, config name, run mode), and runs
 `engage_seq.common.safe_config.check_targets` on the result, ``hydra`` node included. It uses Hydra
 internals (``hydra._internal``), pinned by the Hydra version the package is tested with.
