@@ -36,7 +36,7 @@ from engage_seq.common.safe_config import (
 )
 from engage_seq.evaluation.run_evaluation import sibling_runs
 from engage_seq.experiments.hydra_precheck import check_command_line
-from engage_seq.experiments.leaderboard import collect_runs
+from engage_seq.experiments.sweep_runs import collect_runs
 from engage_seq.serving.export import ExportError, export_artifact
 
 VENV_BIN = Path(sys.executable).parent

@@ -41,6 +41,24 @@ def _raise_usage(message: str) -> None:
     raise _UsageError(message)
 
 
+def _parse_hydra_args(argv: Sequence[str]) -> Any | None:
+    """Hydra's own parse of the command line; None where Hydra will not compose a config
+    (``--cfg``, ``--info``, ``--version``, shell completion, a usage error it reports)."""
+    from hydra._internal.utils import get_args_parser
+
+    if "--version" in argv:
+        return None
+    parser = get_args_parser()
+    parser.error = _raise_usage  # type: ignore[method-assign]
+    try:
+        args = parser.parse_args(list(argv))
+    except _UsageError:
+        return None
+    if args.cfg or args.info or args.shell_completion:
+        return None
+    return args
+
+
 def compose_command_line(
     argv: Sequence[str], conf_dir: str, config_name: str, task_function: Any
 ) -> DictConfig | None:
@@ -54,21 +72,13 @@ def compose_command_line(
         create_automatic_config_search_path,
         detect_calling_file_or_module_from_task_function,
         detect_task_name,
-        get_args_parser,
     )
     from hydra.core.config_search_path import SearchPathQuery
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
-    if "--version" in argv:
-        return None
-    parser = get_args_parser()
-    parser.error = _raise_usage  # type: ignore[method-assign]
-    try:
-        args = parser.parse_args(list(argv))
-    except _UsageError:
-        return None
-    if args.cfg or args.info or args.shell_completion:
+    args = _parse_hydra_args(argv)
+    if args is None:
         return None
     name = None if args.hydra_help else (args.config_name or config_name)
     calling_file, calling_module = detect_calling_file_or_module_from_task_function(task_function)

@@ -23,7 +23,9 @@ class SweepReportCallback(HydraCallback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
             return
-        from engage_seq.experiments.leaderboard import analyse_sweep, winner_line, write_report
+        from engage_seq.experiments.leaderboard import analyse_sweep
+        from engage_seq.experiments.leaderboard_files import write_report
+        from engage_seq.experiments.leaderboard_markdown import winner_line
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
