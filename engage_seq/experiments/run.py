@@ -148,7 +148,7 @@ def _train_sequence_model(
         }
     )
     if trainer.is_global_zero:
-        _write_outputs(cfg, run_dir, metrics, module, encoded["test"], prepared, sampling.max_len)
+        _write_outputs(run_dir, metrics, module, encoded["test"], prepared, sampling.max_len)
         logger.log_hyperparams(_flat_hparams(cfg), metrics=_final_metrics(metrics))
         log.info("metrics: %s", json.dumps(metrics, indent=1))
     leave_process_group(trainer)
@@ -232,7 +232,6 @@ def _tensorboard(run_dir: Path) -> TensorBoardLogger:
 
 
 def _write_outputs(
-    cfg: DictConfig,
     run_dir: Path,
     metrics: dict[str, float],
     module: EngagementLitModule,
