@@ -23,7 +23,7 @@ Directive grammar (the comment must end on the line before the fence, blank line
 A shell block's commands are its logical lines (backslash continuations joined, blank and
 comment-only lines left out); a Python block is one command. Only engage-train commands can
 be composed: Hydra composes their exact overrides and the pre-flight checks of
-`engage_seq.training.run.train` run on the result, without reading data or training.
+`engage_seq.experiments.run.train` run on the result, without reading data or training.
 """
 
 from __future__ import annotations

@@ -506,7 +506,7 @@ def test_oversized_sidecar_or_signature_files_are_refused_unread(
 def test_without_a_key_a_signature_is_matched_to_the_bytes_but_its_hmac_is_not_checked(
     artifact: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What the README's Integrity paragraph says: with no key and no requirement a forged
+    """What docs/serving.md's Integrity paragraph says: with no key and no requirement a forged
     .sig loads (and says so); one naming other bytes is refused; required, it is refused."""
     forged = signing.SigningKey("forged", b"\x07" * 32)
     signing.write_signature(artifact, file_sha256(artifact), forged)

@@ -20,6 +20,7 @@ from engage_seq.cli.backtest import main
 from engage_seq.cli.drift import main as drift_main
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.times import parse_instant
+from engage_seq.experiments.run import train
 from engage_seq.monitoring.backtest import rolling_backtest
 from engage_seq.monitoring.backtest_report import markdown, summary_text, write_backtest
 from engage_seq.monitoring.backtest_result import BacktestResult
@@ -28,7 +29,6 @@ from engage_seq.monitoring.errors import BacktestError
 from engage_seq.serving.export import export_artifact
 from engage_seq.serving.outputs import check_score_outputs
 from engage_seq.synthetic import SyntheticEventSource
-from engage_seq.training.run import train
 
 DAY = 86_400
 DRIFT = "2026-03-09"  # day 63 of 98

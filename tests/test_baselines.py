@@ -15,7 +15,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from engage_seq.baselines.classical import (
+from engage_seq.baselines import (
     BASELINES,
     NEVER_LOG_HOURS,
     UNKNOWN_CLASS,

@@ -47,7 +47,9 @@ FORBIDDEN = {
     "engage_seq.data.splits": {"torch", "lightning", "hydra"},
     "engage_seq.data.shards": {"torch", "lightning", "hydra"},
     # baselines run where only Polars and numpy are installed (LightGBM is optional, lazy)
-    "engage_seq.baselines.classical": {"torch", "lightning", "hydra", "lightgbm"},
+    "engage_seq.baselines": {"torch", "lightning", "hydra", "lightgbm"},
+    "engage_seq.baselines.gbm": {"torch", "lightning", "hydra", "lightgbm"},
+    "engage_seq.baselines.registry": {"torch", "lightning", "hydra", "lightgbm"},
     # metrics score models, baselines and oracles alike, without a Trainer
     "engage_seq.metrics.scores": {"lightning", "hydra", "polars"},
     # exported modules import torch only
@@ -115,6 +117,11 @@ FORBIDDEN = {
     "engage_seq.reporting.figures": {"torch", "lightning", "hydra"},
     "engage_seq.reporting.explain_figures": {"torch", "lightning", "hydra"},
     "engage_seq.monitoring.figures": {"torch", "lightning", "hydra"},
+    # training is Lightning plumbing from plain arguments; Hydra wires it from experiments/
+    "engage_seq.training.callbacks": {"hydra"},
+    "engage_seq.training.loop": {"hydra"},
+    "engage_seq.training.golden": {"hydra"},
+    "engage_seq.training.metadata": {"hydra"},
     # matplotlib is an optional extra: importing the plumbing must not load it
     "engage_seq.reporting.plotting": {"torch", "lightning", "hydra", "polars", "matplotlib"},
 }

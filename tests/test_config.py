@@ -9,12 +9,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from engage_seq.baselines.classical import BASELINES
+from engage_seq.baselines import BASELINES
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.data.tasks import next_event_part
+from engage_seq.experiments.config_checks import _check_selected_metrics, _selected
 from engage_seq.metrics.direction import metric_mode
 from engage_seq.models.engagement import EngagementModel
-from engage_seq.training.run import _check_selected_metrics, _selected
 
 GROUPS = sorted(str(p.relative_to(CONF_DIR)) for p in Path(CONF_DIR).rglob("*") if p.is_dir())
 CHOICES = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))]
@@ -39,7 +39,7 @@ def test_group_option_composes_and_instantiates(group: str, choice: str) -> None
     instantiate(cfg.data.ingest)
     sampling = instantiate(cfg.data.sampling)
     task = instantiate(cfg.task)
-    if str(cfg.model._target_).startswith("engage_seq.baselines.classical."):
+    if str(cfg.model._target_).startswith("engage_seq.baselines."):
         model = instantiate(cfg.model)
         assert type(model) in BASELINES.values()
     else:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from engage_seq.cli import evaluate
+from engage_seq.cli import evaluate, train
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.safe_config import (
     ALLOWED_TARGETS_ENV,
@@ -37,9 +37,8 @@ from engage_seq.common.trust import (
 from engage_seq.common.untrusted_yaml import load_untrusted_config, read_untrusted_yaml
 from engage_seq.evaluation.siblings import sibling_runs
 from engage_seq.experiments.hydra_precheck import check_command_line
-from engage_seq.experiments.leaderboard import collect_runs
+from engage_seq.experiments.sweep_runs import collect_runs
 from engage_seq.serving.export import ExportError, export_artifact
-from engage_seq.training import run as train
 
 VENV_BIN = Path(sys.executable).parent
 TOUCH = "pathlib.Path.touch"

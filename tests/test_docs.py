@@ -292,7 +292,7 @@ def compose_train(command: Command) -> tuple[int, int]:
 
     from engage_seq.common.config_dir import CONF_DIR
     from engage_seq.common.safe_config import check_targets
-    from engage_seq.training.run import (
+    from engage_seq.experiments.config_checks import (
         _check_report_segments,
         _check_selected_metrics,
         _report_options,

@@ -14,8 +14,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from engage_seq.common.config_dir import CONF_DIR
+from engage_seq.experiments.run import train
 from engage_seq.serving.export import ExportError, export_artifact, load_artifact
-from engage_seq.training.run import train
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

@@ -494,7 +494,7 @@ def test_training_refuses_a_derived_segment_named_like_a_table_column(
     from hydra import compose, initialize_config_dir
 
     from engage_seq.common.config_dir import CONF_DIR
-    from engage_seq.training.run import _check_report_segments, _report_options
+    from engage_seq.experiments.config_checks import _check_report_segments, _report_options
 
     path = tmp_path / "events.parquet"
     pl.DataFrame(

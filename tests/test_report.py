@@ -27,6 +27,8 @@ from engage_seq.evaluation.oracle import oracle_scorer
 from engage_seq.evaluation.predictions import recorded_mismatch
 from engage_seq.evaluation.references import REFERENCE_CODE, ReferenceCache
 from engage_seq.evaluation.results import EvaluatedSplit, Scorer
+from engage_seq.experiments.config_checks import _report_options
+from engage_seq.experiments.run import train, write_run_report
 from engage_seq.metrics.scores import lift_at_top, score_probabilities
 from engage_seq.reporting.curves import (
     calibration_bins,
@@ -39,7 +41,6 @@ from engage_seq.reporting.horizon_summary import horizon_summary
 from engage_seq.reporting.report import write_report
 from engage_seq.reporting.reproduce import reproduce_commands, reproduce_intro
 from engage_seq.reporting.section import json_safe
-from engage_seq.training.run import _report_options, train, write_run_report
 
 TINY = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64", "report.n_explain=64"]
 HORIZON_METRICS = ("auroc", "auprc", "logloss", "brier", "ece", "lift_top10")
@@ -277,7 +278,7 @@ def test_a_failing_report_does_not_fail_the_run(monkeypatch, caplog, tmp_path: P
         raise RuntimeError("figure backend exploded")
 
     monkeypatch.setattr(engage_seq.reporting.report, "write_report", broken)
-    with caplog.at_level(logging.ERROR, logger="engage_seq.training.run"):
+    with caplog.at_level(logging.ERROR, logger="engage_seq.experiments.run"):
         assert write_run_report(tmp_path, ReportOptions()) is None
     assert f"engage-evaluate {tmp_path}" in caplog.text and "exploded" in caplog.text
     assert write_run_report(tmp_path, ReportOptions(enabled=False)) is None
@@ -516,7 +517,11 @@ def test_reference_cache_key_covers_the_baseline_fit_and_the_oracle_code(
         "engage_seq.evaluation.baseline_scores",
         "engage_seq.synthetic.oracle",
         "engage_seq.synthetic.generator",
-        "engage_seq.baselines.classical",
+        "engage_seq.baselines.features",
+        "engage_seq.baselines.logistic",
+        "engage_seq.baselines.rfm_logreg",
+        "engage_seq.baselines.gbm",
+        "engage_seq.baselines.next_event",
     } <= set(REFERENCE_CODE)
     cache = ReferenceCache(SimpleNamespace(cache_dir=tmp_path / "samples-x"))  # type: ignore[arg-type]
     before = cache.path("gbm", {"a": 1})

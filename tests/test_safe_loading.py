@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.safe_config import UnsafeTargetError, check_targets, iter_targets
+from engage_seq.experiments.run import train
 from engage_seq.serving import export
 from engage_seq.serving.export import ExportError, export_artifact, load_model
 from engage_seq.serving.loading import (
@@ -33,7 +34,6 @@ from engage_seq.serving.loading import (
 )
 from engage_seq.serving.scoring import ScoringError, load_scoring_artifact
 from engage_seq.serving.signing import SIGNING_KEY_ENV, VERIFY_KEYS_ENV, signature_path
-from engage_seq.training.run import train
 
 VENV_BIN = Path(sys.executable).parent
 GROUPS = sorted(str(p.relative_to(CONF_DIR)) for p in Path(CONF_DIR).rglob("*") if p.is_dir())
@@ -280,7 +280,7 @@ def test_every_checked_in_config_passes_the_target_check(group: str, choice: str
     "override",
     [
         "data.source._target_=os.system",
-        "data.source._target_=engage_seq.training.run.os.system",  # through our module, not ours
+        "data.source._target_=engage_seq.experiments.run.os.system",  # through our module, not ours
         "model._target_=engage_seq.common.io.atomic_path",  # ours, but not a class
         "+data.columns.extra={_target_: builtins.eval}",
         "data.source._target_=${oc.env:NO_SUCH_VARIABLE,os.system}",  # interpolated

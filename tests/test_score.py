@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_dir
 from polars.testing import assert_frame_equal
 
 from engage_seq.common.config_dir import CONF_DIR
+from engage_seq.experiments.run import train
 from engage_seq.serving.cutoff import far_future_limit
 from engage_seq.serving.export import export_artifact, load_artifact
 from engage_seq.serving.loading import write_sidecar
@@ -26,7 +27,6 @@ from engage_seq.serving.outputs import IncompleteOutputsError, check_score_outpu
 from engage_seq.serving.parity import raw_arguments
 from engage_seq.serving.scoring import ScoringError, parse_top, score_events
 from engage_seq.synthetic import SyntheticEventSource
-from engage_seq.training.run import train
 
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent

@@ -165,7 +165,7 @@ def test_serving_refuses_unknown_time_features(served) -> None:
 
 
 def test_golden_events_are_complete_histories(tmp_path: Path) -> None:
-    from engage_seq.training.run import _write_golden_events, complete_history_rows
+    from engage_seq.training.golden import complete_history_rows, write_golden_events
 
     samples = pl.DataFrame(
         {
@@ -179,7 +179,7 @@ def test_golden_events_are_complete_histories(tmp_path: Path) -> None:
     )
     rows = complete_history_rows(samples, 3)
     assert rows.tolist() == [0]
-    _write_golden_events(samples, rows, tmp_path / "g.parquet")
+    write_golden_events(samples, rows, tmp_path / "g.parquet")
     golden = pl.read_parquet(tmp_path / "g.parquet")
     assert golden.columns == ["sample", "cutoff", "ts", "event_type", "channel"]
     assert golden["sample"].to_list() == [0, 0] and golden["ts"].to_list() == [10, 20]

@@ -10,15 +10,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engage_seq.experiments import leaderboard as sweep_report
-from engage_seq.experiments.leaderboard import (
-    analyse_sweep,
-    main,
-    paired_comparison,
-    student_t_two_sided_p,
-    write_report,
-)
+from engage_seq.cli.sweep_report import main
+from engage_seq.common.stats import student_t_two_sided_p
+from engage_seq.experiments import leaderboard_markdown as sweep_report
+from engage_seq.experiments.leaderboard import analyse_sweep
+from engage_seq.experiments.leaderboard_files import write_report
 from engage_seq.experiments.leaderboard_plot import plot_sweep
+from engage_seq.experiments.sweep_statistics import paired_comparison
 from engage_seq.metrics.direction import metric_direction
 
 # (model, hidden, seed) -> val/auroc; lstm-64 beats transformer-64 on every seed by ~0.01.

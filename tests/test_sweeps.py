@@ -17,8 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from engage_seq.common.config_dir import CONF_DIR
+from engage_seq.experiments.config_checks import _resolved_yaml, sweep_direction_problem
+from engage_seq.experiments.hparams import _flat_hparams
 from engage_seq.experiments.leaderboard import analyse_sweep
-from engage_seq.training.run import _flat_hparams, _resolved_yaml, sweep_direction_problem
 
 VENV_BIN = Path(sys.executable).parent
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))

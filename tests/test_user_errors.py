@@ -33,8 +33,8 @@ def test_user_errors_are_one_line_and_bugs_are_not_user_errors() -> None:
 
 @pytest.mark.slow
 def test_engage_train_says_user_errors_in_one_line(tmp_path: Path, isolated_env) -> None:
-    """The README's complaints: a table without a channel column, and a 30-day experiment on
-    data too short for it, both printed multi-frame Hydra tracebacks."""
+    """The complaints docs/data.md answers: a table without a channel column, and a 30-day
+    experiment on data too short for it, both printed multi-frame Hydra tracebacks."""
     table = tmp_path / "t.csv"
     table.write_text("customer,ts,action\nu1,2026-01-01T00:00:00,view\n")
     command = [str(VENV_BIN / "engage-train"), "data=files", f"data.source.path={table}",
@@ -71,7 +71,7 @@ def test_a_user_error_exits_only_a_single_run_and_its_stack_goes_to_the_log_file
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from engage_seq.training import run as train
+    from engage_seq.cli import train
 
     with initialize_config_dir(config_dir=train.CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"hydra.mode={mode}"], return_hydra_config=True)

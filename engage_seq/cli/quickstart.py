@@ -38,7 +38,7 @@ def run_sweep(models: list[str], sweep_dir: Path, overrides: list[str]) -> None:
     command = [
         sys.executable,
         "-m",
-        "engage_seq.training.run",
+        "engage_seq.cli.train",
         "--multirun",
         f"model={','.join(models)}",
         f"hydra.sweep.dir={sweep_dir}",

@@ -235,7 +235,7 @@ def _import_object(target: str) -> Any:
 
 
 def _is_package_class(target: str) -> bool:
-    """A class *defined* in engage_seq: ``engage_seq.training.run.os.system`` imports through our
+    """A class *defined* in engage_seq: ``engage_seq.experiments.run.os.system`` imports through our
     module but names os.system, so the object's own module is what counts."""
     if target != PACKAGE and not target.startswith(PACKAGE + "."):
         return False

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from engage_seq.baselines.classical import BASELINES
+from engage_seq.baselines.registry import BASELINES
 from engage_seq.evaluation.run_folder import CONFIG_FILE, EvaluationError, read_config
 
 

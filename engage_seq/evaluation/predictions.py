@@ -21,7 +21,7 @@ import polars as pl
 import torch
 from omegaconf import DictConfig
 
-from engage_seq.baselines.classical import BASELINES
+from engage_seq.baselines.registry import BASELINES
 from engage_seq.data.cache import PreparedSamples
 from engage_seq.data.encoding import (
     EncodedSamples,

@@ -19,7 +19,7 @@ import polars as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from engage_seq.baselines.classical import BASELINES
+from engage_seq.baselines.registry import BASELINES
 from engage_seq.common.io import atomic_path
 from engage_seq.common.safe_config import check_targets
 from engage_seq.data.cache import PreparedSamples
@@ -35,7 +35,14 @@ log = logging.getLogger(__name__)
 # the oracle (synthetic and its scorer), the user keys it joins on (ingest), the scorer's
 # data and this module.
 REFERENCE_CODE = (
-    "engage_seq.baselines.classical",
+    "engage_seq.baselines.frames",
+    "engage_seq.baselines.features",
+    "engage_seq.baselines.logistic",
+    "engage_seq.baselines.horizon",
+    "engage_seq.baselines.rfm_logreg",
+    "engage_seq.baselines.gbm",
+    "engage_seq.baselines.next_event",
+    "engage_seq.baselines.registry",
     "engage_seq.evaluation.baseline_scores",
     "engage_seq.metrics.scores",
     "engage_seq.synthetic.settings",

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from engage_seq.baselines.classical import BASELINES
+from engage_seq.baselines import BASELINES, is_baseline_target
 from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.untrusted_yaml import load_untrusted_config
 
@@ -52,13 +52,13 @@ def read_metrics(run_dir: Path) -> dict[str, float]:
 
 def is_baseline_config(cfg: DictConfig) -> bool:
     """A run of a classical baseline (``model=gbm``, ...) rather than a sequence model."""
-    return str(cfg.model.get("_target_", "")).startswith("engage_seq.baselines.classical.")
+    return is_baseline_target(cfg.model.get("_target_", ""))
 
 
 def model_label(model_cfg: Mapping[str, Any]) -> str:
     """'LSTM, hidden 64', 'Transformer, 2 layers × 64', 'GBM on RFM aggregates'."""
     target = str(model_cfg.get("_target_", ""))
-    if target.startswith("engage_seq.baselines.classical."):
+    if is_baseline_target(target):
         name = baseline_name(target)
         return BASELINE_LABELS.get(name, name)
     encoder = str(model_cfg.get("encoder", "model"))
@@ -68,7 +68,7 @@ def model_label(model_cfg: Mapping[str, Any]) -> str:
 
 
 def baseline_name(target: str) -> str:
-    """'engage_seq.baselines.classical.GradientBoostedTrees' -> 'gbm'."""
+    """'engage_seq.baselines.GradientBoostedTrees' -> 'gbm'."""
     cls_name = target.rsplit(".", 1)[-1]
     for name, cls in BASELINES.items():
         if cls.__name__ == cls_name:

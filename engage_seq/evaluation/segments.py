@@ -88,7 +88,7 @@ def check_segment_columns(
 ) -> None:
     """Raise `EventSchemaError` unless every declared segment column is in the raw table's
     ``schema``, is not the user id or timestamp, and holds one value per row. Needs only a
-    schema, so `engage_seq.training.run` runs it before any work."""
+    schema, so `engage_seq.experiments.run` runs it before any work."""
     missing = [c for c in columns if c not in schema]
     if missing:
         raise EventSchemaError(missing_column_message(missing, schema, where))

@@ -1,9 +1,9 @@
 """engage-train's command line checked before Hydra acts on it.
 
 Hydra instantiates ``hydra.callbacks`` and configures logging from ``hydra.hydra_logging`` as
-soon as it has composed the config, before the task function (`engage_seq.training.run._hydra_main`)
+soon as it has composed the config, before the task function (`engage_seq.cli.train._hydra_main`)
 and so any check inside it runs: ``+hydra.callbacks.x._target_=...`` would run even though the
-job then refuses its config. So `engage_seq.training.run.main` composes the command line first, with
+job then refuses its config. So `engage_seq.cli.train.main` composes the command line first, with
 Hydra's own code and inputs (search path, ``--config-dir``, config name, run mode), and runs
 `engage_seq.common.safe_config.check_targets` on the result, ``hydra`` node included. It uses Hydra
 internals (``hydra._internal``), pinned by the Hydra version the package is tested with.
@@ -41,6 +41,24 @@ def _raise_usage(message: str) -> None:
     raise _UsageError(message)
 
 
+def _parse_hydra_args(argv: Sequence[str]) -> Any | None:
+    """Hydra's own parse of the command line; None where Hydra will not compose a config
+    (``--cfg``, ``--info``, ``--version``, shell completion, a usage error it reports)."""
+    from hydra._internal.utils import get_args_parser
+
+    if "--version" in argv:
+        return None
+    parser = get_args_parser()
+    parser.error = _raise_usage  # type: ignore[method-assign]
+    try:
+        args = parser.parse_args(list(argv))
+    except _UsageError:
+        return None
+    if args.cfg or args.info or args.shell_completion:
+        return None
+    return args
+
+
 def compose_command_line(
     argv: Sequence[str], conf_dir: str, config_name: str, task_function: Any
 ) -> DictConfig | None:
@@ -54,21 +72,13 @@ def compose_command_line(
         create_automatic_config_search_path,
         detect_calling_file_or_module_from_task_function,
         detect_task_name,
-        get_args_parser,
     )
     from hydra.core.config_search_path import SearchPathQuery
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
-    if "--version" in argv:
-        return None
-    parser = get_args_parser()
-    parser.error = _raise_usage  # type: ignore[method-assign]
-    try:
-        args = parser.parse_args(list(argv))
-    except _UsageError:
-        return None
-    if args.cfg or args.info or args.shell_completion:
+    args = _parse_hydra_args(argv)
+    if args is None:
         return None
     name = None if args.hydra_help else (args.config_name or config_name)
     calling_file, calling_module = detect_calling_file_or_module_from_task_function(task_function)

@@ -7,7 +7,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from engage_seq.experiments.leaderboard import SweepReport, mean_std, natural_sort_key
+from engage_seq.experiments.sweep_runs import SweepReport, natural_sort_key
+from engage_seq.experiments.sweep_statistics import mean_std
 
 CATEGORICAL_LIMIT = 12  # more distinct numeric values than this: plotted as a scatter
 SERIES_LIMIT = 8  # more combinations of the other parameters than this: pooled in one series

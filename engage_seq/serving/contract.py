@@ -1,6 +1,6 @@
 """The artifact contract: what ``metadata.json`` inside an exported artifact holds, typed.
 
-engage-export writes it (the training run's data metadata, `engage_seq.training.run`, plus the
+engage-export writes it (the training run's data metadata, `engage_seq.training.metadata`, plus the
 keys export adds); engage-score, engage-drift and engage-backtest read it. `ArtifactMetadata`
 names every key once, so a reader uses attributes (``meta.max_len``) rather than string keys,
 and a malformed file is refused in one place (`ArtifactMetadata.from_dict`) with the key it
@@ -101,7 +101,7 @@ class ArtifactMetadata:
     metrics: dict[str, Any] | None = None  # the run's metrics.json
     config: dict[str, Any] | None = None  # the run's resolved configuration
     model_config: dict[str, Any] | None = None  # EngagementModel's keyword arguments
-    # what the training run recorded about its data (training.run._data_metadata)
+    # what the training run recorded about its data (training.metadata.data_metadata)
     time_features: list[str] | None = None
     feature_definitions: dict[str, str] | None = None
     missing_category_token: str | None = None  # what a null channel/category was read as

@@ -274,7 +274,7 @@ def artifact_metadata(
     meta: dict[str, Any], run_dir: Path, config: dict[str, Any] | None
 ) -> ArtifactMetadata:
     """What ``metadata.json`` records: export's own keys, then the checkpoint's metadata (the
-    training run's, `engage_seq.training.run`) less its target names."""
+    training run's, `engage_seq.training.metadata`) less its target names."""
     metrics_path = run_dir / "metrics.json"
     written = {
         "format_version": ARTIFACT_FORMAT_VERSION,
