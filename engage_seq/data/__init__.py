@@ -13,6 +13,11 @@ are re-exported here, so configs name them by short, stable paths
 through this package.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
+from engage_seq.common.moved import legacy_attribute
 from engage_seq.data.ingest import FileEventSource, IngestConfig
 from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import ColumnMapping, EventSchemaError
@@ -31,3 +36,8 @@ __all__ = [
     "Task",
     "build_samples",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A 0.1 class path through this name: resolved from its new home, with a warning."""
+    return legacy_attribute(__name__, name)

@@ -7,3 +7,14 @@ and fairness are the math behind their report sections. May import common, data,
 metrics, models, baselines, training (its batches) and serving (checkpoint loading); never
 reporting, monitoring, experiments or cli. Nothing is re-exported here, so importing a light
 module (`options`, `run_folder`) does not load torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engage_seq.common.moved import legacy_attribute
+
+
+def __getattr__(name: str) -> Any:
+    """A 0.1 class path through this name: resolved from its new home, with a warning."""
+    return legacy_attribute(__name__, name)

@@ -7,6 +7,11 @@ numpy, polars and `engage_seq.common` only (no torch, Lightning or Hydra); the p
 below are re-exported here, so ``engage_seq.synthetic.SyntheticEventSource`` is the stable path.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
+from engage_seq.common.moved import legacy_attribute
 from engage_seq.synthetic.behaviour import CHANNELS, EVENT_TYPES
 from engage_seq.synthetic.generator import SyntheticEventSource, generate_events
 from engage_seq.synthetic.oracle import ORACLE_KNOWLEDGE, purchase_probability
@@ -23,3 +28,8 @@ __all__ = [
     "generate_events",
     "purchase_probability",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A 0.1 class path through this name: resolved from its new home, with a warning."""
+    return legacy_attribute(__name__, name)
