@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -127,15 +129,84 @@ FORBIDDEN = {
 }
 
 
+def _import_time_imports(path: Path) -> tuple[set[str], set[str]]:
+    """What importing a file runs: (engage_seq modules, third-party top-level packages) named
+    by its module-level import statements (``if TYPE_CHECKING:`` blocks excluded; imports
+    inside functions run later and do not count)."""
+    ours: set[str] = set()
+    theirs: set[str] = set()
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.If | ast.Try):
+                visit([*node.body, *node.orelse, *getattr(node, "finalbody", [])])
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    (ours if alias.name.startswith("engage_seq") else theirs).add(alias.name)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                if node.module.split(".")[0] != "engage_seq":
+                    theirs.add(node.module)
+                    continue
+                ours.add(node.module)
+                ours.update(f"{node.module}.{alias.name}" for alias in node.names)
+
+    visit(ast.parse(path.read_text()).body)
+    return ours, {name.split(".")[0] for name in theirs}
+
+
+def _loaded_on_import(module: str) -> set[str]:
+    """Third-party packages importing ``module`` loads, following engage_seq's own module-level
+    imports transitively (parent packages' ``__init__`` included), read from the source: the
+    same answer as a fresh interpreter's ``sys.modules``, in milliseconds instead of one
+    interpreter per module."""
+    files = {_module_name(p): p for p in PACKAGE_DIR.rglob("*.py")}
+    seen: set[str] = set()
+    loaded: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a, a.b, then a.b.c
+            prefix = ".".join(parts[:i])
+            if prefix in files and prefix not in seen:
+                seen.add(prefix)
+                ours, theirs = _import_time_imports(files[prefix])
+                loaded |= theirs
+                todo.extend(m for m in ours if m in files)
+    return loaded
+
+
 @pytest.mark.parametrize("module", sorted(FORBIDDEN))
 def test_module_imports_stay_inside_their_layer(module: str) -> None:
+    loaded = _loaded_on_import(module)
+    assert not (loaded & FORBIDDEN[module]), f"{module} pulls in {loaded & FORBIDDEN[module]}"
+
+
+# The static reading above, checked against fresh interpreters on the promises that matter
+# most (a light module per layer), so the two cannot drift apart unnoticed.
+@pytest.mark.parametrize(
+    "module",
+    [
+        "engage_seq.data.build",
+        "engage_seq.serving.signing",
+        "engage_seq.monitoring.drift",
+        "engage_seq.reporting.section",
+    ],
+)
+def test_the_static_reading_matches_a_fresh_interpreter(module: str) -> None:
     code = (
         f"import importlib, json, sys; importlib.import_module({module!r}); "
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout))
-    assert not (loaded & FORBIDDEN[module]), f"{module} pulls in {loaded & FORBIDDEN[module]}"
+    static = _loaded_on_import(module)
+    assert static <= loaded  # everything the source imports at module level is loaded
+    assert not (loaded & FORBIDDEN[module]) and not (static & FORBIDDEN[module])
 
 
 def test_scoring_needs_no_model_classes() -> None:
@@ -150,3 +221,162 @@ def test_scoring_needs_no_model_classes() -> None:
         "engage_seq.models.encoders",
         "engage_seq.training.lit_module",
     }, loaded
+
+
+# --- the layers (docs/architecture.md): who may import whom, read from the source ----------
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "engage_seq"
+MAX_MODULE_LINES = 420  # "~400": a docstring or two of slack, not a god file
+MAX_FUNCTION_LINES = 62  # "~60", docstring included
+# Lowest first. A subpackage may import itself, `common`, and the subpackages before it in
+# this list that `MAY_IMPORT` names; nothing imports `cli`.
+LAYERS = (
+    "common",
+    "data",
+    "synthetic",
+    "metrics",
+    "models",
+    "baselines",
+    "training",
+    "serving",
+    "evaluation",
+    "reporting",
+    "monitoring",
+    "experiments",
+    "cli",
+)
+MAY_IMPORT: dict[str, set[str]] = {
+    "common": set(),
+    "data": {"common"},
+    "synthetic": {"common"},
+    "metrics": {"common"},
+    "models": {"common"},
+    "baselines": {"common", "data"},
+    "training": {"common", "data", "metrics", "models"},
+    "serving": {"common", "data", "models"},
+    "evaluation": {
+        "common",
+        "data",
+        "synthetic",
+        "metrics",
+        "models",
+        "baselines",
+        "training",
+        "serving",
+    },
+    "reporting": {
+        "common",
+        "data",
+        "synthetic",
+        "metrics",
+        "models",
+        "baselines",
+        "training",
+        "serving",
+        "evaluation",
+    },
+    "monitoring": {"common", "data", "metrics", "serving", "reporting"},
+    "experiments": {
+        "common",
+        "data",
+        "synthetic",
+        "metrics",
+        "models",
+        "baselines",
+        "training",
+        "serving",
+        "evaluation",
+        "reporting",
+    },
+    "cli": set(LAYERS) - {"cli"},
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """engage_seq modules a file imports anywhere (top level or inside a function)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("engage_seq.")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.startswith("engage_seq."):
+                found.add(node.module)
+            elif node.module == "engage_seq":
+                found |= {f"engage_seq.{a.name}" for a in node.names}
+    return found
+
+
+def _module_graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in PACKAGE_DIR.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        # "from engage_seq.data import tasks" names a module; "... import HorizonTask" its package
+        graph[name] = {m for m in _imports(path) if m in files and m != name}
+    return graph
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_every_subpackage_has_a_layer_and_a_docstring() -> None:
+    subpackages = {p.parent.name for p in PACKAGE_DIR.glob("*/__init__.py")}
+    assert subpackages == set(LAYERS), subpackages ^ set(LAYERS)
+    for name in LAYERS:
+        doc = ast.get_docstring(ast.parse((PACKAGE_DIR / name / "__init__.py").read_text()))
+        assert doc and len(doc.split()) >= 15, f"engage_seq/{name}/__init__.py needs its paragraph"
+
+
+def test_imports_point_down_the_layers() -> None:
+    wrong = []
+    for module, targets in _module_graph().items():
+        here = _layer(module)
+        for target in targets:
+            there = _layer(target)
+            if here and there and there != here and there not in MAY_IMPORT[here]:
+                wrong.append(f"{module} -> {target}")
+    assert not wrong, "imports against the layers:\n" + "\n".join(sorted(wrong))
+
+
+def test_the_module_graph_is_acyclic() -> None:
+    """Function-level imports count: a cycle held together by a late import is still one."""
+    graph = _module_graph()
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    cycles: list[str] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_modules_and_functions_stay_small() -> None:
+    """DESIGN §4: no module over ~400 lines, no function over ~60 unless a ``# long:`` comment
+    above it says why."""
+    too_long = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        if len(lines) > MAX_MODULE_LINES:
+            too_long.append(f"{path.name}: {len(lines)} lines")
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                first = min([d.lineno for d in node.decorator_list] + [node.lineno])
+                if length > MAX_FUNCTION_LINES and "# long:" not in lines[first - 2]:
+                    too_long.append(f"{_module_name(path)}.{node.name}: {length} lines")
+    assert not too_long, "\n".join(too_long)
