@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -380,3 +381,16 @@ def test_modules_and_functions_stay_small() -> None:
                 if length > MAX_FUNCTION_LINES and "# long:" not in lines[first - 2]:
                     too_long.append(f"{_module_name(path)}.{node.name}: {length} lines")
     assert not too_long, "\n".join(too_long)
+
+
+def test_the_architecture_page_shows_these_rules() -> None:
+    """docs/architecture.md's layer table is the rule this file checks, row for row."""
+    page = (PACKAGE_DIR.parent / "docs" / "architecture.md").read_text()
+    table = page.split("<!-- layer-table: start -->")[1].split("<!-- layer-table: end -->")[0]
+    shown: dict[str, set[str]] = {}
+    for row in table.strip().splitlines()[2:]:
+        layer, allowed = (cell.strip() for cell in row.strip("|").split("|"))
+        names = set(re.findall(r"`(\w+)", allowed))
+        shown[layer.strip("`/")] = set(LAYERS) - {"cli"} if "every layer" in allowed else names
+    assert list(shown) == list(LAYERS)
+    assert shown == {layer: MAY_IMPORT[layer] - {"cli"} for layer in LAYERS}
