@@ -26,15 +26,13 @@ extra.
 
 from __future__ import annotations
 
-from typing import Any
-
 from engage_seq.baselines.features import NEVER_LOG_HOURS, AggregateFeatures
 from engage_seq.baselines.gbm import GradientBoostedTrees
 from engage_seq.baselines.logistic import fit_logistic
 from engage_seq.baselines.next_event import UNKNOWN_CLASS, MarkovNextEvent, MostFrequentNextEvent
 from engage_seq.baselines.registry import BASELINES, Baseline, is_baseline_target
 from engage_seq.baselines.rfm_logreg import RFMLogisticRegression
-from engage_seq.common.moved import legacy_attribute
+from engage_seq.common.moved import package_getattr
 
 __all__ = [
     "BASELINES",
@@ -50,7 +48,4 @@ __all__ = [
     "is_baseline_target",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """A 0.1 class path through this name: resolved from its new home, with a warning."""
-    return legacy_attribute(__name__, name)
+__getattr__ = package_getattr(__name__)  # 0.1 class paths: engage_seq.common.moved

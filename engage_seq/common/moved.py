@@ -27,6 +27,7 @@ import importlib.machinery
 import sys
 import types
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 PACKAGE = "engage_seq"
@@ -120,6 +121,12 @@ def legacy_attribute(module: str, name: str) -> Any:
         stacklevel=3,
     )
     return getattr(importlib.import_module(new_module), new_name)
+
+
+def package_getattr(package: str) -> Callable[[str], Any]:
+    """The ``__getattr__`` of a package whose name was a module in 0.1 (``engage_seq.data``):
+    ``__getattr__ = package_getattr(__name__)`` in its ``__init__``."""
+    return lambda name: legacy_attribute(package, name)
 
 
 class _StandIn(types.ModuleType):

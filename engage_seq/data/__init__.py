@@ -15,9 +15,7 @@ through this package.
 
 from __future__ import annotations
 
-from typing import Any
-
-from engage_seq.common.moved import legacy_attribute
+from engage_seq.common.moved import package_getattr
 from engage_seq.data.ingest import FileEventSource, IngestConfig
 from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import ColumnMapping, EventSchemaError
@@ -37,7 +35,4 @@ __all__ = [
     "build_samples",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """A 0.1 class path through this name: resolved from its new home, with a warning."""
-    return legacy_attribute(__name__, name)
+__getattr__ = package_getattr(__name__)  # 0.1 class paths: engage_seq.common.moved

@@ -13,11 +13,6 @@ model classes), never `training`, `evaluation`, `reporting`, `monitoring`, `expe
 
 from __future__ import annotations
 
-from typing import Any
+from engage_seq.common.moved import package_getattr
 
-from engage_seq.common.moved import legacy_attribute
-
-
-def __getattr__(name: str) -> Any:
-    """A 0.1 class path through this name: resolved from its new home, with a warning."""
-    return legacy_attribute(__name__, name)
+__getattr__ = package_getattr(__name__)  # 0.1 class paths: engage_seq.common.moved

@@ -9,9 +9,7 @@ below are re-exported here, so ``engage_seq.synthetic.SyntheticEventSource`` is 
 
 from __future__ import annotations
 
-from typing import Any
-
-from engage_seq.common.moved import legacy_attribute
+from engage_seq.common.moved import package_getattr
 from engage_seq.synthetic.behaviour import CHANNELS, EVENT_TYPES
 from engage_seq.synthetic.generator import SyntheticEventSource, generate_events
 from engage_seq.synthetic.oracle import ORACLE_KNOWLEDGE, purchase_probability
@@ -29,7 +27,4 @@ __all__ = [
     "purchase_probability",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """A 0.1 class path through this name: resolved from its new home, with a warning."""
-    return legacy_attribute(__name__, name)
+__getattr__ = package_getattr(__name__)  # 0.1 class paths: engage_seq.common.moved
