@@ -56,6 +56,7 @@ FORBIDDEN = {
     # metrics score models, baselines and oracles alike, without a Trainer
     "engage_seq.metrics.scores": {"lightning", "hydra", "polars"},
     # exported modules import torch only
+    "engage_seq.models.config": {"torch", "lightning", "hydra", "polars"},
     "engage_seq.models.encoders": {"lightning", "hydra", "polars"},
     "engage_seq.models.engagement": {"lightning", "hydra", "polars"},
     # encoding serves training and batch scoring alike: numpy + Polars only

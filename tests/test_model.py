@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
+from engage_seq.models.config import EngagementModelConfig
 from engage_seq.models.engagement import EngagementModel, ProbabilityModel
 from engage_seq.serving.export import quiet_jit_deprecation
 
@@ -121,3 +124,25 @@ def test_bad_configuration_is_refused() -> None:
         make_model("transformer", hidden=30, num_heads=4)
     with pytest.raises(ValueError, match="pool"):
         make_model("transformer", pool="max")
+
+
+def test_config_mirrors_the_constructor() -> None:
+    """The dataclass and the keyword arguments (what Hydra and checkpoints pass) stay in step:
+    same names, order and defaults, and `config` / `from_config` round-trip."""
+    params = list(inspect.signature(EngagementModel.__init__).parameters.values())[1:]
+    fields = EngagementModelConfig.__dataclass_fields__
+    assert [p.name for p in params] == list(fields)
+    for p in params:
+        default = fields[p.name].default
+        expected = p.default if p.default is not inspect.Parameter.empty else default
+        assert default == expected, p.name
+    model = make_model("transformer", n_next_classes=9, time_to_next=True)
+    config = EngagementModelConfig(**model.config)
+    assert config.as_dict() == model.config
+    assert isinstance(model.config["attribute_sizes"], list)
+    torch.manual_seed(0)
+    rebuilt = EngagementModel.from_config(config).eval()
+    assert rebuilt.config == model.config
+    batch = make_batch([5, 2])
+    with torch.no_grad():
+        assert torch.equal(rebuilt(*batch), model(*batch))

@@ -1,5 +1,11 @@
-"""Models: the sequence encoders (`encoders`: LSTM, GRU and a small Transformer over event,
-channel, attribute and time embeddings) and the `EngagementModel` with its heads
-(`engagement`). torch only, nothing from engage_seq beyond `common`, because these modules are
-what TorchScript exports: an artifact must load and run without Lightning, Hydra or Polars.
+"""The sequence models: what is trained and exported (nanoGPT style, one file read top to bottom).
+
+`config` holds `EngagementModelConfig`, every constructor argument with its default, checked in
+one place (plain Python); `encoders` the event embedding and the recurrent / Transformer
+encoders; `engagement` the `EngagementModel` (encoder + heads) built from that config, and the
+`ProbabilityModel` wrapper that TorchScript export scripts. This subpackage imports only torch
+(`engage_seq.common` is the one package layer it may use; never polars, Lightning or Hydra), so
+the exported module stays self-contained. This `__init__` re-exports nothing: importing
+`engage_seq.models.config` stays free of torch, and batch scoring can check that no model class
+is loaded.
 """

@@ -1,7 +1,10 @@
 """Encoder + head: the nn.Module that is trained and exported. Imports only torch.
 
-`EngagementModel.config` holds every constructor argument, so a checkpoint can rebuild the
-model without Hydra or Lightning (vocabulary sizes come from the fitted vocabulary).
+Read top to bottom: the constructor takes the keyword arguments that Hydra configs and
+checkpoints pass, checks them into one `EngagementModelConfig` (`config.py`) and hands that to
+small builders (embedding, encoder, head); `forward` runs them in that order.
+`EngagementModel.config` holds every constructor argument as a plain dict, so a checkpoint can
+rebuild the model without Hydra or Lightning (vocabulary sizes come from the fitted vocabulary).
 """
 
 from __future__ import annotations
@@ -11,9 +14,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from engage_seq.models.config import ENCODERS, EngagementModelConfig
 from engage_seq.models.encoders import EventEmbedding, RecurrentEncoder, TransformerEncoder
 
-ENCODERS = ("lstm", "gru", "transformer")
+__all__ = [
+    "ENCODERS",
+    "MODEL_INPUTS",
+    "EngagementModel",
+    "EngagementModelConfig",
+    "ProbabilityModel",
+]
+
 # Argument order of forward(), for the artifact, the parity batch and the docs.
 MODEL_INPUTS = (
     "event_ids",
@@ -58,59 +69,88 @@ class EngagementModel(nn.Module):
         time_to_next: bool = False,
     ) -> None:
         super().__init__()
-        if encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
-        if n_outputs < 0 or n_next_classes < 0 or n_outputs + n_next_classes == 0:
-            raise ValueError(
-                f"the model needs at least one head: n_outputs={n_outputs}, "
-                f"n_next_classes={n_next_classes}"
+        self._build(
+            EngagementModelConfig(
+                n_event_ids=n_event_ids,
+                n_channel_ids=n_channel_ids,
+                n_time_features=n_time_features,
+                n_outputs=n_outputs,
+                max_len=max_len,
+                attribute_sizes=tuple(attribute_sizes),
+                n_numeric=n_numeric,
+                encoder=encoder,
+                embed_dim=embed_dim,
+                hidden=hidden,
+                num_layers=num_layers,
+                num_heads=num_heads,
+                dropout=dropout,
+                pool=pool,
+                causal=causal,
+                positions=positions,
+                time_encoding=time_encoding,
+                n_next_classes=n_next_classes,
+                time_to_next=time_to_next,
             )
-        if time_to_next and n_next_classes == 0:
-            raise ValueError("time_to_next needs the next-event head (n_next_classes > 0)")
-        self.config: dict[str, Any] = {
-            "n_event_ids": n_event_ids,
-            "n_channel_ids": n_channel_ids,
-            "n_time_features": n_time_features,
-            "n_outputs": n_outputs,
-            "max_len": max_len,
-            "attribute_sizes": list(attribute_sizes),
-            "n_numeric": n_numeric,
-            "encoder": encoder,
-            "embed_dim": embed_dim,
-            "hidden": hidden,
-            "num_layers": num_layers,
-            "num_heads": num_heads,
-            "dropout": dropout,
-            "pool": pool,
-            "causal": causal,
-            "positions": positions,
-            "time_encoding": time_encoding,
-            "n_next_classes": n_next_classes,
-            "time_to_next": time_to_next,
-        }
-        self.embedding = EventEmbedding(
-            n_event_ids,
-            n_channel_ids,
-            list(attribute_sizes),
-            n_numeric,
-            n_time_features,
-            embed_dim,
-            dropout,
-            time_encoding,
         )
-        self.encoder: nn.Module
-        if encoder == "transformer":
-            self.encoder = TransformerEncoder(
-                embed_dim, hidden, num_layers, num_heads, dropout, max_len, pool, causal, positions
+
+    @classmethod
+    def from_config(cls, config: EngagementModelConfig) -> EngagementModel:
+        """The model a checked config describes (the same as passing its fields as keywords)."""
+        return cls(**config.as_dict())
+
+    def _build(self, config: EngagementModelConfig) -> None:
+        """Layers in a fixed order (embedding, encoder, head): the order fixes both the
+        state_dict keys and which random draws each layer's initial weights take."""
+        self.config: dict[str, Any] = config.as_dict()
+        self.embedding = self._build_embedding(config)
+        self.encoder: nn.Module = self._build_encoder(config)
+        self.n_outputs = config.n_outputs
+        self.n_next_classes = config.n_next_classes
+        self.n_time_outputs = config.n_time_outputs
+        self.head = self._build_head(config)
+
+    @staticmethod
+    def _build_embedding(config: EngagementModelConfig) -> EventEmbedding:
+        """(B, T) ids + (B, T, F) numeric + (B, T, K) time features -> (B, T, embed_dim)."""
+        return EventEmbedding(
+            config.n_event_ids,
+            config.n_channel_ids,
+            list(config.attribute_sizes),
+            config.n_numeric,
+            config.n_time_features,
+            config.embed_dim,
+            config.dropout,
+            config.time_encoding,
+        )
+
+    @staticmethod
+    def _build_encoder(config: EngagementModelConfig) -> nn.Module:
+        """(B, T, embed_dim) + lengths -> (B, hidden): one summary vector per sequence."""
+        if config.encoder == "transformer":
+            return TransformerEncoder(
+                config.embed_dim,
+                config.hidden,
+                config.num_layers,
+                config.num_heads,
+                config.dropout,
+                config.max_len,
+                config.pool,
+                config.causal,
+                config.positions,
             )
-        else:
-            self.encoder = RecurrentEncoder(embed_dim, hidden, num_layers, dropout, cell=encoder)
-        self.n_outputs = n_outputs
-        self.n_next_classes = n_next_classes
-        self.n_time_outputs = 2 if time_to_next else 0
-        n_raw = n_outputs + n_next_classes + self.n_time_outputs
-        self.head = nn.Sequential(
-            nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_raw)
+        return RecurrentEncoder(
+            config.embed_dim, config.hidden, config.num_layers, config.dropout, cell=config.encoder
+        )
+
+    @staticmethod
+    def _build_head(config: EngagementModelConfig) -> nn.Sequential:
+        """(B, hidden) -> (B, n_raw_outputs): every head's raw outputs side by side."""
+        hidden = config.hidden
+        return nn.Sequential(
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(hidden, config.n_raw_outputs),
         )
 
     def forward(
