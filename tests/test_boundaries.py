@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 FORBIDDEN = {
     # data code stays torch-free, so it runs in light environments and in Polars-only jobs
@@ -227,7 +228,7 @@ def test_scoring_needs_no_model_classes() -> None:
 
 # --- the layers (docs/architecture.md): who may import whom, read from the source ----------
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "engage_seq"
+PACKAGE_DIR = REPO / "engage_seq"
 MAX_MODULE_LINES = 420  # "~400": a docstring or two of slack, not a god file
 MAX_FUNCTION_LINES = 62  # "~60", docstring included
 # Lowest first. A subpackage may import itself, `common`, and the subpackages before it in

@@ -18,7 +18,7 @@ trained before it decays and a drift monitor has something to find. With strengt
 Measured on 4000 users × 98 days (share 0.6, drift from day 63, s = 1): a GRU trained before
 the drift (test ROC-AUC 0.80) scores 0.77-0.81 at the three weekly cutoffs before it and
 0.62-0.72 at the four after it, and the 7-day purchase rate falls from ~6% to 2-3%
-(`tests/test_backtest.py`).
+(`tests/unit/monitoring/test_backtest.py`).
 
 Events before ``drift_start`` are exactly those of the undrifted data with the same seed (the
 drifted period is re-played from the state the past left, with its own random streams; see

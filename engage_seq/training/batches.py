@@ -143,7 +143,7 @@ class _ResumableDataLoader(DataLoader[Batch]):
     unreliable"). The position within the epoch is restored by
     `EventDataModule.load_state_dict` (its sampler skips the batches already done, from the
     same seeded batch plan), so the loader itself carries no state: a resumed run ends with
-    the same steps and metrics as an uninterrupted one (tests/test_training.py)."""
+    the same steps and metrics as an uninterrupted one (tests/integration/test_training.py)."""
 
     def state_dict(self) -> dict[str, int]:
         return {}

@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-from fault_injection import run_child
+from helpers.fault_injection import run_child
 from hydra import compose, initialize_config_dir
 from polars.testing import assert_frame_equal
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from frames import FrameSource
+from helpers.frames import FrameSource
 
 import engage_seq.data.cache as sample_cache
 from engage_seq.data.ingest import FileEventSource

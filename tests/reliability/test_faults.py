@@ -2,8 +2,9 @@
 leave samples that are read later as if they were good. And on engage-score's outputs: a kill
 at any step of writing them never leaves a set that verifies as one run's.
 
-SIGKILL during training is tested in tests/test_training.py, during export in
-tests/test_safe_loading.py, during a whole engage-score run in tests/test_score.py.
+SIGKILL during training is tested in tests/integration/test_training.py, during export in
+tests/reliability/test_safe_loading.py, during a whole engage-score run in
+tests/unit/serving/test_scoring.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from fault_injection import run_child
+from helpers.fault_injection import run_child
 
 import engage_seq.data.cache as sample_cache
 from engage_seq.data.cache import CacheSpaceError, prepare_samples

@@ -151,6 +151,7 @@ def oracle_vs_labels() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return pooled
 
 
+@pytest.mark.slow  # Monte Carlo calibration on thousands of users
 @pytest.mark.parametrize("knows", ORACLE_KNOWLEDGE)
 def test_oracle_is_calibrated(oracle_vs_labels, knows: str) -> None:
     """Expected positives match the realised ones overall and among the top 10% of users, the
@@ -163,6 +164,7 @@ def test_oracle_is_calibrated(oracle_vs_labels, knows: str) -> None:
     assert abs(_calibration_z(probability[top], label[top])) < 3.5
 
 
+@pytest.mark.slow  # simulates and scores thousands of users
 def test_oracles_rank_and_latent_knows_more(oracle_vs_labels) -> None:
     history = _auroc(*oracle_vs_labels["history"])
     latent = _auroc(*oracle_vs_labels["latent"])
@@ -462,6 +464,7 @@ def cycle_oracle_vs_labels() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
     return out  # type: ignore[return-value]
 
 
+@pytest.mark.slow  # Monte Carlo calibration on thousands of users
 @pytest.mark.parametrize("knows", ORACLE_KNOWLEDGE)
 def test_oracle_is_calibrated_with_replenishment(cycle_oracle_vs_labels, knows: str) -> None:
     probability, label, _ = cycle_oracle_vs_labels[knows]
@@ -473,6 +476,7 @@ def test_oracle_is_calibrated_with_replenishment(cycle_oracle_vs_labels, knows: 
     assert abs(_calibration_z(probability[top], label[top])) < 3.5
 
 
+@pytest.mark.slow  # simulates and scores thousands of users
 def test_replenishment_signal_is_in_the_timing_not_the_aggregates(cycle_oracle_vs_labels) -> None:
     """On the held-out cutoffs the history oracle must beat a logistic regression on
     recency / count aggregates by a wide margin: knowing when a member is due takes their past
@@ -497,6 +501,7 @@ def _marginal_cdf(
     return (weights * np.clip(covered, 0.0, 1.0)).sum(axis=1)
 
 
+@pytest.mark.slow  # Monte Carlo calibration on thousands of users
 def test_cycle_posterior_is_calibrated_against_the_hidden_truth() -> None:
     """Simulation-based calibration of the replenishment part of the history posterior: for
     users with a purchase, P(member) matches the realised share, and for members the joint

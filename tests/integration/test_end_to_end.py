@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
+from helpers import REPO
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -18,7 +19,7 @@ from engage_seq.experiments.run import train
 from engage_seq.serving.export import ExportError, export_artifact, load_artifact
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO
 VENV_BIN = Path(sys.executable).parent  # console scripts of the interpreter running pytest
 MODELS = ("lstm", "transformer")
 TINY = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64"]

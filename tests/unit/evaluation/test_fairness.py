@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from frames import FrameSource
+from helpers.frames import FrameSource
 
 from engage_seq.data.build import build_in_memory
 from engage_seq.data.ingest import FileEventSource, IngestConfig, user_keys

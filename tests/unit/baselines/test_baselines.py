@@ -7,11 +7,11 @@ import inspect
 import json
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from helpers import REPO
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -31,7 +31,7 @@ from engage_seq.common.times import parse_instant
 H = 3600
 D = 86_400
 C = parse_instant("2026-01-10")  # midnight UTC
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = REPO / "conf" / "model"
 
 
 def auroc(y: np.ndarray, score: np.ndarray) -> float:
@@ -205,6 +205,7 @@ def test_logistic_regression_stays_finite_on_separable_data() -> None:
     assert (model.std > 0).all()
 
 
+@pytest.mark.slow  # two LightGBM fits
 def test_gbm_recovers_a_planted_signal_deterministically() -> None:
     train, val, test = (random_samples(n, seed=s) for n, s in ((3000, 1), (1000, 3), (2000, 2)))
     fits = [

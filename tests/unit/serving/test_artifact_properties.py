@@ -1,6 +1,7 @@
 """Properties of the artifact's raw entry point, ``ServingModule.predict_events``, scripted.
 
-tests/test_serving.py checks the raw entry against the training encoder on tiny-data users.
+tests/unit/serving/test_scripted.py checks the raw entry against the training encoder on
+tiny-data users.
 These properties cover what a caller may vary freely and the artifact must not notice: how
 users are split into calls (padding differs between a batch and a lone user), the order events
 and users arrive in, events at or after the cutoff (leakage at serving), and which events
@@ -19,10 +20,10 @@ from typing import Any
 import polars as pl
 import pytest
 import torch
-from frames import FrameSource
+from helpers.frames import FrameSource
+from helpers.untrained_serving import untrained_serving_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from untrained_serving import untrained_serving_module
 
 from engage_seq.data.cache import prepare_samples
 from engage_seq.data.sampling import SamplingConfig
@@ -31,6 +32,9 @@ from engage_seq.data.sequences import TIME_FEATURES
 from engage_seq.data.tasks import HorizonTask
 from engage_seq.models.engagement import ENCODERS
 from engage_seq.synthetic import CHANNELS, EVENT_TYPES
+
+# Hypothesis scripts and runs real artifacts for every example (~1 min): the slow tier, still in CI.
+pytestmark = pytest.mark.slow
 
 MAX_LEN = 6  # small, so long histories are cheap to generate
 MAPPING = ColumnMapping(categorical=("device",), numeric=("order_value",))

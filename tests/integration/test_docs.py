@@ -9,7 +9,7 @@ first on PATH, so both `.venv/bin/engage-…` and bare `engage-…` resolve; not
 into the repository (its own `artifacts/` and `outputs/` stay untouched).
 
 How a command is treated is written above its block in an HTML comment (grammar in
-`tests/doc_blocks.py`), never guessed here. The rules the harness adds, so "tiny" is
+`tests/helpers/doc_blocks.py`), never guessed here. The rules the harness adds, so "tiny" is
 transparent:
 
 * a real `engage-train` gets ``data=synthetic_tiny`` unless it chooses ``data=`` itself, and
@@ -31,7 +31,8 @@ engage-evaluate, engage-drift, engage-backtest and engage-sweep-report (~105 s o
 cores). Composed (Hydra compose of the exact overrides; for a sweep the jobs that cover every
 swept value; then the checks train() makes before it reads data): the other engage-train lines
 (a Transformer with 3 epochs, the Markov baseline, the smoke run, the mapped CRM export (its
-attributes are trained and scored by tests/test_own_data.py), both experiment presets and
+attributes are trained and scored by tests/integration/test_own_data.py), both experiment
+presets and
 every sweep of docs/experiments.md, incl. Optuna, submitit and SLURM). Skipped,
 with reasons printed: `make train`/`make test`, the C++ build, the pytest commands. A
 composition failure fails the test like a failed command.
@@ -54,7 +55,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from doc_blocks import (
+from helpers import REPO
+from helpers.doc_blocks import (
     PLACEHOLDER,
     Block,
     Command,
@@ -65,7 +67,7 @@ from doc_blocks import (
     shell_commands,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO
 LINKED = (".venv", "conf", "cpp", "scripts", "notebooks", "engage_seq")
 COMMAND_TIMEOUT_S = 600
 TINY_GROUPS = {"data": "synthetic_tiny", "trainer": "smoke"}

@@ -352,6 +352,7 @@ def test_a_multi_target_backtest_reproduces_each_targets_test_metrics(
     assert "rows read" in text and "min_history_events" in text
 
 
+@pytest.mark.slow  # starts the console script
 def test_help_states_the_exit_status_and_usage_errors_exit_2(capsys) -> None:
     done = subprocess.run(
         [Path(sys.executable).parent / "engage-backtest", "--help"],

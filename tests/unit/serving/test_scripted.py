@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-from frames import FrameSource
-from untrained_serving import untrained_serving_module
+from helpers.frames import FrameSource
+from helpers.untrained_serving import untrained_serving_module
 
 from engage_seq.data.cache import prepare_samples
 from engage_seq.data.encoding import encode_samples

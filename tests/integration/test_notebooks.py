@@ -10,8 +10,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 EXPECTED = {"quickstart.ipynb", "explain_and_monitor.ipynb"}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fault_injection import run_child
+from helpers.fault_injection import run_child
 from hydra import compose, initialize_config_dir
 
 from engage_seq.common.config_dir import CONF_DIR
@@ -34,6 +34,9 @@ from engage_seq.serving.loading import (
 )
 from engage_seq.serving.scoring import ScoringError, load_scoring_artifact
 from engage_seq.serving.signing import SIGNING_KEY_ENV, VERIFY_KEYS_ENV, signature_path
+
+# Real exports and tampered artifacts (~1 min): the slow tier, still in CI.
+pytestmark = pytest.mark.slow
 
 VENV_BIN = Path(sys.executable).parent
 GROUPS = sorted(str(p.relative_to(CONF_DIR)) for p in Path(CONF_DIR).rglob("*") if p.is_dir())
@@ -296,7 +299,7 @@ def test_foreign_targets_are_refused_before_any_work(override: str, tmp_path: Pa
 def test_allow_listed_targets_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _compose("data.source._target_=json.loads", "allowed_targets=[json.loads]")
     # issue 15: a config's own allowed_targets is no longer trusted (a file cannot vouch for
-    # itself); the person running the command allow-lists (tests/test_config_trust.py)
+    # itself); the person running the command allow-lists (tests/reliability/test_config_trust.py)
     with pytest.raises(UnsafeTargetError, match="own allowed_targets list is ignored"):
         check_targets(cfg)
     check_targets(_compose("data.source._target_=json.loads"), extra=["json.loads"])

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO
 
 from engage_seq.models.engagement import EngagementModel, ProbabilityModel
 from engage_seq.serving.scripted import SERVED_TIME_FEATURES, ServingModule
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO
 COMPILER = shutil.which("g++") or shutil.which("clang++")
 
 # user, timestamp, event_type, channel, device and campaign (categorical, in the artifact's

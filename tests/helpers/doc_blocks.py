@@ -1,5 +1,5 @@
 """The fenced shell and Python blocks of README.md and the docs/ pages, with their doctest
-directives: what `tests/test_docs.py` runs, composes or skips, in document order.
+directives: what `tests/integration/test_docs.py` runs, composes or skips, in document order.
 
 Why directives: a README command either runs as written (on tiny data) or says why not, in
 an HTML comment right above its block, invisible on GitHub. A block without one is an error,

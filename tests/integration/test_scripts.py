@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 pytestmark = pytest.mark.slow
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SCRIPTS = REPO / "scripts"
 
 
 def last_json(args: list[str], cwd: Path) -> dict:
