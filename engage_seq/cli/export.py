@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"engage-export: error: {exc}", file=sys.stderr)
         return 1
     diffs = ", ".join(f"{k}={v:.2e}" for k, v in result.max_abs_diff.items())
-    print(f"wrote {result.path} (outputs: {', '.join(result.metadata['output_names'])})")
+    print(f"wrote {result.path} (outputs: {', '.join(result.metadata.output_names)})")
     print(f"wrote {sidecar_path(result.path)} (checked by engage-score; sha256sum -c works)")
     if signature_path(result.path).is_file():
         print(f"wrote {signature_path(result.path)} (signed with {SIGNING_KEY_ENV})")

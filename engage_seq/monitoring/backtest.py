@@ -39,7 +39,7 @@ import torch
 
 from engage_seq.common.times import format_instant
 from engage_seq.data.build import apply_eligibility
-from engage_seq.data.encoding import Vocabulary, encode_samples, numeric_scaling_from_metadata
+from engage_seq.data.encoding import Vocabulary, encode_samples, ordered_numeric_scaling
 from engage_seq.data.ingest import FileEventSource
 from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import EventSchemaError
@@ -58,11 +58,12 @@ from engage_seq.monitoring.backtest_schedule import (
     step_seconds,
 )
 from engage_seq.monitoring.errors import BacktestError
+from engage_seq.serving.contract import ArtifactMetadata
 from engage_seq.serving.scoring import (
     ScoringError,
     column_mapping,
     ingest_config,
-    load_scoring_artifact,
+    open_scoring_artifact,
     predict_in_batches,
 )
 
@@ -78,18 +79,18 @@ def rolling_backtest(
 ) -> BacktestResult:
     """Metrics of ``artifact`` at successive cutoffs on the event table ``events`` (see the
     module docstring). ``start``: first cutoff (ISO or epoch seconds; default the run's last
-    test cutoff); ``require_signed``: see `engage_seq.serving.scoring.load_scoring_artifact`. The
+    test cutoff); ``require_signed``: see `engage_seq.serving.scoring.open_scoring_artifact`. The
     first cutoff reproduces the run's test metrics only on the event table the run trained on;
     another table (a synthetic one with other ``days``) is another realisation of the data,
     not an extension of it."""
-    module, metadata = _load(artifact, require_signed)
-    task = horizon_task(metadata)
+    module, meta = _load(artifact, require_signed)
+    task = horizon_task(meta.task)
     step = step_seconds(every, "every")
     if count is not None and count < 1:
         raise BacktestError(f"count must be at least 1, got {count}")
-    first = first_cutoff(start, metadata)
-    source = FileEventSource(str(events), csv_string_columns=(column_mapping(metadata).user_id,))
-    validated, canonical = _read_events(source, metadata)
+    first = first_cutoff(start, (meta.cutoffs or {}).get("test") or [])
+    source = FileEventSource(str(events), csv_string_columns=(column_mapping(meta).user_id,))
+    validated, canonical = _read_events(source, meta)
     data_end = int(validated.ts_max) + 1
     cutoffs = backtest_cutoffs(first, step, task.horizon_seconds, data_end, count)
     if not cutoffs:
@@ -98,7 +99,7 @@ def rolling_backtest(
             f"before the end of {source.describe()} ({format_instant(data_end)}); pass an "
             "earlier start= or a longer table"
         )
-    scorer = CutoffScorer.from_artifact(module, metadata, task, batch_size)
+    scorer = CutoffScorer.from_artifact(module, meta, task, batch_size)
     histories = user_histories(canonical.lazy()).collect().lazy()  # shared by every cutoff
     rows = [scorer.score(histories, cutoff) for cutoff in cutoffs]
     inputs = {
@@ -110,9 +111,9 @@ def rolling_backtest(
         "horizon": task.horizon,
         "every": every,
         "eligibility": {k: getattr(scorer.sampling, k) for k in ELIGIBILITY_KEYS},
-        "training_cutoffs": metadata.get("cutoffs"),
+        "training_cutoffs": meta.cutoffs,
     }
-    return BacktestResult(pl.DataFrame(rows), _training_test_metrics(metadata), inputs)
+    return BacktestResult(pl.DataFrame(rows), _training_test_metrics(meta), inputs)
 
 
 @dataclass(frozen=True)
@@ -131,17 +132,16 @@ class CutoffScorer:
 
     @classmethod
     def from_artifact(
-        cls, module: Any, metadata: dict[str, Any], task: HorizonTask, batch_size: int
+        cls, module: Any, meta: ArtifactMetadata, task: HorizonTask, batch_size: int
     ) -> CutoffScorer:
-        names = list(metadata["output_names"])
         return cls(
             module=module,
             task=task,
-            sampling=eligibility(metadata),
-            vocabulary=Vocabulary.from_metadata(metadata),
-            scaling=numeric_scaling_from_metadata(metadata),
-            max_len=int(metadata["max_len"]),
-            outputs=[names.index(t) for t in task.targets],
+            sampling=eligibility(meta.recorded_config("data", "sampling")),
+            vocabulary=Vocabulary.from_lists(meta.vocabulary, meta.categorical_attributes),
+            scaling=ordered_numeric_scaling(meta.numeric_scaling, meta.numeric_attributes),
+            max_len=meta.max_len,
+            outputs=[meta.output_names.index(t) for t in task.targets],
             batch_size=batch_size,
         )
 
@@ -179,12 +179,12 @@ class CutoffScorer:
 
 
 def _read_events(
-    source: FileEventSource, metadata: dict[str, Any]
+    source: FileEventSource, meta: ArtifactMetadata
 ) -> tuple[ValidatedEvents, pl.DataFrame]:
     """The table validated with the artifact's column mapping and ingest rules, collected."""
     try:
         validated = validate_events(
-            source.scan(), column_mapping(metadata), ingest_config(metadata), source.describe()
+            source.scan(), column_mapping(meta), ingest_config(meta), source.describe()
         )
         return validated, validated.events.collect()
     except EventSchemaError as exc:
@@ -204,9 +204,9 @@ def _ingest_summary(validated: ValidatedEvents) -> dict[str, Any]:
     }
 
 
-def _training_test_metrics(metadata: dict[str, Any]) -> dict[str, float]:
+def _training_test_metrics(meta: ArtifactMetadata) -> dict[str, float]:
     """The run's test/<metric> values recorded in the artifact, without the prefix."""
-    recorded = metadata.get("metrics") or {}
+    recorded = meta.metrics or {}
     return {
         k.removeprefix("test/"): float(v)
         for k, v in recorded.items()
@@ -214,8 +214,8 @@ def _training_test_metrics(metadata: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _load(artifact: str | Path, require_signed: bool | None) -> tuple[Any, dict[str, Any]]:
+def _load(artifact: str | Path, require_signed: bool | None) -> tuple[Any, ArtifactMetadata]:
     try:
-        return load_scoring_artifact(artifact, require_signed=require_signed)
+        return open_scoring_artifact(artifact, require_signed=require_signed)
     except ScoringError as exc:
         raise BacktestError(str(exc)) from None

@@ -89,6 +89,7 @@ from engage_seq.monitoring.histograms import (
     categorical_counts,
     pool_categories,
 )
+from engage_seq.serving.contract import ArtifactMetadata  # standard library only: no torch
 
 
 def compare(
@@ -97,7 +98,7 @@ def compare(
     threshold: float = DEFAULT_THRESHOLD,
     watch: float = WATCH_THRESHOLD,
     feature_thresholds: dict[str, float] | None = None,
-    artifact: tuple[Any, dict[str, Any]] | None = None,
+    artifact: tuple[Any, ArtifactMetadata] | None = None,
     n_bins: int = QUANTILE_BINS,
     max_categories: int = MAX_CATEGORIES,
 ) -> DriftReport:
@@ -118,9 +119,9 @@ def compare(
     refuse_identifiers(current, cur_values)
     inputs: dict[str, Any] = {"reference": reference.summary, "current": current.summary}
     if artifact is not None:
-        module, metadata = artifact
-        ref_scores = score_values(reference, module, metadata)
-        cur_scores = score_values(current, module, metadata)
+        module, meta = artifact
+        ref_scores = score_values(reference, module, meta)
+        cur_scores = score_values(current, module, meta)
         ref_values.update(ref_scores["features"])
         cur_values.update(cur_scores["features"])
         inputs["scored_at"] = {"reference": ref_scores["cutoff"], "current": cur_scores["cutoff"]}
@@ -189,7 +190,7 @@ def detect_drift(
 ) -> DriftReport:
     """engage-drift without its command line and outputs: check the settings, load the
     ``artifact`` (if any; ``require_signed``: see
-    `engage_seq.serving.scoring.load_scoring_artifact`), read both sides with its column
+    `engage_seq.serving.scoring.open_scoring_artifact`), read both sides with its column
     mapping (or the default one) and ``columns`` on top, and `compare` them. Write the result
     with `engage_seq.monitoring.drift_report.write_drift_report`."""
     if n_bins < 2:
@@ -199,10 +200,10 @@ def detect_drift(
     if max_drop_fraction is not None and not 0 <= max_drop_fraction <= 1:
         raise DriftError(f"--max-drop-fraction must be in [0, 1], got {max_drop_fraction}")
     loaded = _load_artifact(artifact, require_signed) if artifact else None
-    metadata = loaded[1] if loaded is not None else None
-    mapping = column_mapping(columns or ColumnOverrides(), metadata)
-    ingest = ingest_settings(metadata, max_drop_fraction)
-    hint = ARTIFACT_COLUMN_HINT if metadata is not None else COLUMN_HINT
+    meta = loaded[1] if loaded is not None else None
+    mapping = column_mapping(columns or ColumnOverrides(), meta)
+    ingest = ingest_settings(meta, max_drop_fraction)
+    hint = ARTIFACT_COLUMN_HINT if meta is not None else COLUMN_HINT
     ref, cur = (
         read_input(side.path, mapping, ingest, side.window, side.split, column_hint=hint)
         for side in (reference, current)
@@ -219,10 +220,10 @@ def detect_drift(
     )
 
 
-def _load_artifact(path: str, require_signed: bool | None) -> tuple[Any, dict[str, Any]]:
-    from engage_seq.serving.scoring import ScoringError, load_scoring_artifact  # torch: lazily
+def _load_artifact(path: str, require_signed: bool | None) -> tuple[Any, ArtifactMetadata]:
+    from engage_seq.serving.scoring import ScoringError, open_scoring_artifact  # torch: lazily
 
     try:
-        return load_scoring_artifact(path, require_signed=require_signed)
+        return open_scoring_artifact(path, require_signed=require_signed)
     except ScoringError as exc:
         raise DriftError(str(exc)) from None

@@ -17,6 +17,7 @@ from engage_seq.common.times import format_instant
 from engage_seq.data.schema import looks_like_identifier
 from engage_seq.monitoring.drift_inputs import DriftInput
 from engage_seq.monitoring.errors import DriftError
+from engage_seq.serving.contract import ArtifactMetadata  # standard library only: no torch
 
 DATA_CATEGORICALS = ("event_type", "channel")  # plus cat_<column>: checked for identifiers
 
@@ -56,20 +57,20 @@ def feature_values(table: DriftInput) -> Values:
     return out
 
 
-def score_values(table: DriftInput, module: Any, metadata: dict[str, Any]) -> dict[str, Any]:
+def score_values(table: DriftInput, module: Any, meta: ArtifactMetadata) -> dict[str, Any]:
     """Per artifact output: a lazy ``value`` frame of the table's scores (see the module
     docstring for the cutoffs), and the cutoff or cutoffs used."""
     from engage_seq.data.encoding import (
         Vocabulary,
         encode_events_at_cutoff,
         encode_samples,
-        numeric_scaling_from_metadata,
+        ordered_numeric_scaling,
     )
     from engage_seq.serving.scoring import predict_in_batches
 
-    vocabulary = Vocabulary.from_metadata(metadata)
-    scaling = numeric_scaling_from_metadata(metadata)
-    max_len = int(metadata["max_len"])
+    vocabulary = Vocabulary.from_lists(meta.vocabulary, meta.categorical_attributes)
+    scaling = ordered_numeric_scaling(meta.numeric_scaling, meta.numeric_attributes)
+    max_len = meta.max_len
     if table.kind == "samples":
         missing = [c for c in [*vocabulary.tokens, *scaling] if c not in table.frame.columns]
         longest = int(table.frame["event_type"].list.len().max() or 0)
@@ -87,7 +88,7 @@ def score_values(table: DriftInput, module: Any, metadata: dict[str, Any]) -> di
         _, encoded = encode_events_at_cutoff(table.history.lazy(), at, vocabulary, scaling, max_len)
         cutoff = format_instant(at)
     probabilities, _ = predict_in_batches(module, encoded)
-    names = list(metadata["output_names"])
+    names = list(meta.output_names)
     out: dict[str, Any] = {"cutoff": cutoff, "features": {}}
     for i, name in enumerate(names):
         if not name.startswith("next_event/"):

@@ -17,6 +17,7 @@ from engage_seq.data.ingest import FileEventSource, IngestConfig
 from engage_seq.data.schema import ColumnMapping, EventSchemaError, read_error
 from engage_seq.data.validation import validate_events
 from engage_seq.monitoring.errors import DriftError
+from engage_seq.serving.contract import ArtifactMetadata  # standard library only: no torch
 
 SAMPLE_COLUMNS = ("split", "cutoff", "n_history")
 COLUMN_HINT = (
@@ -73,13 +74,13 @@ class ColumnOverrides:
     numeric: tuple[str, ...] = ()
 
 
-def column_mapping(overrides: ColumnOverrides, metadata: dict[str, Any] | None) -> ColumnMapping:
+def column_mapping(overrides: ColumnOverrides, meta: ArtifactMetadata | None) -> ColumnMapping:
     """The artifact's column mapping (the default one without an artifact), with
     ``overrides`` applied."""
-    if metadata is not None:
+    if meta is not None:
         from engage_seq.serving.scoring import column_mapping as artifact_mapping
 
-        mapping = artifact_mapping(metadata)
+        mapping = artifact_mapping(meta)
     else:
         mapping = ColumnMapping()
     changes: dict[str, Any] = {
@@ -103,15 +104,13 @@ def column_mapping(overrides: ColumnOverrides, metadata: dict[str, Any] | None) 
         raise DriftError(str(exc)) from None
 
 
-def ingest_settings(
-    metadata: dict[str, Any] | None, max_drop_fraction: float | None
-) -> IngestConfig:
+def ingest_settings(meta: ArtifactMetadata | None, max_drop_fraction: float | None) -> IngestConfig:
     """The artifact's ingest rules (the defaults without one); ``max_drop_fraction`` replaces
     their drop limit when given (0 is a limit too: no row may be dropped)."""
-    if metadata is not None:
+    if meta is not None:
         from engage_seq.serving.scoring import ingest_config
 
-        return ingest_config(metadata, max_drop_fraction=max_drop_fraction)
+        return ingest_config(meta, max_drop_fraction=max_drop_fraction)
     given = max_drop_fraction is not None
     return IngestConfig(**({"max_drop_fraction": max_drop_fraction} if given else {}))
 

@@ -10,7 +10,6 @@ table too large for memory into user shards. Polars only; no torch.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +33,9 @@ class ScoringError(EngageSeqError, ValueError):
 _INGEST_RULES = ("drop_duplicates", "max_drop_fraction", "salt_env", "opt_out_must_match")
 
 
-def _typed(metadata: ArtifactMetadata | Mapping[str, Any]) -> ArtifactMetadata:
-    """Readers outside serving/ still pass the parsed JSON; serving passes the typed form."""
-    if isinstance(metadata, ArtifactMetadata):
-        return metadata
-    return ArtifactMetadata.from_dict(metadata)
-
-
-def column_mapping(metadata: ArtifactMetadata | Mapping[str, Any]) -> ColumnMapping:
+def column_mapping(meta: ArtifactMetadata) -> ColumnMapping:
     """How the training table's columns were mapped (older artifacts: defaults plus the
     attribute names the model was trained on)."""
-    meta = _typed(metadata)
     if meta.column_mapping:
         return ColumnMapping(**meta.column_mapping)
     return ColumnMapping(
@@ -53,11 +44,11 @@ def column_mapping(metadata: ArtifactMetadata | Mapping[str, Any]) -> ColumnMapp
     )
 
 
-def ingest_config(metadata: ArtifactMetadata | Mapping[str, Any], **overrides: Any) -> IngestConfig:
+def ingest_config(meta: ArtifactMetadata, **overrides: Any) -> IngestConfig:
     """The training run's ingest rules (duplicates, drop limit, salt variable), so a table is
     read for scoring as it was for training; date filters and opt-out files are the scoring
     job's own (``--opt-out``)."""
-    recorded = _typed(metadata).recorded_config("data", "ingest")
+    recorded = meta.recorded_config("data", "ingest")
     kept = {k: recorded[k] for k in _INGEST_RULES if k in recorded}
     return IngestConfig(**{**kept, **{k: v for k, v in overrides.items() if v is not None}})
 

@@ -117,7 +117,7 @@ class ExportResult:
     path: Path
     max_abs_diff: dict[str, float]
     n_checked: int
-    metadata: dict[str, Any]
+    metadata: ArtifactMetadata  # what metadata.json holds
 
 
 def serving_module(model: EngagementModel, meta: dict[str, Any]) -> ServingModule:
@@ -366,4 +366,4 @@ def export_artifact(
             )
         _remove_vouchers(out)
     _vouch(out, digest, key)
-    return ExportResult(out, diffs, int(golden["lengths"].shape[0]), metadata.to_dict())
+    return ExportResult(out, diffs, int(golden["lengths"].shape[0]), metadata)

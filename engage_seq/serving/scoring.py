@@ -26,7 +26,7 @@ from engage_seq.common.times import format_instant
 from engage_seq.data.encoding import (
     Vocabulary,
     encode_events_at_cutoff,
-    numeric_scaling_from_metadata,
+    ordered_numeric_scaling,
 )
 from engage_seq.data.id_lists import check_list_matches, listed_count
 from engage_seq.data.ingest import FileEventSource, IngestConfig
@@ -51,7 +51,6 @@ from engage_seq.serving.ranking import parse_top, rank_columns, top_list
 from engage_seq.serving.scoring_artifact import (
     SUPPORTED_FORMATS,
     ScoringError,
-    load_scoring_artifact,
     open_scoring_artifact,
 )
 
@@ -61,7 +60,6 @@ __all__ = [  # engage-drift and engage-backtest import the reading steps from he
     "ScoringError",
     "column_mapping",
     "ingest_config",
-    "load_scoring_artifact",
     "open_scoring_artifact",
     "parse_cutoff",
     "parse_top",
@@ -215,8 +213,8 @@ def _score_parts(
     """(per shard: user_key, user_id and score_<output> of every user with an event before
     the cutoff; users in the table; seconds spent encoding and in the model)."""
     meta = plan.meta
-    vocabulary = Vocabulary.from_metadata(meta.to_dict())
-    scaling = numeric_scaling_from_metadata(meta.to_dict())
+    vocabulary = Vocabulary.from_lists(meta.vocabulary, meta.categorical_attributes)
+    scaling = ordered_numeric_scaling(meta.numeric_scaling, meta.numeric_attributes)
     frames, users_total, seconds = [], 0, {"encode": 0.0, "model": 0.0}
     for part in table.parts:  # one user shard in memory at a time
         began = time.perf_counter()

@@ -1,6 +1,6 @@
 """Opening an artifact for batch scoring: the loaders' checks, then its metadata's contract.
 
-`load_scoring_artifact` is what engage-score, engage-drift and engage-backtest call: the file
+`open_scoring_artifact` is what engage-score, engage-drift and engage-backtest call: the file
 must pass `engage_seq.serving.loading.load_artifact` (archive bounds, sidecar, signature),
 carry a ``metadata.json`` of a format this version reads (`engage_seq.serving.contract`), and
 name the same outputs as its module. torch only through the loader; no model classes.
@@ -62,12 +62,3 @@ def open_scoring_artifact(
             f"{meta.output_names}; the file was altered or assembled by hand"
         )
     return module, meta
-
-
-def load_scoring_artifact(
-    path: str | Path, allow_unverified: bool | None = None, require_signed: bool | None = None
-) -> tuple[Any, dict[str, Any]]:
-    """`open_scoring_artifact` with the metadata as the parsed JSON object (for readers that
-    still index it by key; new code should use the typed form)."""
-    module, meta = open_scoring_artifact(path, allow_unverified, require_signed)
-    return module, meta.to_dict()

@@ -165,9 +165,11 @@ def _consumers_reproduce_training(
     # and its scores of the test samples are the training-time predictions
     from engage_seq.monitoring.drift_features import score_values
     from engage_seq.monitoring.drift_inputs import DriftInput
+    from engage_seq.serving.contract import ArtifactMetadata
 
     module, _ = load_artifact(artifact)
     samples = DriftInput("samples", "test samples", test, None, {})
-    drift_scores = score_values(samples, module, meta)["features"]["score_purchase"][1]
+    typed = ArtifactMetadata.from_dict(meta)
+    drift_scores = score_values(samples, module, typed)["features"]["score_purchase"][1]
     values = drift_scores.collect()["value"].head(expected.height).to_numpy()
     assert abs(values - expected["expected"].to_numpy()).max() < 1e-5

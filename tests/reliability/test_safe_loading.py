@@ -32,7 +32,7 @@ from engage_seq.serving.loading import (
     verify_provenance,
     write_sidecar,
 )
-from engage_seq.serving.scoring import ScoringError, load_scoring_artifact
+from engage_seq.serving.scoring import ScoringError, open_scoring_artifact
 from engage_seq.serving.signing import SIGNING_KEY_ENV, VERIFY_KEYS_ENV, signature_path
 
 # Real exports and tampered artifacts (~1 min): the slow tier, still in CI.
@@ -90,7 +90,7 @@ def test_export_writes_a_sha256sum_sidecar_and_good_artifacts_load(artifact: Pat
         assert check.returncode == 0, check.stdout + check.stderr
     module, meta = load_artifact(artifact)
     assert list(module.output_names()) == meta["output_names"]
-    load_scoring_artifact(artifact)
+    open_scoring_artifact(artifact)
     assert not list(artifact.parent.glob(".model.pt*"))  # no temp file left behind
 
 
@@ -106,7 +106,7 @@ def test_one_tampered_byte_is_refused_by_the_loaders_and_engage_score(
         load_artifact(tampered)
     for allow in (None, True, False):  # allowing unverified files never excuses a mismatch
         with pytest.raises(ScoringError, match=r"model\.pt was modified after export.*re-export"):
-            load_scoring_artifact(tampered, allow_unverified=allow)
+            open_scoring_artifact(tampered, allow_unverified=allow)
     for extra in ((), ("--allow-unverified",)):
         result = _score_cli(tampered, tmp_path, *extra)
         assert result.returncode == 1, result.stdout
@@ -123,10 +123,10 @@ def test_missing_sidecar_is_refused_unless_allowed(
     with pytest.raises(
         ScoringError, match=r"model\.pt has no model\.pt\.sha256.*--allow-unverified"
     ):
-        load_scoring_artifact(bare)
+        open_scoring_artifact(bare)
     with pytest.raises(ArtifactIntegrityError, match=ALLOW_UNVERIFIED_ENV):
         load_artifact(bare)
-    load_scoring_artifact(bare, allow_unverified=True)
+    open_scoring_artifact(bare, allow_unverified=True)
     refused = _score_cli(bare, tmp_path)
     assert refused.returncode == 1 and "--allow-unverified" in refused.stderr
     allowed = _score_cli(bare, tmp_path, "--allow-unverified")
@@ -134,7 +134,7 @@ def test_missing_sidecar_is_refused_unless_allowed(
     monkeypatch.setenv(ALLOW_UNVERIFIED_ENV, "1")
     load_artifact(bare)  # engage-drift / engage-backtest have no flag: the variable covers them
     with pytest.raises(ScoringError, match="has no"):
-        load_scoring_artifact(bare, allow_unverified=False)  # the argument wins
+        open_scoring_artifact(bare, allow_unverified=False)  # the argument wins
 
 
 def test_malformed_sidecar_and_foreign_files_are_refused_naming_the_file(
@@ -143,24 +143,24 @@ def test_malformed_sidecar_and_foreign_files_are_refused_naming_the_file(
     copy = _copy(artifact, tmp_path)
     sidecar_path(copy).write_text("not a digest\n")
     with pytest.raises(ScoringError, match=r"model\.pt\.sha256 is not a sha256sum line"):
-        load_scoring_artifact(copy)
+        open_scoring_artifact(copy)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a model")
     with pytest.raises(ScoringError, match=r"junk\.pt is not a TorchScript artifact"):
-        load_scoring_artifact(junk, allow_unverified=True)
+        open_scoring_artifact(junk, allow_unverified=True)
     other_zip = tmp_path / "other.pt"
     with zipfile.ZipFile(other_zip, "w") as archive:
         archive.writestr("readme.txt", "hello")
     write_sidecar(other_zip)
     with pytest.raises(ScoringError, match=r"other\.pt is not a TorchScript artifact"):
-        load_scoring_artifact(other_zip)
+        open_scoring_artifact(other_zip)
     module, _ = load_artifact(artifact)
     no_meta = tmp_path / "no_meta.pt"
     with quiet_jit_deprecation():
         torch.jit.save(module, str(no_meta))
     write_sidecar(no_meta)
     with pytest.raises(ScoringError, match=r"no_meta\.pt carries no metadata\.json"):
-        load_scoring_artifact(no_meta)
+        open_scoring_artifact(no_meta)
 
 
 def test_re_export_never_leaves_a_stale_sidecar(
@@ -239,7 +239,7 @@ def test_export_killed_by_sigkill_never_leaves_a_file_that_loads(
         with pytest.raises(ArtifactIntegrityError, match=r"has no model\.pt\.sha256"):
             load_artifact(out)
         with pytest.raises(ScoringError, match=r"has no model\.pt\.sha256"):
-            load_scoring_artifact(out)
+            open_scoring_artifact(out)
     export_artifact(run, out)  # exporting again repairs it
     assert verify_artifact(out) == file_sha256(out)
 

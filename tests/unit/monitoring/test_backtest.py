@@ -47,10 +47,10 @@ def test_cutoffs_step_forward_while_the_label_window_fits() -> None:
 
 
 def test_only_horizon_artifacts_are_backtested() -> None:
-    task = horizon_task({"task": {"name": "p", "targets": ["purchase"], "horizon": "7d"}})
+    task = horizon_task({"name": "p", "targets": ["purchase"], "horizon": "7d"})
     assert task.targets == ("purchase",) and task.horizon_seconds == 7 * DAY
     with pytest.raises(BacktestError, match="no horizon target"):
-        horizon_task({"task": {"name": "next_event", "targets": [], "horizon": None}})
+        horizon_task({"name": "next_event", "targets": [], "horizon": None})
 
 
 @pytest.fixture(scope="module")
@@ -285,9 +285,9 @@ def test_start_may_be_epoch_seconds_or_iso() -> None:
     from engage_seq.monitoring.backtest_schedule import first_cutoff as _first_cutoff
 
     at = parse_instant(TEST_CUTOFF)
-    assert _first_cutoff(str(at), {}) == _first_cutoff(TEST_CUTOFF, {}) == at
+    assert _first_cutoff(str(at), []) == _first_cutoff(TEST_CUTOFF, []) == at
     with pytest.raises(BacktestError, match="cannot read start 'soon'"):
-        _first_cutoff("soon", {})
+        _first_cutoff("soon", [])
 
 
 # --- a real multi-target artifact (engagement_7d: purchase, add_to_cart, email_click) --------

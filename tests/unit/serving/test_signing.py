@@ -42,7 +42,7 @@ from engage_seq.serving.loading import (
     verify_provenance,
     write_sidecar,
 )
-from engage_seq.serving.scoring import ScoringError, load_scoring_artifact
+from engage_seq.serving.scoring import ScoringError, open_scoring_artifact
 from engage_seq.serving.signing import (
     REQUIRE_SIGNED_ENV,
     SIGNING_KEY_ENV,
@@ -228,7 +228,7 @@ def test_edited_code_with_a_recomputed_sidecar_is_refused_when_signatures_are_re
     forged = signing.SigningKey("forged", b"\x07" * 32)  # a .sig made with the attacker's key
     signing.write_signature(artifact, file_sha256(artifact), forged)
     with pytest.raises(ScoringError, match=r"model\.pt\.sig does not verify with any key .*forged"):
-        load_scoring_artifact(artifact)  # even when not required: a bad signature is refused
+        open_scoring_artifact(artifact)  # even when not required: a bad signature is refused
     assert not (tmp_path / "d").exists() and not (tmp_path / "b").exists()
 
 
@@ -253,13 +253,13 @@ def test_signed_artifacts_verify_and_unsigned_ones_say_so(
     assert list(module.output_names()) == metadata["output_names"] == ["purchase"]
     assert f"signed by key {ID_A} at " in caplog.text and "signature valid" in caplog.text
     monkeypatch.setenv(REQUIRE_SIGNED_ENV, "1")
-    load_scoring_artifact(artifact)
+    open_scoring_artifact(artifact)
     assert signing.main(["verify", str(artifact)]) == 0
 
     for change in ({"algorithm": "md5"}, {"key_id": "a\nfake line"}, {"hmac": "00"}):
         signature_path(artifact).write_text(json.dumps({**recorded, **change}))
         with pytest.raises(ScoringError, match=r"model\.pt\.sig is not an engage_seq HMAC-SHA"):
-            load_scoring_artifact(artifact)
+            open_scoring_artifact(artifact)
 
 
 def test_wrong_keys_are_refused_and_rotation_keeps_both_keys_during_the_rollover(
@@ -303,7 +303,7 @@ def test_unusable_keys_are_named_without_showing_them(
     monkeypatch.delenv(SIGNING_KEY_ENV)
     monkeypatch.setenv(VERIFY_KEYS_ENV, f"{KEY_A},{value}")
     with pytest.raises(ScoringError, match=rf"{VERIFY_KEYS_ENV} entry 2 {message}") as raised:
-        load_scoring_artifact(artifact, require_signed=True)
+        open_scoring_artifact(artifact, require_signed=True)
     assert value not in str(raised.value)
     assert "secret" not in repr(signing.SigningKey("k", b"secret"))
 
@@ -337,7 +337,7 @@ def test_zip_bomb_is_refused_before_torch_loads_it(
     monkeypatch.setattr(torch.jit, "load", must_not_run)
     with pytest.raises(ScoringError, match=r"model\.pt: entry '.*data\.pkl' inflates [\d,]+ bytes "
                        r"to 50,331,648 \([\d,]+x; limit ratio=100\): a zip bomb"):  # fmt: skip
-        load_scoring_artifact(artifact)
+        open_scoring_artifact(artifact)
     monkeypatch.setenv(SIGNING_KEY_ENV, KEY_A)
     with pytest.raises(ArtifactIntegrityError, match="a zip bomb"):
         sign_artifact(artifact)  # nor will the signing command vouch for it
@@ -381,7 +381,7 @@ def test_unreadable_truncated_and_empty_files_are_named_precisely(
         (tmp_path, r"is a folder; pass the \.pt file in it"),
     ):
         with pytest.raises(ScoringError, match=message):
-            load_scoring_artifact(path, allow_unverified=True)
+            open_scoring_artifact(path, allow_unverified=True)
 
     real_open = builtins.open
 
@@ -392,7 +392,7 @@ def test_unreadable_truncated_and_empty_files_are_named_precisely(
 
     monkeypatch.setattr(builtins, "open", denied)
     with pytest.raises(ScoringError, match=r"^cannot read .*model\.pt: permission denied; give"):
-        load_scoring_artifact(artifact)
+        open_scoring_artifact(artifact)
 
 
 def test_a_file_swapped_after_the_checks_is_not_what_loads(
