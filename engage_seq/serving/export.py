@@ -120,19 +120,21 @@ class ExportResult:
     metadata: ArtifactMetadata  # what metadata.json holds
 
 
-def serving_module(model: EngagementModel, meta: dict[str, Any]) -> ServingModule:
-    """The exported module for a model and its checkpoint metadata."""
-    output_names = list(meta.get("output_names", meta["target_names"]))
-    scaling = meta["numeric_scaling"]
+def serving_module(model: EngagementModel, meta: ArtifactMetadata) -> ServingModule:
+    """The exported module for a model and the metadata its artifact will carry (read through
+    the same typed contract every scorer reads)."""
+    scaling = meta.numeric_scaling
+    if meta.time_features is None:  # optional for reading old artifacts, needed to build one
+        raise ExportError("checkpoint metadata cannot describe a serving module: no time_features")
     try:
         return ServingModule(
-            ProbabilityModel(model, output_names),
-            meta["vocabulary"],
-            list(meta["categorical_attributes"]),
-            [(scaling[c]["mean"], scaling[c]["std"]) for c in meta["numeric_attributes"]],
-            int(meta["max_len"]),
-            list(meta["time_features"]),
-            str(meta.get("missing_category_token", "none")),
+            ProbabilityModel(model, meta.output_names),
+            meta.vocabulary,
+            list(meta.categorical_attributes),
+            [(scaling[c]["mean"], scaling[c]["std"]) for c in meta.numeric_attributes],
+            meta.max_len,
+            list(meta.time_features),
+            meta.category_token,
         )
     except (KeyError, ValueError) as exc:
         raise ExportError(f"checkpoint metadata cannot describe a serving module: {exc}") from exc
@@ -340,8 +342,8 @@ def export_artifact(
     config = run_config(run_dir)  # untrusted input: refused before anything else is read
     model, meta = load_model(checkpoint)
     golden_path = _golden_batch_path(run_dir)
-    eager = serving_module(model, meta).eval()
     metadata = artifact_metadata(meta, run_dir, config)
+    eager = serving_module(model, metadata).eval()
     golden, golden_events = _golden_references(golden_path, meta)
     out = Path(out)
     with quiet_jit_deprecation(), atomic_path(out) as tmp:
@@ -352,7 +354,9 @@ def export_artifact(
         reloaded, written = load_artifact(tmp, expected_sha256=digest)
         diffs = check_parity(reloaded, eager, golden)
         # through the metadata as written and read back, exactly as every scorer reads it
-        diffs.update(full_parity(reloaded, golden, golden_events, written))
+        diffs.update(
+            full_parity(reloaded, golden, golden_events, ArtifactMetadata.from_dict(written))
+        )
         failing = {k: v for k, v in diffs.items() if not v <= atol}  # NaN fails too
         if failing:
             raise ExportError(

@@ -21,10 +21,11 @@ import torch
 from engage_seq.data.encoding import (
     Vocabulary,
     encode_events_at_cutoff,
-    numeric_scaling_from_metadata,
+    ordered_numeric_scaling,
 )
 from engage_seq.data.schema import ROW_INDEX, ColumnMapping, to_canonical
 from engage_seq.models.engagement import MODEL_INPUTS
+from engage_seq.serving.contract import ArtifactMetadata
 
 UNSEEN = "__never_seen_in_training__"
 
@@ -92,16 +93,14 @@ def check_golden_users(
     scripted: Any,
     golden: dict[str, torch.Tensor],
     events: pl.DataFrame,
-    metadata: dict[str, Any],
+    metadata: ArtifactMetadata,
     n_single: int = 8,
 ) -> dict[str, float]:
     """Raw entry on the golden users' raw events vs the training inputs and predictions
     (``complete_*`` entries of the golden batch; ``sample`` indexes them)."""
     if events.is_empty():
         return {}
-    arguments = raw_arguments(
-        events, metadata["categorical_attributes"], metadata["numeric_attributes"]
-    )
+    arguments = raw_arguments(events, metadata.categorical_attributes, metadata.numeric_attributes)
     rows = events["sample"].unique(maintain_order=True).to_list()
     expected_inputs = tuple(golden[f"complete_{name}"][rows] for name in MODEL_INPUTS)
     n = min(n_single, len(rows))
@@ -219,26 +218,26 @@ def _through_ingest(
 
 
 def check_edge_cases(
-    scripted: Any, events: pl.DataFrame, metadata: dict[str, Any]
+    scripted: Any, events: pl.DataFrame, metadata: ArtifactMetadata
 ) -> dict[str, float]:
     """Raw entry vs the training code on constructed users (one figure per case), plus
     "events at and after the cutoff are ignored" (same score as without them)."""
     if events.is_empty():
         return {}
-    categorical = metadata["categorical_attributes"]
-    numeric = metadata["numeric_attributes"]
-    cases = edge_case_events(events, int(metadata["max_len"]))
+    categorical = metadata.categorical_attributes
+    numeric = metadata.numeric_attributes
+    cases = edge_case_events(events, metadata.max_len)
     names = cases["user"].unique(maintain_order=True).to_list()
     arguments = raw_arguments(cases, categorical, numeric, user="user")
     canonical = _through_ingest(cases, categorical, numeric)
     cutoff = int(cases["cutoff"][0])
-    vocabulary = Vocabulary.from_metadata(metadata)
+    vocabulary = Vocabulary.from_lists(metadata.vocabulary, categorical)
     keys, encoded = encode_events_at_cutoff(
         canonical,
         cutoff,
         vocabulary,
-        numeric_scaling_from_metadata(metadata),
-        int(metadata["max_len"]),
+        ordered_numeric_scaling(metadata.numeric_scaling, numeric),
+        metadata.max_len,
     )
     order = {key: i for i, key in enumerate(keys.to_list())}
     reference = encoded.batch(torch.tensor([order[name] for name in names]).numpy())[:6]
@@ -262,7 +261,7 @@ def full_parity(
     scripted: Any,
     golden: dict[str, torch.Tensor],
     events: pl.DataFrame,
-    metadata: dict[str, Any],
+    metadata: ArtifactMetadata,
 ) -> dict[str, float]:
     """Every raw-entry figure (max abs differences; inf where ids or shapes differ)."""
     return {

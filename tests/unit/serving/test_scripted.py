@@ -19,6 +19,7 @@ from engage_seq.data.schema import ColumnMapping
 from engage_seq.data.sequences import TIME_FEATURES
 from engage_seq.data.tasks import HorizonTask
 from engage_seq.data.validation import validate_events
+from engage_seq.serving.contract import ArtifactMetadata
 from engage_seq.serving.parity import check_edge_cases, raw_arguments
 from engage_seq.serving.scripted import ServingModule
 
@@ -113,13 +114,16 @@ def test_harness_catches_a_serving_module_that_truncates_differently(served) -> 
     test = prepared.split("test")
     short = test.filter(pl.col("n_history") <= MAX_LEN).head(5)
     events = _raw_events_of(short, canonical).filter(pl.col("ts") < pl.col("cutoff"))
-    metadata = {
-        "categorical_attributes": ["cat_device"],
-        "numeric_attributes": ["num_order_value"],
-        "max_len": MAX_LEN,
-        "vocabulary": prepared.vocabulary,
-        "numeric_scaling": prepared.numeric_scaling,
-    }
+    metadata = ArtifactMetadata(
+        format_version=2,
+        output_names=["purchase"],
+        vocabulary=prepared.vocabulary,
+        categorical_attributes=["cat_device"],
+        numeric_attributes=["num_order_value"],
+        numeric_scaling=prepared.numeric_scaling,
+        max_len=MAX_LEN,
+        task={},
+    )
     assert (events["cat_device"] == "none").any()  # the missing token is in the vocabulary
     good = check_edge_cases(_scripted(module), events, metadata)
     assert set(good) >= {"edge/single_event", "edge/longer_than_max_len", "edge/tied_timestamps"}
