@@ -90,6 +90,22 @@ def _check_targets(task: Task, vocabulary: dict[str, list[str]]) -> None:
         )
 
 
+def check_constant_targets(task: Task, mapping: ColumnMapping) -> None:
+    """A table without an event-type column holds one kind of event: every target must be it."""
+    if mapping.event_type is not None:
+        return
+    kind = mapping.constant_event_type
+    other = sorted(set(task.targets) - {kind})
+    if other:
+        raise EventSchemaError(
+            f"task {task.name!r}: data.columns.event_type is null, so every row is a "
+            f"{kind!r} event (data.columns.constant_event_type), but the target event type(s) "
+            f"{other} are not. Set task.targets=[{kind}], or name the rows' kind with "
+            "data.columns.constant_event_type, or map the table's event-type column with "
+            "data.columns.event_type."
+        )
+
+
 def _report(
     ingest: dict[str, Any],
     plan: CutoffPlan,
@@ -144,6 +160,7 @@ def build_in_memory(
     out_dir: Path,
 ) -> BuildResult:
     """Validate, plan, fit, build and write one samples file, all in memory."""
+    check_constant_targets(task, mapping)
     source = text_user_ids(source, mapping)
     validated = validate_events(source.scan(), mapping, ingest, source.describe())
     events = validated.events.collect().lazy()  # used three times below: resolve joins once
@@ -238,6 +255,7 @@ def build_sharded(
     The temporary shard files hold raw rows (raw ids included) and live only inside
     ``out_dir/_work``, which is removed before this returns, even on error.
     """
+    check_constant_targets(task, mapping)
     source = text_user_ids(source, mapping)
     where = source.describe()
     raw = source.scan()

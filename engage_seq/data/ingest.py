@@ -170,6 +170,9 @@ class IngestConfig:
     opt_out_must_match: bool = False
     max_drop_fraction: float = 0.05
     salt_env: str = "ENGAGE_SEQ_SALT"
+    # line-item logs: rows of one user at the same instant with the same event type become one
+    # event (numerics summed, channel and categoricals of the first row), counted in the report
+    merge_same_instant: bool = False
 
 
 def salt_fingerprint(config: IngestConfig) -> str:

@@ -96,18 +96,21 @@ class ColumnMapping:
     ``timezone`` applies to naive datetimes and to ISO strings without an offset.
     ``epoch_unit`` applies to integer timestamps: 's', 'ms', 'us', 'ns' or 'auto' (by
     magnitude). ``consent``: a boolean column, false = the user opted out (all their rows
-    are excluded and counted).
+    are excluded and counted). ``event_type`` None: the table has no event-type column (a
+    purchase-only export); every row is then one event of type ``constant_event_type``, a
+    value (not a column name), used only in that case.
     """
 
     user_id: str = "user_id"
     timestamp: str = "timestamp"
-    event_type: str = "event_type"
+    event_type: str | None = "event_type"
     channel: str | None = "channel"
     categorical: tuple[str, ...] = field(default_factory=tuple)
     numeric: tuple[str, ...] = field(default_factory=tuple)
     consent: str | None = None
     timezone: str = "UTC"
     epoch_unit: str = "auto"
+    constant_event_type: str = "purchase"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categorical", tuple(self.categorical))
@@ -115,6 +118,11 @@ class ColumnMapping:
         if self.epoch_unit not in ("auto", *_EPOCH_DIVISORS):
             raise ValueError(
                 f"epoch_unit must be 'auto', 's', 'ms', 'us' or 'ns', got {self.epoch_unit!r}"
+            )
+        if self.event_type is None and not str(self.constant_event_type or "").strip():
+            raise ValueError(
+                "data.columns.event_type is null (every row is one kind of event) but "
+                "data.columns.constant_event_type is empty: name that kind, e.g. purchase"
             )
         roles = [self.user_id, self.timestamp, self.event_type, self.channel, self.consent]
         used = [c for c in roles if c is not None] + list(self.categorical) + list(self.numeric)
@@ -124,8 +132,11 @@ class ColumnMapping:
 
     def required(self) -> dict[str, str]:
         roles = {"user_id": self.user_id, "timestamp": self.timestamp}
-        roles["event_type"] = self.event_type
-        for name, column in (("channel", self.channel), ("consent", self.consent)):
+        for name, column in (
+            ("event_type", self.event_type),
+            ("channel", self.channel),
+            ("consent", self.consent),
+        ):
             if column is not None:
                 roles[name] = column
         roles.update({f"categorical {c!r}": c for c in self.categorical})
@@ -306,6 +317,12 @@ def check_columns(
         )
         if "channel" in missing and not glued:  # the one role a table may lack (issue 20)
             hint += " A table without a channel column: set data.columns.channel=null."
+        if "event_type" in missing and not glued:  # a purchase-only export (issue 21)
+            hint += (
+                " A table of one kind of event only (e.g. purchases, no event-type column): "
+                "set data.columns.event_type=null (every row is then a "
+                f"{mapping.constant_event_type!r}: data.columns.constant_event_type)."
+            )
         raise EventSchemaError(
             f"{where} lacks required column(s): {wanted}. {describe_columns(names, where)} "
             "Set the column mapping (data.columns in the config) to the names your table uses."
@@ -361,12 +378,17 @@ def to_canonical(
     )
     time = timestamp_exprs(ts_name, schema[ts_name], mapping)
     ts = time.seconds
+    event_type = (
+        pl.col(mapping.event_type).cast(pl.String)
+        if mapping.event_type is not None
+        else pl.lit(mapping.constant_event_type, dtype=pl.String)
+    )
     columns = [
         pl.int_range(pl.len(), dtype=pl.UInt64).alias(ROW_INDEX),
         user.alias("user_id"),
         user.hash(seed=USER_KEY_SEED).alias("user_key"),
         ts.alias("ts"),
-        pl.col(mapping.event_type).cast(pl.String).alias("event_type"),
+        event_type.alias("event_type"),
         channel.alias("channel"),
         *[
             pl.col(c).cast(pl.String).fill_null(NO_CHANNEL).alias(f"cat_{c}")
@@ -379,7 +401,7 @@ def to_canonical(
         user.is_null().alias("null_user"),
         pl.col(ts_name).is_null().alias("null_timestamp"),
         (pl.col(ts_name).is_not_null() & ts.is_null()).alias("unparseable_timestamp"),
-        pl.col(mapping.event_type).is_null().alias("null_event_type"),
+        event_type.is_null().alias("null_event_type"),
         (~consent_ok).alias("consent_opt_out"),
         time.dst_ambiguous.alias(DST_AMBIGUOUS),
         time.dst_nonexistent.alias(DST_NONEXISTENT),

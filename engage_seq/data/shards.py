@@ -70,6 +70,7 @@ def merge_ingest_reports(reports: list[dict[str, Any]], where: str) -> dict[str,
         "timestamp_dst": {
             k: sum(rep["timestamp_dst"][k] for rep in reports) for k in reports[0]["timestamp_dst"]
         },
+        "rows_merged_same_instant": sum(rep["rows_merged_same_instant"] for rep in reports),
         "opt_out": None  # every shard read the whole list; its users are in one shard each
         if reports[0]["opt_out"] is None
         else {

@@ -156,6 +156,29 @@ def _kept_stats(kept: pl.DataFrame, mapping: ColumnMapping) -> pl.DataFrame:
     )
 
 
+def merge_same_instant(kept: pl.LazyFrame) -> pl.LazyFrame:
+    """Rows of one user at the same second with the same event type as one event: the line
+    items of an order. Numeric attributes are summed (null only when every row's is), the
+    channel and categoricals are the first row's in input order (``ROW_INDEX``), which the
+    merged event keeps. The event type is part of the key: a view and a purchase in the same
+    second are two events, and the line items of one order share their type.
+    """
+    names = kept.collect_schema().names()
+    key = [c for c in ("user_id", "user_key", "ts", "event_type") if c in names]
+    first = [c for c in names if c not in key and not c.startswith("num_")]
+    summed = [c for c in names if c.startswith("num_")]
+    return (
+        kept.sort(ROW_INDEX)
+        .group_by(key)
+        .agg(
+            *[pl.col(c).first() for c in first],
+            *[pl.when(pl.col(c).count() > 0).then(pl.col(c).sum()).alias(c) for c in summed],
+        )
+        .sort(ROW_INDEX)
+        .select(names)
+    )
+
+
 def _drop_counts(flagged: pl.DataFrame) -> tuple[int, dict[str, int]]:
     """(rows kept, rows dropped per reason, every reason listed)."""
     by_reason = {r: 0 for r in DROP_REASONS}
@@ -256,6 +279,8 @@ def validate_events(
         raise read_error(where, exc) from exc
     kept_frame = flagged.filter(pl.col("drop_reason").is_null())
     stats = _kept_stats(kept_frame, mapping)
+    if config.merge_same_instant:  # after the counts: merged rows were read and kept
+        kept_frame = merge_same_instant(kept_frame.lazy()).collect()
     dst_nonexistent = flagged.select(
         (pl.col(DST_NONEXISTENT) & (pl.col("drop_reason") == "unparseable_timestamp")).sum()
     ).item()
@@ -270,6 +295,8 @@ def validate_events(
     salted = bool(os.environ.get(config.salt_env, ""))
     kept = _keyed(kept_frame.lazy(), config.salt_env) if salted else kept_frame.lazy()
     report = _report(where, rows_kept, by_reason, stats, dst_nonexistent, salted, opt_out, mapping)
+    # rows folded into an earlier row of the same user, instant and type (0 when not merging)
+    report["rows_merged_same_instant"] = rows_kept - kept_frame.height
     columns = [ROW_INDEX, "user_key", *(["user_id"] if keep_user_id else []), "ts"]
     columns += ["event_type", "channel"]
     columns += [c for c in kept.collect_schema().names() if c.startswith(("cat_", "num_"))]

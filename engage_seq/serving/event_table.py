@@ -30,7 +30,13 @@ class ScoringError(EngageSeqError, ValueError):
     """Bad input for engage-score; the message says what to change. Nothing was written."""
 
 
-_INGEST_RULES = ("drop_duplicates", "max_drop_fraction", "salt_env", "opt_out_must_match")
+_INGEST_RULES = (
+    "drop_duplicates",
+    "max_drop_fraction",
+    "salt_env",
+    "opt_out_must_match",
+    "merge_same_instant",  # line items merged in training are merged for scoring too
+)
 
 
 def column_mapping(meta: ArtifactMetadata) -> ColumnMapping:
@@ -45,9 +51,9 @@ def column_mapping(meta: ArtifactMetadata) -> ColumnMapping:
 
 
 def ingest_config(meta: ArtifactMetadata, **overrides: Any) -> IngestConfig:
-    """The training run's ingest rules (duplicates, drop limit, salt variable), so a table is
-    read for scoring as it was for training; date filters and opt-out files are the scoring
-    job's own (``--opt-out``)."""
+    """The training run's ingest rules (duplicates, drop limit, salt variable, line-item
+    merge), so a table is read for scoring as it was for training; date filters and opt-out
+    files are the scoring job's own (``--opt-out``)."""
     recorded = meta.recorded_config("data", "ingest")
     kept = {k: recorded[k] for k in _INGEST_RULES if k in recorded}
     return IngestConfig(**{**kept, **{k: v for k, v in overrides.items() if v is not None}})
