@@ -80,7 +80,10 @@ def build_parser() -> KeywordArgumentParser:
     parser.add_argument("--numeric", help="extra numeric columns, comma-separated")
     parser.add_argument("--user-id", help="user id column (default: user_id)")
     parser.add_argument("--timestamp", help="timestamp column (default: timestamp)")
-    parser.add_argument("--event-type", help="event type column (default: event_type)")
+    parser.add_argument(
+        "--event-type",
+        help="event type column (default: event_type; '' for none: every row is a purchase)",
+    )
     parser.add_argument("--channel", help="channel column (default: channel; '' for none)")
     parser.add_argument(
         "--max-drop-fraction",

@@ -101,7 +101,12 @@ def _print_summary(report: dict[str, Any], out: str) -> None:
         f"({report['users_per_second']:,.0f} users/s) -> {out}"
     )
     dropped = {k: v for k, v in report["rows_dropped"].items() if v}
-    print(f"rows read {report['rows_read']:,}, kept {report['rows_kept']:,}, dropped {dropped}")
+    merged = report.get("rows_merged_same_instant") or 0
+    merged_text = f", {merged:,} line items merged into earlier rows" if merged else ""
+    print(
+        f"rows read {report['rows_read']:,}, kept {report['rows_kept']:,}, dropped {dropped}"
+        + merged_text
+    )
     missing = {
         f"{kind} {column}": n
         for kind in ("numeric", "categorical")

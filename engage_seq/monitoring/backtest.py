@@ -197,6 +197,7 @@ def _ingest_summary(validated: ValidatedEvents) -> dict[str, Any]:
         "rows_read": report["rows_read"],
         "rows_kept": report["rows_kept"],
         "rows_dropped": report["rows_dropped"],  # per reason
+        "rows_merged_same_instant": report["rows_merged_same_instant"],  # line items -> events
         "numeric_missing": report["numeric_missing"],  # kept, scaled as missing
         "categorical_missing": report["categorical_missing"],  # kept, as "none"
         "users": report["users"],

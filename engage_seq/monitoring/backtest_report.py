@@ -84,6 +84,8 @@ def _input_lines(result: BacktestResult) -> list[str]:
     if "rows_read" in inputs:
         dropped = {k: n for k, n in (inputs.get("rows_dropped") or {}).items() if n}
         reasons = f" (dropped: {drop_text(dropped)})" if dropped else ""
+        if inputs.get("rows_merged_same_instant"):
+            reasons += f", {inputs['rows_merged_same_instant']:,} merged as line items"
         lines.append(
             f"- events: {inputs['rows_read']:,} rows read, {inputs['rows_kept']:,} kept"
             f"{reasons}; {inputs.get('users', 0):,} users"

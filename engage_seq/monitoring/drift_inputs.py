@@ -63,8 +63,9 @@ class Window:
 @dataclass(frozen=True)
 class ColumnOverrides:
     """Column names given on top of the artifact's (or the default) mapping; None keeps the
-    mapping's name, a ``channel`` of '' means the table has none. ``categorical`` and
-    ``numeric`` add attributes the mapping does not list yet."""
+    mapping's name, an ``event_type`` or ``channel`` of '' means the table has none (no event
+    type: every row is the mapping's ``constant_event_type``). ``categorical`` and ``numeric``
+    add attributes the mapping does not list yet."""
 
     user_id: str | None = None
     timestamp: str | None = None
@@ -85,15 +86,13 @@ def column_mapping(overrides: ColumnOverrides, meta: ArtifactMetadata | None) ->
         mapping = ColumnMapping()
     changes: dict[str, Any] = {
         k: v
-        for k, v in {
-            "user_id": overrides.user_id,
-            "timestamp": overrides.timestamp,
-            "event_type": overrides.event_type,
-        }.items()
+        for k, v in {"user_id": overrides.user_id, "timestamp": overrides.timestamp}.items()
         if v
     }
-    if overrides.channel is not None:
-        changes["channel"] = overrides.channel or None
+    # '' = the table has no such column (no event type: every row is constant_event_type)
+    for role in ("event_type", "channel"):
+        if getattr(overrides, role) is not None:
+            changes[role] = getattr(overrides, role) or None
     extra_cat = [c for c in overrides.categorical if c not in mapping.categorical]
     extra_num = [c for c in overrides.numeric if c not in mapping.numeric]
     changes["categorical"] = (*mapping.categorical, *extra_cat)

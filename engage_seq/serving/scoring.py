@@ -290,6 +290,8 @@ def _run_report(
         "rows_read": ingest["rows_read"],
         "rows_kept": ingest["rows_kept"],
         "rows_dropped": ingest["rows_dropped"],
+        # line items merged into one event, as the run did (data.ingest.merge_same_instant)
+        "rows_merged_same_instant": ingest["rows_merged_same_instant"],
         "numeric_missing": ingest["numeric_missing"],  # kept, scaled as missing
         "categorical_missing": ingest["categorical_missing"],  # kept, as "none"
         "far_future": table.far_future,  # rows at or after its limit: dropped (out_of_date_range)

@@ -128,3 +128,12 @@ def test_scoring_reads_a_table_with_the_runs_mapping_and_merge_setting() -> None
     assert ingest_config(meta).merge_same_instant is True
     older = replace(meta, config={"data": {"ingest": {}}})  # a run from before the option
     assert ingest_config(older).merge_same_instant is False
+
+
+def test_drift_reads_a_table_without_event_types_when_told_so() -> None:
+    from engage_seq.monitoring.drift_inputs import ColumnOverrides
+    from engage_seq.monitoring.drift_inputs import column_mapping as drift_mapping
+
+    assert drift_mapping(ColumnOverrides(event_type=""), None).event_type is None
+    assert drift_mapping(ColumnOverrides(event_type="action"), None).event_type == "action"
+    assert drift_mapping(ColumnOverrides(), None).event_type == "event_type"
