@@ -95,6 +95,12 @@ def check_constant_targets(task: Task, mapping: ColumnMapping) -> None:
     if mapping.event_type is not None:
         return
     kind = mapping.constant_event_type
+    if "label_next_event" in task.label_columns:
+        raise EventSchemaError(
+            f"task {task.name!r} predicts the next event's type, but data.columns.event_type "
+            f"is null: every event is a {kind!r}, so there is nothing to choose between. Use a "
+            "horizon task (e.g. task=purchase_7d), or map the table's event-type column."
+        )
     other = sorted(set(task.targets) - {kind})
     if other:
         raise EventSchemaError(

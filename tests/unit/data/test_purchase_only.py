@@ -11,7 +11,7 @@ import pytest
 from engage_seq.data.build import check_constant_targets
 from engage_seq.data.ingest import IngestConfig
 from engage_seq.data.schema import ColumnMapping, EventSchemaError
-from engage_seq.data.tasks import HorizonTask
+from engage_seq.data.tasks import HorizonTask, NextEventTask
 from engage_seq.data.validation import validate_events
 from engage_seq.serving.contract import ArtifactMetadata
 from engage_seq.serving.event_table import column_mapping, ingest_config
@@ -113,6 +113,8 @@ def test_targets_must_be_the_constant_event_type() -> None:
     check_constant_targets(HorizonTask(targets=("click",)), ColumnMapping())  # has a column
     with pytest.raises(EventSchemaError, match=r"\['click'\].*task\.targets=\[purchase\]"):
         check_constant_targets(HorizonTask(targets=("purchase", "click")), PURCHASES)
+    with pytest.raises(EventSchemaError, match="nothing to choose between"):
+        check_constant_targets(NextEventTask(), PURCHASES)
     with pytest.raises(ValueError, match="constant_event_type is empty"):
         ColumnMapping(event_type=None, constant_event_type=" ")
 
