@@ -139,3 +139,19 @@ def test_drift_reads_a_table_without_event_types_when_told_so() -> None:
     assert drift_mapping(ColumnOverrides(event_type=""), None).event_type is None
     assert drift_mapping(ColumnOverrides(event_type="action"), None).event_type == "action"
     assert drift_mapping(ColumnOverrides(), None).event_type == "event_type"
+
+
+def test_user_shards_merge_line_items_as_one_table_does(tmp_path) -> None:
+    from engage_seq.data.ingest import FileEventSource
+    from engage_seq.serving.event_table import validated_parts
+
+    line_items().write_parquet(tmp_path / "orders.parquet")
+    source = FileEventSource(str(tmp_path / "orders.parquet"))
+    config = IngestConfig(merge_same_instant=True)
+    whole, report, _ = validated_parts(source, PURCHASES, config, None)
+    parts, sharded, _ = validated_parts(source, PURCHASES, config, tmp_path / "work", shards=3)
+    key = ["user_id", "ts"]
+    one = whole[0].collect().drop("_row").sort(key)
+    assert pl.concat([p.collect() for p in parts]).drop("_row").sort(key).equals(one)
+    assert one.height == 5 and sharded["rows_merged_same_instant"] == 3
+    assert sharded == {**report, "source": sharded["source"]}
