@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, VENV_BIN
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -20,7 +20,6 @@ from engage_seq.serving.export import ExportError, export_artifact, load_artifac
 
 pytestmark = pytest.mark.slow
 REPO = REPO
-VENV_BIN = Path(sys.executable).parent  # console scripts of the interpreter running pytest
 MODELS = ("lstm", "transformer")
 TINY = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64"]
 

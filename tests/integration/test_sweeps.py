@@ -6,10 +6,10 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import VENV_BIN
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -21,7 +21,6 @@ from engage_seq.experiments.config_checks import _resolved_yaml, sweep_direction
 from engage_seq.experiments.hparams import _flat_hparams
 from engage_seq.experiments.leaderboard import analyse_sweep
 
-VENV_BIN = Path(sys.executable).parent
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 TINY = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64"]
 

@@ -10,18 +10,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import VENV_BIN
 
 from engage_seq.models.engagement import MODEL_INPUTS
 from engage_seq.serving.export import export_artifact, load_artifact
 
 pytestmark = pytest.mark.slow
-VENV_BIN = Path(sys.executable).parent
 # ~36 steps per epoch on the tiny data; a wider LSTM so an epoch lasts long enough to be
 # killed in the middle of it.
 RESUMABLE = [

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import VENV_BIN
 from hydra import compose, initialize_config_dir
 
 from engage_seq.cli import evaluate, train
@@ -40,7 +41,6 @@ from engage_seq.experiments.hydra_precheck import check_command_line
 from engage_seq.experiments.sweep_runs import collect_runs
 from engage_seq.serving.export import ExportError, export_artifact
 
-VENV_BIN = Path(sys.executable).parent
 TOUCH = "pathlib.Path.touch"
 
 

@@ -7,12 +7,12 @@ import logging
 import shutil
 import signal
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import VENV_BIN
 from helpers.fault_injection import run_child
 from hydra import compose, initialize_config_dir
 
@@ -38,7 +38,6 @@ from engage_seq.serving.signing import SIGNING_KEY_ENV, VERIFY_KEYS_ENV, signatu
 # Real exports and tampered artifacts (~1 min): the slow tier, still in CI.
 pytestmark = pytest.mark.slow
 
-VENV_BIN = Path(sys.executable).parent
 GROUPS = sorted(str(p.relative_to(CONF_DIR)) for p in Path(CONF_DIR).rglob("*") if p.is_dir())
 CHOICES = [(g, p.stem) for g in GROUPS for p in sorted((Path(CONF_DIR) / g).glob("*.yaml"))]
 REQUIRED = {"files": ["data.source.path=events.parquet"]}

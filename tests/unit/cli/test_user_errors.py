@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import VENV_BIN
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
 from engage_seq.cli.user_errors import VERBOSE_ENV, user_error_message
 from engage_seq.data.schema import EventSchemaError
-
-VENV_BIN = Path(sys.executable).parent
 
 
 def test_user_errors_are_one_line_and_bugs_are_not_user_errors() -> None:

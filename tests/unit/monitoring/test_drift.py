@@ -7,13 +7,13 @@ import json
 import math
 import re
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from helpers import VENV_BIN
 
 from engage_seq.cli.args import keyword_argv
 from engage_seq.cli.drift import build_parser, main
@@ -35,7 +35,6 @@ from engage_seq.monitoring.histograms import (
 from engage_seq.serving.outputs import check_score_outputs
 from engage_seq.synthetic.generator import SyntheticEventSource, generate_events
 
-VENV_BIN = Path(sys.executable).parent
 DRIFT_DAY = "2026-02-02"  # day 28 of 56
 BASE = SyntheticEventSource(n_users=2000, days=56, seed=0, replenishment_share=0.6)
 

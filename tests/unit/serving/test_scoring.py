@@ -6,7 +6,6 @@ import json
 import logging
 import signal
 import subprocess
-import sys
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
+from helpers import VENV_BIN
 from helpers.fault_injection import run_child
 from hydra import compose, initialize_config_dir
 from polars.testing import assert_frame_equal
@@ -29,7 +29,6 @@ from engage_seq.serving.scoring import ScoringError, parse_top, score_events
 from engage_seq.synthetic import SyntheticEventSource
 
 pytestmark = pytest.mark.slow
-VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")

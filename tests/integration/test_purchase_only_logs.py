@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from test_own_data import VENV_BIN, _consumers_reproduce_training
+from helpers import VENV_BIN
+from helpers.consumers import consumers_reproduce_training
 
 from engage_seq.serving.export import load_artifact
 
@@ -96,7 +97,7 @@ def test_line_item_purchases_train_and_serve_with_only_a_column_mapping(
     assert meta["config"]["data"]["ingest"]["merge_same_instant"] is True
     # engage-score, engage-backtest and engage-drift get the training-time predictions from
     # the raw line items: only possible if they merge them as training did
-    _consumers_reproduce_training(tmp_path, run, env, monkeypatch)
+    consumers_reproduce_training(tmp_path, run, env, monkeypatch)
     merged = rows - orders
     scored = json.loads((tmp_path / "scores.parquet.report.json").read_text())
     assert scored["rows_merged_same_instant"] == merged
