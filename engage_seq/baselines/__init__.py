@@ -9,6 +9,8 @@ users, cutoffs, splits and labels) and nothing else:
   floor a sequence model must clear.
 * `GradientBoostedTrees` - the same aggregates with LightGBM: the strongest usual tabular
   baseline; if it matches the sequence model, order and timing add little beyond counts.
+* `BGNBD` - the buy-till-you-die model of customer-lifetime-value practice (BG/NBD) on
+  each user's frequency, recency and age: what a CLV practitioner would run on a purchase log.
 * `MostFrequentNextEvent` - the training label distribution: the floor for the next-event task
   (its log-loss is the entropy of the labels).
 * `MarkovNextEvent` - P(next | last event): how much of the next event the last one explains.
@@ -17,15 +19,16 @@ Each has ``fit(train, val, label_columns, ...)``, ``predict_proba(samples)`` and
 JSON-serialisable ``to_dict()`` / ``from_dict()`` (no pickle, so saved baselines are safe to
 load). `BASELINES` (`registry`) maps the Hydra model names to the classes.
 
-One module per model (`rfm_logreg`, `gbm`, `next_event`) over shared `features`, `logistic`,
-`horizon` and `frames`. This subpackage reads Polars frames and fits in numpy; it may import
-only `engage_seq.common` and `engage_seq.data`, never torch, Lightning or Hydra, and LightGBM
-only lazily (`gbm.import_lightgbm`), so importing it is cheap and works without the ``gbm``
-extra.
+One module per model (`rfm_logreg`, `gbm`, `bgnbd`, `next_event`) over shared `features`,
+`logistic`, `horizon` and `frames`. This subpackage reads Polars frames and fits in numpy; it
+may import only `engage_seq.common` and `engage_seq.data`, never torch, Lightning or Hydra, and
+LightGBM and SciPy only lazily (`gbm.import_lightgbm`, `bgnbd.import_scipy`), so importing it is
+cheap and works without the ``gbm`` and ``btyd`` extras.
 """
 
 from __future__ import annotations
 
+from engage_seq.baselines.bgnbd import BGNBD
 from engage_seq.baselines.features import NEVER_LOG_HOURS, AggregateFeatures
 from engage_seq.baselines.gbm import GradientBoostedTrees
 from engage_seq.baselines.logistic import fit_logistic
@@ -36,6 +39,7 @@ from engage_seq.common.moved import package_getattr
 
 __all__ = [
     "BASELINES",
+    "BGNBD",
     "NEVER_LOG_HOURS",
     "UNKNOWN_CLASS",
     "AggregateFeatures",

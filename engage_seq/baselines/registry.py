@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from engage_seq.baselines.bgnbd import BGNBD
 from engage_seq.baselines.gbm import GradientBoostedTrees
 from engage_seq.baselines.next_event import MarkovNextEvent, MostFrequentNextEvent
 from engage_seq.baselines.rfm_logreg import RFMLogisticRegression
 
-Baseline = RFMLogisticRegression | GradientBoostedTrees | MostFrequentNextEvent | MarkovNextEvent
+Baseline = (
+    RFMLogisticRegression | GradientBoostedTrees | BGNBD | MostFrequentNextEvent | MarkovNextEvent
+)
 BASELINES: dict[str, type[Baseline]] = {
     "rfm_logreg": RFMLogisticRegression,
     "gbm": GradientBoostedTrees,
+    "bgnbd": BGNBD,
     "markov": MarkovNextEvent,
     "most_frequent": MostFrequentNextEvent,
 }

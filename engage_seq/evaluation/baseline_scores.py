@@ -31,7 +31,9 @@ def fit_and_score_baseline(
                 f"{type(baseline).__name__} predicts horizon targets; task {task.name!r} has "
                 "none (use model=markov or model=most_frequent)"
             )
-        baseline.fit(splits["train"], splits["val"], horizon.label_columns)
+        extra = {"horizon_seconds": horizon.horizon_seconds}  # BG/NBD scores (T, T + h]
+        kwargs = extra if getattr(baseline, "needs_horizon", False) else {}
+        baseline.fit(splits["train"], splits["val"], horizon.label_columns, **kwargs)
     else:
         if next_event is None:
             raise ValueError(

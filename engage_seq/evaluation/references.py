@@ -41,6 +41,7 @@ REFERENCE_CODE = (
     "engage_seq.baselines.horizon",
     "engage_seq.baselines.rfm_logreg",
     "engage_seq.baselines.gbm",
+    "engage_seq.baselines.bgnbd",
     "engage_seq.baselines.next_event",
     "engage_seq.baselines.registry",
     "engage_seq.evaluation.baseline_scores",
@@ -197,6 +198,8 @@ def reference_baselines(
             "task": list(task.label_columns),
             "lightgbm": _library_version("lightgbm") if name == "gbm" else None,
         }
+        if name == "bgnbd":
+            settings["scipy"] = _library_version("scipy")
         path = cache.path(name, settings)
         scorer = cache.load(path)
         if scorer is None:
@@ -206,7 +209,7 @@ def reference_baselines(
             baseline = instantiate(config)
             try:
                 metrics = fit_and_score_baseline(baseline, task, frames, vocabulary)
-            except ImportError as error:  # LightGBM is an optional extra
+            except ImportError as error:  # LightGBM and SciPy are optional extras
                 skipped[BASELINE_LABELS[name]] = str(error)
                 log.info("report: %s skipped: %s", name, error)
                 continue

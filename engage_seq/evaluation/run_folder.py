@@ -20,6 +20,7 @@ ENCODER_LABELS = {"lstm": "LSTM", "gru": "GRU", "transformer": "Transformer"}
 BASELINE_LABELS = {  # no parentheses: labels sit inside sentences and legends
     "rfm_logreg": "RFM logistic regression",
     "gbm": "GBM on RFM aggregates",
+    "bgnbd": "BG/NBD buy-till-you-die model",
     "markov": "Markov chain on the last event",
     "most_frequent": "most frequent next event",
 }

@@ -144,6 +144,7 @@ MODEL_TASKS = [
     ("model=lstm", "task=purchase_7d_next_event"),
     ("model=rfm_logreg", "task=purchase_7d"),
     ("model=gbm", "task=engagement_7d"),
+    ("model=bgnbd", "task=purchase_7d"),
     ("model=markov", "task=next_event"),
     ("model=most_frequent", "task=next_event"),
 ]
@@ -163,8 +164,8 @@ def test_every_model_and_task_trains_and_reports_its_metrics(
         if task != "task=next_event":
             assert 0 <= metrics[f"{split}/auroc"] <= 1
             assert metrics[f"{split}/lift_top10"] >= 0
-    if model in ("model=rfm_logreg", "model=gbm"):
-        assert json.loads((tmp_path / "run" / "baseline.json").read_text())["type"]
+    if model in ("model=rfm_logreg", "model=gbm", "model=bgnbd"):
+        assert json.loads((tmp_path / "run" / "baseline.json").read_text())["type"] in model
     if task == "task=purchase_7d_next_event":  # both heads in one artifact
         result = export_artifact(tmp_path / "run", tmp_path / "multi.pt")
         artifact, meta = load_artifact(result.path)
