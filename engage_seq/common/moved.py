@@ -83,7 +83,7 @@ MOVED: dict[str, str] = {
     "engage_seq.sample_cache.PreparedSamples": "engage_seq.data.cache.PreparedSamples",
     "engage_seq.schema.ColumnMapping": "engage_seq.data.schema.ColumnMapping",
     "engage_seq.schema.EventSchemaError": "engage_seq.data.schema.EventSchemaError",
-    "engage_seq.schema.TimestampExprs": "engage_seq.data.schema.TimestampExprs",
+    "engage_seq.schema.TimestampExprs": "engage_seq.data.timestamps.TimestampExprs",
     "engage_seq.score.ScoringError": "engage_seq.serving.event_table.ScoringError",
     "engage_seq.score_cutoff.FarFutureRows": "engage_seq.serving.cutoff.FarFutureRows",
     "engage_seq.score_outputs.IncompleteOutputsError": "engage_seq.serving.outputs.IncompleteOutputsError",  # noqa: E501

@@ -23,6 +23,15 @@ from engage_seq.common.messages import (  # noqa: F401  (looks_like_identifier: 
     looks_like_identifier,
     redact_library_message,
 )
+from engage_seq.data.timestamps import (
+    DATE_DAYS,
+    EPOCH_DIVISORS,
+    TimestampExprs,
+    epoch_seconds_from_integers,
+    epoch_seconds_from_strings,
+    local_instants,
+    utc_instants,
+)
 
 NO_CHANNEL = "none"  # channel value when the table has no channel column
 USER_KEY_SEED = 0x5EED_E1A6
@@ -40,18 +49,6 @@ DROP_REASONS: tuple[str, ...] = (
     "consent_opt_out",
     "out_of_date_range",
     "duplicate_event",
-)
-# epoch integers: magnitude -> unit ('auto'). Seconds stay below 1e11 until the year 5138,
-# milliseconds exceed it from 1973 on, so the ranges do not overlap for real data.
-_EPOCH_DIVISORS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
-_ISO_FORMATS = (
-    ("%Y-%m-%dT%H:%M:%S%.f%:z", True),
-    ("%Y-%m-%d %H:%M:%S%.f%:z", True),
-    ("%Y-%m-%dT%H:%M:%S%.f", False),
-    ("%Y-%m-%d %H:%M:%S%.f", False),
-    ("%Y-%m-%dT%H:%M", False),
-    ("%Y-%m-%d %H:%M", False),
-    ("%Y-%m-%d", False),
 )
 
 
@@ -115,7 +112,7 @@ class ColumnMapping:
     def __post_init__(self) -> None:
         object.__setattr__(self, "categorical", tuple(self.categorical))
         object.__setattr__(self, "numeric", tuple(self.numeric))
-        if self.epoch_unit not in ("auto", *_EPOCH_DIVISORS):
+        if self.epoch_unit not in ("auto", *EPOCH_DIVISORS):
             raise ValueError(
                 f"epoch_unit must be 'auto', 's', 'ms', 'us' or 'ns', got {self.epoch_unit!r}"
             )
@@ -144,117 +141,27 @@ class ColumnMapping:
         return roles
 
 
-# The instants Python's datetime can show (years 1 to 9999). An epoch outside them is a
-# placeholder or garbage (int64 min, a wrong unit) and formatting it raises, so such a row is
-# flagged unparseable_timestamp, like text that is no date.
-MIN_EPOCH_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
-MAX_EPOCH_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
-_DATE_DAYS = (-719_162, 2_932_896)  # the same range in days since 1970-01-01
-_DAY = 86_400
-
-
-@dataclass(frozen=True)
-class TimestampExprs:
-    """How the mapped timestamp column becomes epoch seconds (three ``pl.Expr``).
-
-    ``seconds``: Int64 epoch seconds (UTC) within years 1-9999, null when the value is missing
-    or unusable. ``dst_ambiguous``: a naive local time in a fall-back hour (it happens twice);
-    it is kept as the *earlier* instant and counted. ``dst_nonexistent``: a naive local time in
-    a spring-forward gap (it never happens); its ``seconds`` is null, so the row is dropped as
-    ``unparseable_timestamp``, and counted here too. Both are False for UTC.
-    """
-
-    seconds: pl.Expr
-    dst_ambiguous: pl.Expr
-    dst_nonexistent: pl.Expr
-
-
-def _in_range(seconds: pl.Expr) -> pl.Expr:
-    return pl.when(seconds.is_between(MIN_EPOCH_SECONDS, MAX_EPOCH_SECONDS)).then(seconds)
-
-
-def _utc(seconds: pl.Expr) -> TimestampExprs:
-    return TimestampExprs(_in_range(seconds), pl.lit(False), pl.lit(False))
-
-
-def _epoch_seconds_from_integers(col: pl.Expr, unit: str) -> pl.Expr:
-    """Integers in ``unit`` -> seconds. Non-strict cast: a UInt64 beyond int64 becomes null.
-    ``abs`` of int64 min wraps to itself, is taken for seconds and fails the range check."""
-    value = col.cast(pl.Int64, strict=False)
-    if unit != "auto":
-        return value // _EPOCH_DIVISORS[unit]
-    magnitude = value.abs()  # per value: one stray ms row cannot shift the rest
-    return (
-        pl.when(magnitude < 10**11)
-        .then(value)
-        .when(magnitude < 10**14)
-        .then(value // 1_000)
-        .when(magnitude < 10**17)
-        .then(value // 1_000_000)
-        .otherwise(value // 1_000_000_000)
-    )
-
-
-def _local_instants(naive: pl.Expr, timezone: str) -> TimestampExprs:
-    """Naive datetimes read as wall-clock time in ``timezone`` (see `TimestampExprs` for the
-    DST rule: ambiguous -> the earlier instant, nonexistent -> null; both counted)."""
-    # the time-zone code panics (not an error: a crash) far outside its range: bound first
-    naive = pl.when(
-        naive.dt.epoch("s").is_between(MIN_EPOCH_SECONDS - _DAY, MAX_EPOCH_SECONDS + _DAY)
-    ).then(naive)
-    if timezone == "UTC":
-        return _utc(naive.dt.epoch("s"))
-    earliest = naive.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null")
-    either = naive.dt.replace_time_zone(timezone, ambiguous="null", non_existent="null")
-    return TimestampExprs(
-        _in_range(earliest.dt.epoch("s")),
-        earliest.is_not_null() & either.is_null(),
-        naive.is_not_null() & earliest.is_null(),
-    )
-
-
-def _epoch_seconds_from_strings(col: pl.Expr, timezone: str) -> TimestampExprs:
-    """ISO-8601 strings, mixed formats allowed; naive ones are in ``timezone``. Text that is
-    no date in these formats (or a year beyond 9999) gives null."""
-    text = col.str.strip_chars().str.replace(r"Z$", "+00:00")
-    parsed = {
-        has_offset: [
-            text.str.to_datetime(fmt, strict=False, time_unit="us")
-            for fmt, offset in _ISO_FORMATS
-            if offset == has_offset
-        ]
-        for has_offset in (True, False)
-    }
-    aware = _in_range(pl.coalesce([value.dt.epoch("s") for value in parsed[True]]))
-    local = _local_instants(pl.coalesce(parsed[False]), timezone)
-    return TimestampExprs(
-        pl.coalesce([aware, local.seconds]),
-        aware.is_null() & local.dst_ambiguous,
-        aware.is_null() & local.dst_nonexistent,
-    )
-
-
 def timestamp_exprs(name: str, dtype: pl.DataType, mapping: ColumnMapping) -> TimestampExprs:
     """The mapped timestamp column as epoch seconds plus its DST flags (`TimestampExprs`).
     Values outside years 1-9999, NaN and ±inf give null seconds (unparseable_timestamp)."""
     col = pl.col(name)
     if dtype == pl.Null:  # an all-null column stored without a type: every row null_timestamp
-        return _utc(pl.lit(None, dtype=pl.Int64))
+        return utc_instants(pl.lit(None, dtype=pl.Int64))
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is None:
-            return _local_instants(col, mapping.timezone)
-        return _utc(col.dt.epoch("s"))
+            return local_instants(col, mapping.timezone)
+        return utc_instants(col.dt.epoch("s"))
     if isinstance(dtype, pl.Date):
         days = col.cast(pl.Int32)
-        in_range = pl.when(days.is_between(*_DATE_DAYS)).then(col)  # a far date cannot cast
-        return _local_instants(in_range.cast(pl.Datetime("us")), mapping.timezone)
+        in_range = pl.when(days.is_between(*DATE_DAYS)).then(col)  # a far date cannot cast
+        return local_instants(in_range.cast(pl.Datetime("us")), mapping.timezone)
     if dtype.is_integer():
-        return _utc(_epoch_seconds_from_integers(col, mapping.epoch_unit))
+        return utc_instants(epoch_seconds_from_integers(col, mapping.epoch_unit))
     if dtype.is_float():
         usable = pl.when(col.is_finite() & (col.abs() < 9.2e18)).then(col.round(0))
-        return _utc(_epoch_seconds_from_integers(usable, mapping.epoch_unit))
+        return utc_instants(epoch_seconds_from_integers(usable, mapping.epoch_unit))
     if dtype == pl.String:
-        return _epoch_seconds_from_strings(col, mapping.timezone)
+        return epoch_seconds_from_strings(col, mapping.timezone)
     raise EventSchemaError(
         f"timestamp column {name!r} has type {dtype}; expected a datetime, ISO-8601 strings or "
         "integer epoch seconds/milliseconds. Map another column (data.columns.timestamp) or "
