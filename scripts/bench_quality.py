@@ -12,11 +12,18 @@ generator's ground-truth probabilities for the test cutoff, and prints:
   first-order Markov baselines;
 * the issue-4 targets and whether they were met.
 
-The last stdout line is one JSON object with every figure, the machine, versions and arguments.
+With ``--data customer_base`` it prints instead the customer-base table of issue 21 (task
+purchase_13w on ``data=customer_base``, `bench_customer_base`): named variants (sequence models,
+refit / calibration / hybrid variants, RFM-LR, GBM, BG/NBD) and the closed-form oracle, then
+the issue-21 targets. The last stdout line is one JSON object with every figure, the machine,
+versions and arguments.
 
     python scripts/bench_quality.py                      # 3 seeds, every model (~35 min, 2 cores)
     python scripts/bench_quality.py --seeds 1 --models lstm,gbm --next-event-models ''  # ~4 min
     python scripts/bench_quality.py --models lstm,gru,transformer   # GRU too
+    python scripts/bench_quality.py --data customer_base --with-new-variants   # issue 21
+    python scripts/bench_quality.py --data customer_base --customers 2000 --seeds 1 \
+        --models lstm,bgnbd --epochs 1 --override trainer=smoke     # plumbing check, ~2 min
 """
 
 from __future__ import annotations
@@ -24,23 +31,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from bench_common import run_record
+from bench_customer_base import add_customer_base_arguments, run_customer_base
+from bench_runs import (
+    HORIZON_COLUMNS,
+    oracle_test_samples,
+    print_table,
+    score_truth,
+    seed_override,
+    summarise,
+    train_run,
+)
 
-HORIZON_COLUMNS = {  # metrics.json name -> table / JSON name
-    "auroc": "roc_auc",
-    "auprc": "pr_auc",
-    "logloss": "log_loss",
-    "brier": "brier",
-    "ece": "calibration_error",
-    "lift_top10": "lift_top10",
-}
 NEXT_EVENT_COLUMNS = {
     "accuracy": "accuracy",
     "top3_accuracy": "top3_accuracy",
@@ -48,13 +54,23 @@ NEXT_EVENT_COLUMNS = {
     "nll": "nll",
 }
 SEQUENCE_MODELS = ("lstm", "gru", "transformer")
-BIN = Path(sys.executable).parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per model (mean ± std)")
-    parser.add_argument("--models", default="lstm,transformer,rfm_logreg,gbm")
+    parser.add_argument(
+        "--data",
+        choices=("synthetic", "customer_base"),
+        default="synthetic",
+        help="synthetic: the behavioural tables (default); customer_base: issue 21's table",
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="rows, comma-separated (default synthetic: lstm,transformer,rfm_logreg,gbm; "
+        "customer_base: its built-in variants, see bench_customer_base)",
+    )
     parser.add_argument(
         "--next-event-seeds", type=int, default=1, help="seeds per next-event model"
     )
@@ -68,46 +84,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--override", action="append", default=[], help="extra Hydra override for every run"
     )
-    return parser.parse_args(argv)
-
-
-def seed_override(model: str, seed: int) -> list[str]:
-    """Baselines with their own seed (LightGBM) get the run's seed too."""
-    return [f"model.seed={seed}"] if model == "gbm" else []
-
-
-def train_run(run_dir: Path, overrides: list[str], env: dict[str, str]) -> dict[str, float]:
-    """One `engage-train` run (reused if its metrics.json exists: the bench can be resumed)."""
-    metrics_path = run_dir / "metrics.json"
-    args_path = run_dir / "bench_overrides.json"
-    if metrics_path.is_file() and (
-        not args_path.is_file() or json.loads(args_path.read_text()) != overrides
-    ):
-        raise SystemExit(
-            f"{run_dir} holds a run with other settings than {overrides}; use another --workdir"
-        )
-    if not metrics_path.is_file():
-        command = [str(BIN / "engage-train"), *overrides, f"hydra.run.dir={run_dir}"]
-        started = time.perf_counter()
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
-        print(f"  {run_dir.name}: {time.perf_counter() - started:.0f} s", flush=True)
-        args_path.write_text(json.dumps(overrides))
-    return json.loads(metrics_path.read_text())
+    add_customer_base_arguments(parser)
+    args = parser.parse_args(argv)
+    customer_base_only = args.customers or args.variant or args.with_new_variants
+    if args.data == "synthetic" and (customer_base_only or args.recommended):
+        parser.error("--customers, --variant, --with-new-variants and --recommended need "
+                     "--data customer_base")  # fmt: skip
+    if args.data == "synthetic" and args.models is None:
+        args.models = "lstm,transformer,rfm_logreg,gbm"
+    return args
 
 
 def oracle_metrics(args: argparse.Namespace, env: dict[str, str]) -> dict[str, dict[str, float]]:
     """Score the generator's ground-truth probabilities on exactly the test samples."""
-    import polars as pl
-    import torch
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     from engage_seq.common.config_dir import CONF_DIR
-    from engage_seq.data.cache import prepare_samples
-    from engage_seq.data.schema import USER_KEY_SEED
-    from engage_seq.metrics.scores import score_probabilities
     from engage_seq.synthetic import purchase_probability
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -116,39 +109,18 @@ def oracle_metrics(args: argparse.Namespace, env: dict[str, str]) -> dict[str, d
     task = instantiate(cfg.task)
     if tuple(task.targets) != ("purchase",):
         raise SystemExit(f"the oracle covers purchase-within-horizon tasks, not {task.targets}")
-    prepared = prepare_samples(
-        source,
-        task,
-        instantiate(cfg.data.sampling),
-        env["ENGAGE_SEQ_CACHE_DIR"],
-        instantiate(cfg.data.columns),
-        instantiate(cfg.data.ingest),
-    )
-    test = prepared.split("test").select("user_key", "cutoff", "label_purchase")
+    test = oracle_test_samples(cfg, env)
     out = {}
     for knows in ("history", "latent"):
         started = time.perf_counter()
-        parts = []
-        for cutoff in test["cutoff"].unique().sort().to_list():
-            truth = purchase_probability(
+        scores = score_truth(
+            test,
+            lambda cutoff, knows=knows: purchase_probability(
                 source, cutoff, task.horizon_seconds, knows=knows, replicates=args.replicates
-            )
-            parts.append(
-                truth.select(
-                    pl.col("user_id").cast(pl.String).hash(seed=USER_KEY_SEED).alias("user_key"),
-                    pl.lit(cutoff, dtype=pl.Int64).alias("cutoff"),
-                    "probability",
-                )
-            )
-        joined = test.join(pl.concat(parts), on=["user_key", "cutoff"], how="left")
-        missing = joined["probability"].null_count()
-        if missing:
-            raise SystemExit(f"oracle has no probability for {missing} test samples")
-        probs = torch.tensor(joined["probability"].to_numpy()).unsqueeze(1)
-        labels = torch.tensor(joined["label_purchase"].cast(pl.Float64).to_numpy())
-        scores = score_probabilities(["purchase"], probs, labels.unsqueeze(1))
+            ),
+        )
         name = "oracle" if knows == "history" else "oracle_latent"
-        out[name] = {f"test/{k}": v for k, v in scores.items()}
+        out[name] = scores
         print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
     return out
 
@@ -165,34 +137,8 @@ def check_task(args: argparse.Namespace) -> None:
         raise SystemExit("the oracle covers purchase-within-horizon tasks (task=purchase_7d)")
 
 
-def summarise(runs: list[dict[str, float]], columns: dict[str, str]) -> dict[str, Any]:
-    row: dict[str, Any] = {"seeds": len(runs)}
-    for source, name in columns.items():
-        values = [r[f"test/{source}"] for r in runs]
-        row[name] = statistics.fmean(values)
-        row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    row["val_roc_auc" if "auroc" in columns else "val_nll"] = statistics.fmean(
-        r["val/auroc"] if "auroc" in columns else r["val/nll"] for r in runs
-    )
-    row["fit_seconds"] = statistics.fmean(r.get("train/fit_seconds", 0.0) for r in runs)
-    return row
-
-
-def print_table(title: str, rows: list[dict[str, Any]], columns: dict[str, str]) -> None:
-    names = list(columns.values())
-    print(f"\n{title}")
-    print("| model | " + " | ".join(names) + " | fit s |")
-    print("|---" * (len(names) + 2) + "|")
-    for row in rows:
-        cells = []
-        for name in names:
-            std = row.get(f"{name}_std", 0.0)
-            cells.append(f"{row[name]:.4f}" + (f" ± {std:.4f}" if row.get("seeds", 1) > 1 else ""))
-        print(f"| {row['model']} | " + " | ".join(cells) + f" | {row.get('fit_seconds', 0):.0f} |")
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+# The behavioural data's tables (the default): horizon and next-event, the issue-4 targets.
+def run_behavioural(args: argparse.Namespace) -> None:
     workdir = args.workdir.resolve()
     # No salt: the oracle is joined to the samples by the unkeyed user hash.
     env = {k: v for k, v in os.environ.items() if k != "ENGAGE_SEQ_SALT"}
@@ -254,6 +200,11 @@ def main(argv: list[str] | None = None) -> None:
         **run_record(args),
     }
     print(json.dumps(record))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    (run_customer_base if args.data == "customer_base" else run_behavioural)(args)
 
 
 if __name__ == "__main__":

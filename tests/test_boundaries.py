@@ -30,6 +30,10 @@ FORBIDDEN = {
             ".grids",
             ".posterior",
             ".oracle",
+            ".weekly_clock",
+            ".customer_base_draw",
+            ".customer_base",
+            ".customer_base_oracle",
         )
     },
     "engage_seq.data.schema": {"torch", "lightning", "hydra"},

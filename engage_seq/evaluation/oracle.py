@@ -1,6 +1,8 @@
 """The oracle row of a run report: the synthetic generator's Bayes-optimal P(purchase) given
-each user's history (`engage_seq.synthetic.oracle.purchase_probability`), scored on the
-test samples like any model; or, where it does not apply, the reason the report gives."""
+each user's history, scored on the test samples like any model; or, where it does not apply,
+the reason the report gives. Dispatched by source type: the behavioural generator's Monte
+Carlo oracle (`engage_seq.synthetic.oracle.purchase_probability`) or the customer base's
+closed form (`engage_seq.synthetic.customer_base_oracle.customer_base_probability`)."""
 
 from __future__ import annotations
 
@@ -30,12 +32,14 @@ def _why_not(
     source: Any, horizon: HorizonTask | None, split: EvaluatedSplit, options: ReportOptions
 ) -> str | None:
     """Why the oracle cannot score ``split`` (wrong data, target or period, too many users)."""
-    from engage_seq.synthetic import SyntheticEventSource
+    from engage_seq.synthetic import CustomerBaseSource, SyntheticEventSource
 
-    if not isinstance(source, SyntheticEventSource):
+    if not isinstance(source, (SyntheticEventSource, CustomerBaseSource)):
         return "the oracle exists only for the built-in synthetic data"
     if horizon is None or "purchase" not in horizon.targets:
         return "the oracle forecasts purchases; this task has no purchase target"
+    if isinstance(source, CustomerBaseSource):
+        return None  # closed form: exact, milliseconds, no period or size limit
     drift = source.drift_epoch
     if drift is not None and max(split.cutoffs) + horizon.horizon_seconds > drift:
         return (
@@ -55,14 +59,18 @@ def _probabilities(
     cfg: DictConfig, source: Any, horizon: HorizonTask, split: EvaluatedSplit, replicates: int
 ) -> np.ndarray | str:
     """(N, 1) oracle P(purchase) in ``split``'s row order, or why some sample has none."""
+    from engage_seq.synthetic import CustomerBaseSource, customer_base_probability
     from engage_seq.synthetic.oracle import purchase_probability
 
     salt_env = str(cfg.data.ingest.get("salt_env", "ENGAGE_SEQ_SALT"))
     parts = []
     for cutoff in split.cutoffs:
-        truth = purchase_probability(
-            source, int(cutoff), horizon.horizon_seconds, replicates=replicates
-        )
+        if isinstance(source, CustomerBaseSource):
+            truth = customer_base_probability(source, int(cutoff), horizon.horizon_seconds)
+        else:
+            truth = purchase_probability(
+                source, int(cutoff), horizon.horizon_seconds, replicates=replicates
+            )
         parts.append(
             pl.DataFrame(
                 {

@@ -5,12 +5,16 @@ Layers, bottom up: `settings`, `behaviour` (one session's dynamics), `clocks`, `
 oracle's `history`, `grids`, `posterior` and `oracle` (`purchase_probability`). It may import
 numpy, polars and `engage_seq.common` only (no torch, Lightning or Hydra); the public names
 below are re-exported here, so ``engage_seq.synthetic.SyntheticEventSource`` is the stable path.
+The customer-base generator (`customer_base`: `CustomerBaseSource`; `customer_base_draw`,
+`weekly_clock`) and its closed-form oracle (`customer_base_oracle`) stand beside it.
 """
 
 from __future__ import annotations
 
 from engage_seq.common.moved import package_getattr
 from engage_seq.synthetic.behaviour import CHANNELS, EVENT_TYPES
+from engage_seq.synthetic.customer_base import CustomerBaseSource, generate_customer_base
+from engage_seq.synthetic.customer_base_oracle import customer_base_probability
 from engage_seq.synthetic.generator import SyntheticEventSource, generate_events
 from engage_seq.synthetic.oracle import ORACLE_KNOWLEDGE, purchase_probability
 from engage_seq.synthetic.population import COUNTRIES
@@ -21,8 +25,11 @@ __all__ = [
     "COUNTRIES",
     "EVENT_TYPES",
     "ORACLE_KNOWLEDGE",
+    "CustomerBaseSource",
     "SyntheticEventSource",
     "SyntheticSettings",
+    "customer_base_probability",
+    "generate_customer_base",
     "generate_events",
     "purchase_probability",
 ]

@@ -70,6 +70,20 @@ def test_bench_quality_small(tmp_path: Path) -> None:
     assert "gap_to_oracle" in record["targets"]
 
 
+def test_bench_quality_customer_base_small(tmp_path: Path) -> None:
+    record = last_json(
+        [str(SCRIPTS / "bench_quality.py"), "--data", "customer_base", "--customers", "400",
+         "--seeds", "1", "--models", "lstm,bgnbd", "--epochs", "1", "--workdir", str(tmp_path),
+         "--override", "trainer=smoke", "--variant", "broken=model=gru model.no_such_option=1"],
+        tmp_path,
+    )  # fmt: skip
+    rows = {row["model"]: row for row in record["rows"]}
+    assert set(rows) == {"lstm", "bgnbd", "oracle"} and "broken" in record["skipped"]
+    assert all(0 <= row["roc_auc"] <= 1 and row["brier"] > 0 for row in rows.values())
+    assert record["targets"]["recommended"] == "lstm"  # the only non-baseline row
+    assert record["targets"]["best_classical_roc_auc"] == rows["bgnbd"]["roc_auc"]
+
+
 def test_bench_serving_small(tmp_path: Path) -> None:
     record = last_json(
         [str(SCRIPTS / "bench_serving.py"), "--models", "lstm,transformer", "--calls", "120",
