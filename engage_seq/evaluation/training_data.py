@@ -38,7 +38,10 @@ def training_data_note(
             rows.append(f"{scorer.label}: nothing (it knows the generator's own law)")
         else:
             rows.append(f"{scorer.label}: {_baseline_text(refit)}")
-    rows += [f"{s.label}: {training_data_text(s.label.endswith(REFIT_SUFFIX))}" for s in siblings]
+    rows += [
+        f"{s.label}, run {s.name}: {training_data_text(s.label.endswith(REFIT_SUFFIX))}"
+        for s in siblings
+    ]
     return ["Training data of each row. " + "; ".join(rows) + "."]
 
 
