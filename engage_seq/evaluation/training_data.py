@@ -32,7 +32,7 @@ def training_data_note(
     model = scorers[0].label if scorers else "this run's model"
     epochs = recorded.get("train/refit_epochs")
     own = _baseline_text(refit) if baseline_run else _model_text(refit, epochs)
-    rows = [f"{model} (this run): {own}"]
+    rows = [f"{model}, this run's model: {own}"]
     for scorer in scorers[1:]:
         if scorer.kind == "oracle":
             rows.append(f"{scorer.label}: nothing (it knows the generator's own law)")
