@@ -52,6 +52,9 @@ class GradientBoostedTrees(HorizonBaseline):
         self.n_jobs = int(n_jobs)
         self.boosters: list[Any] = []
         self.best_iterations: dict[str, int] = {}
+        # Rounds per target used when fitted without ``val`` (a refit on train + validation
+        # keeps what early stopping chose in the first fit: `engage_seq.baselines.refit`).
+        self.fixed_rounds: dict[str, int] = {}
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -86,7 +89,7 @@ class GradientBoostedTrees(HorizonBaseline):
             booster = lgb.train(
                 params,
                 data,
-                num_boost_round=self.n_estimators,
+                num_boost_round=self.n_estimators if valid_sets else self._rounds(column),
                 valid_sets=valid_sets or None,
                 callbacks=callbacks or None,
             )
@@ -95,6 +98,9 @@ class GradientBoostedTrees(HorizonBaseline):
             self.boosters.append(lgb.Booster(model_str=booster.model_to_string(best)))
             self.best_iterations[column] = int(best)
         return self
+
+    def _rounds(self, column: str) -> int:
+        return int(self.fixed_rounds.get(column, self.n_estimators))
 
     def predict_proba(self, samples: Frame) -> np.ndarray:
         """(N, n_targets) float64 probabilities."""

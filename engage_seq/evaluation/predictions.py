@@ -4,8 +4,9 @@ and metrics, recomputed on CPU in fp32 through the code that scored it in traini
 A sequence model is fed the evaluation batches training used (length-sorted,
 ``eval_batch_size``) and updates the same torchmetrics states, so its figures equal
 ``metrics.json`` (ties in lift@10% are broken by that batch order too); a baseline run scores
-the baseline it saved (``baseline.json``), not a refit. A gap to ``metrics.json`` becomes a
-note the report shows.
+the baseline it saved (``baseline.json``), not a fit made here. A ``training.refit`` run is
+scored as it was in training: validation by the model chosen on it, test by the refit. A gap
+to ``metrics.json`` becomes a note the report shows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -22,6 +24,7 @@ import torch
 from omegaconf import DictConfig
 
 from engage_seq.baselines.registry import BASELINES
+from engage_seq.common.final_model import BASELINE_FILE, final_baseline_file, selected_checkpoint
 from engage_seq.data.cache import PreparedSamples
 from engage_seq.data.encoding import (
     EncodedSamples,
@@ -139,9 +142,16 @@ def sequence_model_scorer(
     batch_size: int,
     notes: list[str],
 ) -> tuple[Scorer, EngagementModel, Vocabulary, str]:
-    """-> the model's scorer, the model, its vocabulary and the samples it was trained on."""
+    """-> the model's scorer, the model, its vocabulary and the samples it was trained on.
+
+    The final model (`find_checkpoint`) scores test; validation is scored by the checkpoint
+    chosen on it, which for a ``training.refit`` run is not the final model (the refit was
+    trained on validation), so that ``val/*`` stay held out and equal ``metrics.json``."""
     try:
-        model, meta = load_model(find_checkpoint(run_dir))
+        final = find_checkpoint(run_dir)
+        model, meta = load_model(final)
+        selected = selected_checkpoint(run_dir)
+        held_out = load_model(selected)[0] if final != selected else model
     except ExportError as error:
         raise EvaluationError(str(error)) from error
     trained_on = str(meta.get("data_fingerprint") or prepared.cache_dir.name)
@@ -168,25 +178,35 @@ def sequence_model_scorer(
             task.label_columns,
             numeric_scaling_from_metadata(meta),
         )
-        horizon, next_event, values = score_model(model, split.encoded, batch_size, targets)
+        scored = held_out if name == "val" else model
+        horizon, next_event, values = score_model(scored, split.encoded, batch_size, targets)
         scorer.horizon[name], scorer.next_event[name] = horizon, next_event
         scorer.metrics.update(prefixed(name, values))
     scorer.seconds = time.perf_counter() - started
     return scorer, model, vocabulary, trained_on
 
 
+def _saved_baseline(name: str, path: Path) -> Any:
+    if not path.is_file():
+        raise EvaluationError(
+            f"{path.parent} is a baseline run without {path.name}: train it again"
+        )
+    return BASELINES[name].from_dict(json.loads(path.read_text()))
+
+
 def baseline_run_scorer(
     run_dir: Path, cfg: DictConfig, splits: dict[str, EvaluatedSplit], targets: list[str]
 ) -> Scorer:
-    """A baseline run's own fitted baseline (baseline.json), not a refit."""
+    """A baseline run's own fitted baseline (baseline.json), not a fit made here; with
+    ``training.refit`` its refit (baseline_refit.json) scores test, baseline.json val."""
     name = baseline_name(str(cfg.model._target_))
-    path = run_dir / "baseline.json"
-    if not path.is_file():
-        raise EvaluationError(f"{run_dir} is a baseline run without {path.name}: train it again")
     started = time.perf_counter()
-    baseline = BASELINES[name].from_dict(json.loads(path.read_text()))
+    held_out = _saved_baseline(name, run_dir / BASELINE_FILE)
+    final_path = final_baseline_file(run_dir)
+    final = held_out if final_path.name == BASELINE_FILE else _saved_baseline(name, final_path)
     scorer = Scorer(name, model_label(cfg.model), "model", tuple(targets))
     for split_name, split in splits.items():
+        baseline = final if split_name == "test" else held_out
         probs = np.asarray(baseline.predict_proba(split.frame), dtype=np.float64)
         if baseline.task_type == "horizon":
             scorer.horizon[split_name] = probs

@@ -1,5 +1,6 @@
 """Reference baselines for a run report: each named baseline (conf/model/<name>.yaml) refitted
-on the run's training split and scored on val and test exactly as a baseline run would be, and
+on the run's training split (and, when the run refits, on train + validation for test) and
+scored on val and test exactly as a baseline run would be, and
 the `ReferenceCache` that lets every run of a sweep on the same samples share one fit."""
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ REFERENCE_CODE = (
     "engage_seq.baselines.rfm_logreg",
     "engage_seq.baselines.gbm",
     "engage_seq.baselines.bgnbd",
+    "engage_seq.baselines.refit",
     "engage_seq.baselines.next_event",
     "engage_seq.baselines.registry",
     "engage_seq.evaluation.baseline_scores",
@@ -160,13 +162,16 @@ def _reference_scorer(
     task: Task,
     splits: dict[str, EvaluatedSplit],
     metrics: dict[str, float],
+    refit: Any | None = None,
 ) -> Scorer:
-    """A fitted baseline's scorer: its metrics and its val/test probabilities."""
+    """A fitted baseline's scorer: its metrics and its val/test probabilities (test from
+    ``refit``, the fit on train + validation, when there is one)."""
     horizon = horizon_part(task)
     targets = tuple(horizon.targets) if baseline.task_type == "horizon" and horizon else ()
     scorer = Scorer(name, BASELINE_LABELS[name], "baseline", targets, metrics=metrics)
     for split_name, split in splits.items():
-        probs = np.asarray(baseline.predict_proba(split.frame), dtype=np.float64)
+        model = refit if refit is not None and split_name == "test" else baseline
+        probs = np.asarray(model.predict_proba(split.frame), dtype=np.float64)
         store = scorer.horizon if baseline.task_type == "horizon" else scorer.next_event
         store[split_name] = probs
     return scorer
@@ -180,11 +185,13 @@ def reference_baselines(
     vocabulary: Vocabulary,
     exclude: str | None,
     skipped: dict[str, str],
+    refit: bool = False,
 ) -> list[Scorer]:
     """Each named baseline (conf/model/<name>.yaml) fitted on the training split and scored on
     val and test exactly as a baseline run would be (or its earlier fit on the same samples,
     from `ReferenceCache`); the task's inapplicable ones are left out quietly, unavailable
-    ones (LightGBM missing) with the reason in ``skipped``."""
+    ones (LightGBM missing) with the reason in ``skipped``. With ``refit`` (the run refits),
+    test is scored by a second fit on train + validation, as the run's own model is."""
     from engage_seq.evaluation.baseline_scores import fit_and_score_baseline
 
     cache = ReferenceCache(prepared)
@@ -197,6 +204,7 @@ def reference_baselines(
             "config": OmegaConf.to_container(config),
             "task": list(task.label_columns),
             "lightgbm": _library_version("lightgbm") if name == "gbm" else None,
+            "refit": refit,
         }
         if name == "bgnbd":
             settings["scipy"] = _library_version("scipy")
@@ -207,13 +215,14 @@ def reference_baselines(
                 frames = {"train": prepared.split("train")}
                 frames |= {k: s.frame for k, s in splits.items()}
             baseline = instantiate(config)
+            refitted = instantiate(config) if refit else None
             try:
-                metrics = fit_and_score_baseline(baseline, task, frames, vocabulary)
+                metrics = fit_and_score_baseline(baseline, task, frames, vocabulary, refitted)
             except ImportError as error:  # LightGBM and SciPy are optional extras
                 skipped[BASELINE_LABELS[name]] = str(error)
                 log.info("report: %s skipped: %s", name, error)
                 continue
-            scorer = _reference_scorer(name, baseline, task, splits, metrics)
+            scorer = _reference_scorer(name, baseline, task, splits, metrics, refitted)
             cache.save(path, scorer)
             log.info("report: baseline %s fitted in %.1f s", name, time.perf_counter() - started)
         else:

@@ -19,6 +19,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from engage_seq.common.final_model import refit_setting
 from engage_seq.data.cache import PreparedSamples, prepare_samples
 from engage_seq.data.encoding import Vocabulary
 from engage_seq.data.encoding import next_event_classes as class_names
@@ -35,6 +36,7 @@ from engage_seq.evaluation.predictions import (
 from engage_seq.evaluation.references import ReferenceCache, reference_baselines
 from engage_seq.evaluation.results import EvaluatedSplit, RunEvaluation, Scorer
 from engage_seq.evaluation.run_folder import (
+    CONFIG_FILE,
     EvaluationError,
     baseline_name,
     is_baseline_config,
@@ -42,6 +44,7 @@ from engage_seq.evaluation.run_folder import (
     read_metrics,
 )
 from engage_seq.evaluation.siblings import sibling_runs
+from engage_seq.evaluation.training_data import training_data_note
 from engage_seq.models.engagement import EngagementModel
 
 log = logging.getLogger(__name__)
@@ -95,10 +98,12 @@ def _references(
     skipped: dict[str, str],
     timings: dict[str, float],
 ) -> list[Scorer]:
-    """The reference baselines, then the oracle where it applies (why not, in ``skipped``)."""
+    """The reference baselines (refitted on train + validation for test when the run refits),
+    then the oracle where it applies (why not, in ``skipped``)."""
     exclude = baseline_name(str(cfg.model._target_)) if is_baseline_config(cfg) else None
+    refit = refit_setting(cfg, CONFIG_FILE)  # untrusted: a boolean, or refused
     scorers = reference_baselines(
-        options.baselines, task, prepared, splits, vocabulary, exclude, skipped
+        options.baselines, task, prepared, splits, vocabulary, exclude, skipped, refit
     )
     timings["baselines"] = sum(s.seconds for s in scorers if s.kind == "baseline")
     if options.oracle and horizon_part(task) is not None:
@@ -146,6 +151,7 @@ def evaluate_run(
     scorers += _references(cfg, task, prepared, splits, vocabulary, options, skipped, timings)
     siblings = sibling_runs(run_dir, trained_on) if options.siblings else []
     recorded = read_metrics(run_dir)
+    notes += training_data_note(refit_setting(cfg), recorded, scorers, siblings, model is None)
     if not recorded:
         notes.append("metrics.json is missing: the run did not finish, or was moved without it.")
     else:

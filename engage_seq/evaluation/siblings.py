@@ -11,11 +11,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from engage_seq.common.final_model import final_checkpoint, refit_setting
 from engage_seq.common.safe_config import UnsafeConfigError
 from engage_seq.data.cache import cache_key
 from engage_seq.data.sequences import Task
 from engage_seq.evaluation.results import SiblingRun
 from engage_seq.evaluation.run_folder import CONFIG_FILE, model_label, read_config, read_metrics
+from engage_seq.evaluation.training_data import sibling_label
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,8 @@ def _sample_key(cfg: DictConfig, task: Task) -> str:
 def recorded_fingerprint(run_dir: Path, cfg: DictConfig) -> str:
     """The samples a run was trained on: the fingerprint its checkpoint recorded, or (baseline
     runs record none) the cache key its configuration has with the current code."""
-    checkpoint = run_dir / "checkpoints" / "best.ckpt"
-    if checkpoint.is_file():
+    checkpoint = final_checkpoint(run_dir) if (run_dir / "checkpoints").is_dir() else None
+    if checkpoint is not None and checkpoint.is_file():
         meta = torch.load(checkpoint, map_location="cpu", weights_only=True).get("engage_seq", {})
         if meta.get("data_fingerprint"):
             return str(meta["data_fingerprint"])
@@ -55,6 +57,7 @@ def sibling_runs(run_dir: Path, fingerprint: str) -> list[SiblingRun]:
             cfg = read_config(other)
             same = recorded_fingerprint(other, cfg) == fingerprint
             metrics = read_metrics(other)
+            label = sibling_label(model_label(cfg.model), refit_setting(cfg, str(other)))
         except UnsafeConfigError as error:  # refused before anything in it was instantiated
             log.warning("report: sibling %s skipped, its config is refused: %s", other.name, error)
             continue
@@ -62,5 +65,5 @@ def sibling_runs(run_dir: Path, fingerprint: str) -> list[SiblingRun]:
             log.info("report: sibling %s not read: %s", other.name, error)
             continue
         if same:
-            out.append(SiblingRun(other.name, model_label(cfg.model), metrics))
+            out.append(SiblingRun(other.name, label, metrics))
     return out

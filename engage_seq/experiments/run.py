@@ -30,7 +30,6 @@ from engage_seq.data.cache import prepare_samples
 from engage_seq.data.sampling import SPLITS
 from engage_seq.data.sequences import TIME_FEATURES, Task
 from engage_seq.data.tasks import next_event_part
-from engage_seq.evaluation.baseline_scores import fit_and_score_baseline
 from engage_seq.evaluation.run_evaluation import ReportOptions
 from engage_seq.experiments.config_checks import (
     _check_report_segments,
@@ -40,6 +39,11 @@ from engage_seq.experiments.config_checks import (
     _resolved_yaml,
 )
 from engage_seq.experiments.hparams import _final_metrics, _flat_hparams
+from engage_seq.experiments.refit import (
+    fit_and_score_baseline_run,
+    refit_enabled,
+    refit_final_model,
+)
 from engage_seq.metrics.direction import metric_mode
 from engage_seq.serving.export import GOLDEN_BATCH, GOLDEN_EVENTS
 from engage_seq.training.batches import (
@@ -84,6 +88,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     monitor = _check_selected_metrics(cfg, task)  # fail before any work on a bad metric
     report_options = _report_options(cfg)  # and on a typo or bad value in the report block
     _check_report_segments(cfg, report_options)  # and on a segment column the table lacks
+    refit_enabled(cfg)  # and on a training.refit that is not true or false
     if is_zero_rank():
         write_text_atomic(run_dir / "config_resolved.yaml", _resolved_yaml(cfg, task, monitor))
     _set_up_process(cfg)
@@ -149,6 +154,9 @@ def _train_sequence_model(
             "data/prepare_seconds": round(prepare_seconds, 2),
         }
     )
+    if refit_enabled(cfg):  # from here on the final model is the refit (test/*, golden, export)
+        fresh = lambda: _build_module(cfg, task, prepared, sampling.max_len)  # noqa: E731
+        module = refit_final_model(cfg, run_dir, encoded, best, metrics, fresh)
     if trainer.is_global_zero:
         _write_outputs(run_dir, metrics, module, encoded["test"], prepared, sampling.max_len)
         logger.log_hyperparams(_flat_hparams(cfg), metrics=_final_metrics(metrics))
@@ -285,7 +293,7 @@ def _train_baseline(
     splits = {split: prepared.split(split) for split in SPLITS}
     prepare_seconds = time.perf_counter() - started
     fit_started = time.perf_counter()
-    metrics = fit_and_score_baseline(baseline, task, splits, vocabulary)
+    metrics = fit_and_score_baseline_run(cfg, run_dir, task, splits, vocabulary, baseline)
     metrics.update(
         {
             "train/n_samples": float(splits["train"].height),

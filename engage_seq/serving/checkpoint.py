@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from engage_seq.common.errors import EngageSeqError
+from engage_seq.common.final_model import FinalModelError, final_checkpoint
 from engage_seq.common.untrusted_yaml import load_untrusted_config
 from engage_seq.models.engagement import EngagementModel
 
@@ -26,10 +27,14 @@ class ExportError(EngageSeqError, RuntimeError):
 
 
 def find_checkpoint(run: Path) -> Path:
-    """A run folder -> its best checkpoint; a checkpoint path is returned as is."""
+    """A run folder -> its final model's checkpoint (`final_checkpoint`: ``refit.ckpt`` for a
+    ``training.refit`` run, ``best.ckpt`` otherwise); a checkpoint path is returned as is."""
     if run.is_file():
         return run
-    candidate = run / "checkpoints" / "best.ckpt"
+    try:
+        candidate = final_checkpoint(run)
+    except FinalModelError as error:
+        raise ExportError(str(error)) from error
     if not candidate.is_file():
         raise ExportError(
             f"no checkpoint at {candidate}; pass a run folder written by engage-train "
@@ -39,7 +44,7 @@ def find_checkpoint(run: Path) -> Path:
 
 
 def run_dir_of(checkpoint: Path) -> Path:
-    """The run folder a checkpoint belongs to (``<run>/checkpoints/best.ckpt`` -> ``<run>``)."""
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/<name>.ckpt`` -> ``<run>``)."""
     return (
         checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     )

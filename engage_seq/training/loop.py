@@ -95,8 +95,10 @@ def evaluate_best(
     best_path: str,
     best: dict[str, Any],
     accelerator: str,
+    splits: tuple[str, ...] = ("val", "test"),
 ) -> dict[str, float]:
-    """Val/test metrics of the best checkpoint (``best`` is its loaded content).
+    """Val/test metrics of the best checkpoint (``best`` is its loaded content); ``splits``
+    says which (a refit model is scored on test only: validation was its training data).
 
     On one device they are computed in fp32 whatever the training precision, so the figures
     describe the exported (fp32) model rather than its bf16-autocast twin. Under DDP the
@@ -104,8 +106,10 @@ def evaluate_best(
     the metric states gathered across ranks.
     """
     if trainer.world_size > 1:
-        trainer.validate(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+        if "val" in splits:
+            trainer.validate(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
+        if "test" in splits:
+            trainer.test(module, datamodule=datamodule, ckpt_path=best_path, verbose=False)
         return dict(module.last_metrics)
     evaluator = L.Trainer(
         accelerator=accelerator,
@@ -116,6 +120,8 @@ def evaluate_best(
         enable_model_summary=False,
     )
     module.load_state_dict(best["state_dict"])
-    evaluator.validate(module, datamodule=datamodule, verbose=False)
-    evaluator.test(module, datamodule=datamodule, verbose=False)
+    if "val" in splits:
+        evaluator.validate(module, datamodule=datamodule, verbose=False)
+    if "test" in splits:
+        evaluator.test(module, datamodule=datamodule, verbose=False)
     return dict(module.last_metrics)

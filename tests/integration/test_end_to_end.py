@@ -67,7 +67,9 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
-    """One real `engage-train -m model=lstm,transformer` multirun on tiny data."""
+    """One real `engage-train -m model=lstm,transformer` multirun on tiny data, with
+    ``training.refit=true``: everything below (export parity, the artifact, the report) then
+    runs on the refit model, the run's final model."""
     root = tmp_path_factory.mktemp("sweep")
     env = {
         **__import__("os").environ,
@@ -81,6 +83,7 @@ def sweep(tmp_path_factory) -> Path:
             "-m",
             "model=lstm,transformer",
             *TINY,
+            "training.refit=true",
             f"hydra.sweep.dir={root / 'multirun'}",
             "hydra.sweep.subdir=${hydra:runtime.choices.model}",
         ],
@@ -99,6 +102,7 @@ def test_run_folder_has_everything(sweep: Path, model: str) -> None:
         "data_report.json",
         "golden_batch.pt",
         "checkpoints/best.ckpt",
+        "checkpoints/refit.ckpt",
         "report.md",
         "report.json",
     ):
@@ -110,6 +114,36 @@ def test_run_folder_has_everything(sweep: Path, model: str) -> None:
             assert f"{split}/{name}" in metrics
         assert 0.0 <= metrics[f"{split}/auroc"] <= 1.0
     assert f"encoder: {model}" in (run / "config_resolved.yaml").read_text()
+    # refit: a fresh model on train + validation for the selected epoch count
+    assert metrics["train/refit"] == 1.0
+    assert metrics["train/refit_epochs"] == metrics["train/best_epoch"] + 1
+    assert metrics["train/refit_n_samples"] == metrics["train/n_samples"] + metrics["val/n_samples"]
+    refit = torch.load(run / "checkpoints/refit.ckpt", map_location="cpu", weights_only=True)
+    assert refit["engage_seq"]["training"]["epochs"] == metrics["train/refit_epochs"]
+    assert (
+        "training"
+        not in torch.load(run / "checkpoints/best.ckpt", map_location="cpu", weights_only=True)[
+            "engage_seq"
+        ]
+    )
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_refit_report_keeps_validation_held_out(sweep: Path, model: str) -> None:
+    """The report scores validation with the selected checkpoint and test with the refit,
+    exactly as metrics.json records them, and says what every row was trained on."""
+    run = sweep / model
+    report = json.loads((run / "report.json").read_text())
+    recorded = json.loads((run / "metrics.json").read_text())
+    own = report["metrics"][model]
+    for key in ("val/auroc", "val/brier", "test/auroc", "test/brier"):
+        assert own[key] == pytest.approx(recorded[key], abs=1e-4), key
+    notes = " ".join(report["notes"])
+    assert "Training data of each row" in notes and "Recomputed" not in notes
+    assert f"for {int(recorded['train/refit_epochs'])} epochs (training.refit)" in notes
+    if model == MODELS[-1]:  # the first run of the sweep, also refitted, is its sibling
+        assert report["siblings"] and "(refit on train + validation), run " in notes
+    assert "RFM logistic regression: test from a refit on train + validation" in notes
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -135,6 +169,8 @@ def test_export_then_reload_without_engage_seq(sweep: Path, model: str, tmp_path
     assert meta["padding"] == "right" and meta["truncation"] == "keep_most_recent"
     assert meta["model_config"]["encoder"] == model
     assert "test/auroc" in meta["metrics"]
+    assert meta["training"]["refit"] is True  # the artifact is the refit model
+    assert meta["training"]["trained_on"] == ["train", "val"]
     assert meta["config"]["model"]["encoder"] == model and meta["format_version"] == 2
 
 
