@@ -41,6 +41,7 @@ from engage_seq.experiments.config_checks import (
 )
 from engage_seq.experiments.hparams import _final_metrics, _flat_hparams
 from engage_seq.metrics.direction import metric_mode
+from engage_seq.models.calibration import Calibration
 from engage_seq.serving.export import GOLDEN_BATCH, GOLDEN_EVENTS
 from engage_seq.training.batches import (
     EncodedSamples,
@@ -49,6 +50,7 @@ from engage_seq.training.batches import (
     encode_samples,
     next_event_classes,
 )
+from engage_seq.training.calibration import calibrate_best, calibration_method, write_calibration
 from engage_seq.training.callbacks import RunCallbacks, make_callbacks
 from engage_seq.training.golden import (
     complete_history_rows,
@@ -84,6 +86,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     monitor = _check_selected_metrics(cfg, task)  # fail before any work on a bad metric
     report_options = _report_options(cfg)  # and on a typo or bad value in the report block
     _check_report_segments(cfg, report_options)  # and on a segment column the table lacks
+    calibration_method(cfg)  # and on an unknown calibration.method
     if is_zero_rank():
         write_text_atomic(run_dir / "config_resolved.yaml", _resolved_yaml(cfg, task, monitor))
     _set_up_process(cfg)
@@ -138,6 +141,9 @@ def _train_sequence_model(
     best_path = best_checkpoint(callbacks.checkpoint, run_dir, resumed=resumed_from is not None)
     best = torch.load(best_path, map_location="cpu", weights_only=True)
     metrics = evaluate_best(trainer, module, datamodule, best_path, best, cfg.trainer.accelerator)
+    calibration = calibrate_best(
+        module.model, encoded, calibration_method(cfg), cfg.eval_batch_size, task.targets, metrics
+    )
     metrics.update(
         {
             "train/n_samples": float(len(encoded["train"])),
@@ -150,7 +156,9 @@ def _train_sequence_model(
         }
     )
     if trainer.is_global_zero:
-        _write_outputs(run_dir, metrics, module, encoded["test"], prepared, sampling.max_len)
+        _write_outputs(
+            run_dir, metrics, module, encoded["test"], prepared, sampling.max_len, calibration
+        )
         logger.log_hyperparams(_flat_hparams(cfg), metrics=_final_metrics(metrics))
         log.info("metrics: %s", json.dumps(metrics, indent=1))
     leave_process_group(trainer)
@@ -240,12 +248,15 @@ def _write_outputs(
     test: EncodedSamples,
     prepared: Any,
     max_len: int,
+    calibration: Calibration | None = None,
 ) -> None:
-    """``metrics.json`` and the golden files export checks parity against (rank 0 only)."""
+    """``metrics.json``, ``calibration.json`` and the golden files export checks parity
+    against (rank 0 only)."""
     write_json_atomic(run_dir / "metrics.json", metrics)
+    write_calibration(run_dir, calibration)
     test_frame = prepared.split("test")
     complete = complete_history_rows(test_frame, max_len)
-    write_golden_batch(module, test, complete, run_dir / GOLDEN_BATCH)
+    write_golden_batch(module, test, complete, run_dir / GOLDEN_BATCH, calibration)
     write_golden_events(test_frame, complete, run_dir / GOLDEN_EVENTS)
 
 
