@@ -66,19 +66,21 @@ def write_calibration(run_dir: Path, calibration: Calibration | None) -> None:
 # --- fitting -------------------------------------------------------------------------------
 
 
-def _newton_logistic(features: np.ndarray, labels: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """argmin_w mean log-loss(sigmoid(features @ w), labels) + RIDGE * |w - start|^2, by
-    Newton's method with step halving (convex: a handful of iterations)."""
+def _newton_logistic(
+    features: np.ndarray, labels: np.ndarray, start: np.ndarray, offset: float | np.ndarray = 0.0
+) -> np.ndarray:
+    """argmin_w mean log-loss(sigmoid(features @ w + offset), labels) + RIDGE * |w - start|^2,
+    by Newton's method with step halving (convex: a handful of iterations)."""
     n = max(1, labels.shape[0])
 
     def loss(w: np.ndarray) -> float:
-        z = features @ w
+        z = features @ w + offset
         return float(np.mean(np.logaddexp(0.0, z) - labels * z) + RIDGE * np.sum((w - start) ** 2))
 
     w = start.astype(np.float64).copy()
     current = loss(w)
     for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-(features @ w)))
+        p = 1.0 / (1.0 + np.exp(-(features @ w + offset)))
         grad = features.T @ (p - labels) / n + 2 * RIDGE * (w - start)
         hess = (features.T * (p * (1 - p))) @ features / n + 2 * RIDGE * np.eye(w.size)
         step = np.linalg.solve(hess, grad)
@@ -103,11 +105,16 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(a, b) of ``sigmoid(a * logit + b)`` minimising the log-loss; a is kept positive, so the
-    ranking never reverses."""
+    """(a, b) of ``sigmoid(a * logit + b)`` minimising the log-loss; a is kept inside
+    `SCALE_BOUNDS` (positive: the ranking never reverses), b refitted when a was clipped, so
+    the mean prediction still matches the observed rate."""
     features = np.stack([logits, np.ones_like(logits)], axis=1)
     a, b = _newton_logistic(features, labels, np.array([1.0, 0.0]))
-    return float(np.clip(a, *SCALE_BOUNDS)), float(b)
+    clipped = float(np.clip(a, *SCALE_BOUNDS))
+    if clipped != a:
+        ones = np.ones((logits.shape[0], 1))
+        b = _newton_logistic(ones, labels, np.array([0.0]), offset=clipped * logits)[0]
+    return clipped, float(b)
 
 
 def fit_isotonic(probs: np.ndarray, labels: np.ndarray) -> tuple[list[float], list[float]]:
@@ -191,18 +198,20 @@ def fit_calibration(
 
 def raw_outputs(
     model: EngagementModel, encoded: EncodedSamples, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> raw outputs (N, n_raw) and labels (N, n_labels), in the length-sorted batch order
-    evaluation uses (so ties in lift@10% break the same way), fp32, on the model's device."""
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """-> raw outputs (N, n_raw), labels (N, n_labels) and the sample row of each, in the
+    length-sorted batch order evaluation uses (so ties in lift@10% break the same way), fp32,
+    computed on the model's device."""
     device = next(model.parameters()).device
-    outputs, labels = [], []
+    outputs, labels, order = [], [], []
     model.eval()
     with torch.inference_mode():
         for rows in LengthBucketBatchSampler(encoded.lengths, batch_size, shuffle=False):
             batch = [t.to(device) for t in encoded.batch(rows)]
             outputs.append(model(*batch[:-1]).float().cpu())
             labels.append(batch[-1].float().cpu())
-    return torch.cat(outputs), torch.cat(labels)
+            order.append(np.asarray(rows))
+    return torch.cat(outputs), torch.cat(labels), np.concatenate(order)
 
 
 def output_metrics(
@@ -248,7 +257,7 @@ def calibrate_best(
     if check_method(method) == "none":
         return None
     targets = list(targets)
-    raw, labels = raw_outputs(model, encoded["val"], batch_size)
+    raw, labels, _ = raw_outputs(model, encoded["val"], batch_size)
     horizon, next_logits, _ = model.split_outputs(raw)
     n_targets = model.n_outputs
     next_part: tuple[np.ndarray, np.ndarray] | tuple[None, None] = (None, None)
@@ -261,7 +270,7 @@ def calibrate_best(
     )
     assert fitted is not None  # method != none
     layer, identity = CalibrationLayer(fitted, n_targets), CalibrationLayer(None, n_targets)
-    scored = {"val": (raw, labels), "test": raw_outputs(model, encoded["test"], batch_size)}
+    scored = {"val": (raw, labels), "test": raw_outputs(model, encoded["test"], batch_size)[:2]}
     for split, (split_raw, split_labels) in scored.items():
         before = output_metrics(model, identity, split_raw, split_labels, targets)
         after = output_metrics(model, layer, split_raw, split_labels, targets)

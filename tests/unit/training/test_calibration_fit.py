@@ -48,8 +48,10 @@ def test_separable_data_gives_finite_bounded_parameters() -> None:
     y = (z > 0).astype(np.float64)
     a, b = fit_platt(z, y)
     assert np.isfinite([a, b]).all() and SCALE_BOUNDS[0] <= a <= SCALE_BOUNDS[1]
-    reversed_scale, _ = fit_platt(-z, y)  # anti-informative scores: never a reversed ranking
-    assert reversed_scale == SCALE_BOUNDS[0]
+    z, y = _simulated(-1.0, -2.0, n=4000)  # anti-informative scores: never a reversed ranking
+    a, b = fit_platt(z, y)
+    assert a == SCALE_BOUNDS[0]
+    assert np.mean(1 / (1 + np.exp(-(a * z + b)))) == pytest.approx(y.mean(), abs=1e-3)
 
 
 def test_isotonic_is_monotone_bounded_and_improves_a_miscalibrated_sample() -> None:
