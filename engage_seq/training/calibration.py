@@ -222,7 +222,8 @@ def output_metrics(
     targets: list[str],
 ) -> dict[str, float]:
     """Metrics (unprefixed, as `EngagementLitModule` names them) of the probabilities the
-    artifact would return: ``layer`` applied to ``raw``."""
+    artifact would return: ``layer`` applied to ``raw``. Never synced across DDP ranks: every
+    rank scores the whole split here."""
     layer = layer.cpu()
     horizon_logits, next_logits, time_params = model.split_outputs(raw)
     n_targets, n_classes = model.n_outputs, model.n_next_classes
@@ -230,13 +231,13 @@ def output_metrics(
     if n_classes:
         classes = labels[:, n_targets].long()
         has = classes >= 0
-        metric = NextEventMetrics(n_classes, model.n_time_outputs > 0)
+        metric = NextEventMetrics(n_classes, model.n_time_outputs > 0, sync_on_compute=False)
         scaled = next_logits * layer.next_event_scale
         metric.update(scaled[has], classes[has], time_params[has], labels[has, n_targets + 1])
         values.update(metric.compute())
     if n_targets:
         p = layer.horizon_probabilities(horizon_logits).double().clamp(1e-12, 1 - 1e-12)
-        metric = HorizonMetrics(targets)
+        metric = HorizonMetrics(targets, sync_on_compute=False)
         metric.update((p.log() - (-p).log1p()).float(), labels[:, :n_targets])
         values.update(metric.compute())
     return values
@@ -269,13 +270,8 @@ def calibrate_best(
         horizon.double().numpy(), labels[:, :n_targets].numpy(), method, targets, *next_part
     )
     assert fitted is not None  # method != none
-    layer, identity = CalibrationLayer(fitted, n_targets), CalibrationLayer(None, n_targets)
-    scored = {"val": (raw, labels), "test": raw_outputs(model, encoded["test"], batch_size)[:2]}
-    for split, (split_raw, split_labels) in scored.items():
-        before = output_metrics(model, identity, split_raw, split_labels, targets)
-        after = output_metrics(model, layer, split_raw, split_labels, targets)
-        metrics.update({f"{split}_uncalibrated/{k}": v for k, v in before.items()})
-        metrics.update({f"{split}/{k}": v for k, v in after.items()})
+    _rescore(model, raw, labels, fitted, targets, "val", metrics)
+    rescore(model, encoded["test"], fitted, batch_size, targets, "test", metrics)
     return Calibration(
         fitted.method,
         fitted.outputs,
@@ -283,6 +279,40 @@ def calibrate_best(
         fitted_on={"split": "val", "n_samples": int(raw.shape[0])},
         before=_summary(metrics, "val_uncalibrated"),
         after=_summary(metrics, "val"),
+    )
+
+
+def rescore(
+    model: EngagementModel,
+    encoded: EncodedSamples,
+    calibration: Calibration,
+    batch_size: int,
+    targets: Sequence[str],
+    split: str,
+    metrics: dict[str, float],
+) -> None:
+    """Set ``metrics``' ``<split>/*`` (``model`` through ``calibration``) and
+    ``<split>_uncalibrated/*`` (without it): how a refitted model is scored with the
+    calibration fitted before the refit."""
+    raw, labels, _ = raw_outputs(model, encoded, batch_size)
+    _rescore(model, raw, labels, calibration, list(targets), split, metrics)
+
+
+def _rescore(
+    model: EngagementModel,
+    raw: torch.Tensor,  # (N, n_raw)
+    labels: torch.Tensor,  # (N, n_labels)
+    calibration: Calibration,
+    targets: list[str],
+    split: str,
+    metrics: dict[str, float],
+) -> None:
+    identity = CalibrationLayer(None, model.n_outputs)
+    layer = CalibrationLayer(calibration, model.n_outputs)
+    before = output_metrics(model, identity, raw, labels, targets)
+    metrics.update({f"{split}_uncalibrated/{k}": v for k, v in before.items()})
+    metrics.update(
+        {f"{split}/{k}": v for k, v in output_metrics(model, layer, raw, labels, targets).items()}
     )
 
 
