@@ -5,8 +5,9 @@ A sequence model is fed the evaluation batches training used (length-sorted,
 ``eval_batch_size``) and updates the same torchmetrics states, so its figures equal
 ``metrics.json`` (ties in lift@10% are broken by that batch order too); a baseline run scores
 the baseline it saved (``baseline.json``), not a fit made here. A ``training.refit`` run is
-scored as it was in training: validation by the model chosen on it, test by the refit. A gap
-to ``metrics.json`` becomes a note the report shows.
+scored as it was in training: validation by the model chosen on it, test by the refit. A run
+with a post-hoc calibration (``calibration.json``) is scored through it, as exported, and raw
+(`engage_seq.evaluation.calibrated`). A gap to ``metrics.json`` becomes a note the report shows.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from engage_seq.data.encoding import (
 )
 from engage_seq.data.sequences import Task
 from engage_seq.data.tasks import horizon_part, next_event_part
+from engage_seq.evaluation.base_rates import BaseRateShift, base_rate_shifts
+from engage_seq.evaluation.calibrated import run_calibration, score_calibrated
 from engage_seq.evaluation.results import EvaluatedSplit, Scorer, prefixed
 from engage_seq.evaluation.run_folder import EvaluationError, baseline_name, model_label
 from engage_seq.metrics.scores import HorizonMetrics, NextEventMetrics, score_probabilities
@@ -61,6 +64,20 @@ def evaluated_split(
     return EvaluatedSplit(
         name, frame, labels.reshape(frame.height, len(columns)), next_classes, cutoffs
     )
+
+
+def split_base_rates(
+    task: Task,
+    prepared: PreparedSamples,
+    splits: dict[str, EvaluatedSplit],
+    vocabulary: Vocabulary,
+) -> list[BaseRateShift]:
+    """Each horizon target's positive rate in train, val and test, flagged where train and
+    val differ (`engage_seq.evaluation.base_rates`)."""
+    train = evaluated_split("train", prepared.split("train"), task, vocabulary)
+    targets = tuple(horizon_part(task).targets) if horizon_part(task) is not None else ()
+    labels = [s.horizon_labels for s in (train, splits["val"], splits["test"])]
+    return base_rate_shifts(targets, *labels)
 
 
 def evaluation_batches(encoded: EncodedSamples, batch_size: int) -> list[np.ndarray]:
@@ -163,11 +180,13 @@ def sequence_model_scorer(
         )
     vocabulary = Vocabulary.from_metadata(meta)  # the model's, not re-fitted
     targets = list(meta["target_names"])
+    calibration = run_calibration(run_dir, targets)
     scorer = Scorer(
         name=str(cfg.model.get("encoder", "model")),
         label=model_label(cfg.model),
         kind="model",
         targets=tuple(targets),
+        calibration=calibration,
     )
     started = time.perf_counter()
     for name, split in splits.items():
@@ -179,7 +198,13 @@ def sequence_model_scorer(
             numeric_scaling_from_metadata(meta),
         )
         scored = held_out if name == "val" else model
-        horizon, next_event, values = score_model(scored, split.encoded, batch_size, targets)
+        if calibration is not None:  # what the artifact returns; the raw model alongside
+            scores = score_calibrated(scored, split.encoded, batch_size, targets, calibration)
+            horizon, next_event, values = scores.horizon, scores.next_event, scores.metrics
+            scorer.uncalibrated[name] = scores.uncalibrated_horizon
+            scorer.metrics.update(prefixed(f"{name}_uncalibrated", scores.uncalibrated_metrics))
+        else:
+            horizon, next_event, values = score_model(scored, split.encoded, batch_size, targets)
         scorer.horizon[name], scorer.next_event[name] = horizon, next_event
         scorer.metrics.update(prefixed(name, values))
     scorer.seconds = time.perf_counter() - started

@@ -18,8 +18,10 @@ from omegaconf import DictConfig
 
 from engage_seq.data.encoding import EncodedSamples, Vocabulary
 from engage_seq.data.sequences import Task
+from engage_seq.evaluation.base_rates import BaseRateShift
 
 if TYPE_CHECKING:
+    from engage_seq.models.calibration import Calibration
     from engage_seq.models.engagement import EngagementModel
 
 
@@ -50,6 +52,10 @@ class Scorer:
     next_event: dict[str, np.ndarray] = field(default_factory=dict)  # split -> (N, C)
     metrics: dict[str, float] = field(default_factory=dict)  # "split/name", as metrics.json
     seconds: float = 0.0
+    # with a post-hoc calibration (the run's calibration.json): ``horizon`` holds the
+    # calibrated probabilities, this the raw ones, split -> (N, len(targets))
+    uncalibrated: dict[str, np.ndarray] = field(default_factory=dict)
+    calibration: Calibration | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class RunEvaluation:
     data_description: str
     config: DictConfig
     timings: dict[str, float]
+    base_rates: list[BaseRateShift] = field(default_factory=list)  # per target, with flags
 
     @property
     def run(self) -> Scorer:

@@ -32,6 +32,7 @@ from engage_seq.evaluation.predictions import (
     evaluated_split,
     recorded_mismatch,
     sequence_model_scorer,
+    split_base_rates,
 )
 from engage_seq.evaluation.references import ReferenceCache, reference_baselines
 from engage_seq.evaluation.results import EvaluatedSplit, RunEvaluation, Scorer
@@ -176,4 +177,5 @@ def evaluate_run(
         data_description=_describe_source(cfg),
         config=cfg,
         timings={k: round(v, 2) for k, v in timings.items()},
+        base_rates=split_base_rates(task, prepared, splits, vocabulary),
     )

@@ -45,6 +45,7 @@ from engage_seq.experiments.refit import (
     refit_final_model,
 )
 from engage_seq.metrics.direction import metric_mode
+from engage_seq.models.calibration import Calibration
 from engage_seq.serving.export import GOLDEN_BATCH, GOLDEN_EVENTS
 from engage_seq.training.batches import (
     EncodedSamples,
@@ -52,6 +53,12 @@ from engage_seq.training.batches import (
     Vocabulary,
     encode_samples,
     next_event_classes,
+)
+from engage_seq.training.calibration import (
+    calibrate_best,
+    calibration_method,
+    rescore,
+    write_calibration,
 )
 from engage_seq.training.callbacks import RunCallbacks, make_callbacks
 from engage_seq.training.golden import (
@@ -89,6 +96,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     report_options = _report_options(cfg)  # and on a typo or bad value in the report block
     _check_report_segments(cfg, report_options)  # and on a segment column the table lacks
     refit_enabled(cfg)  # and on a training.refit that is not true or false
+    calibration_method(cfg)  # and on an unknown calibration.method
     if is_zero_rank():
         write_text_atomic(run_dir / "config_resolved.yaml", _resolved_yaml(cfg, task, monitor))
     _set_up_process(cfg)
@@ -143,6 +151,9 @@ def _train_sequence_model(
     best_path = best_checkpoint(callbacks.checkpoint, run_dir, resumed=resumed_from is not None)
     best = torch.load(best_path, map_location="cpu", weights_only=True)
     metrics = evaluate_best(trainer, module, datamodule, best_path, best, cfg.trainer.accelerator)
+    calibration = calibrate_best(
+        module.model, encoded, calibration_method(cfg), cfg.eval_batch_size, task.targets, metrics
+    )
     metrics.update(
         {
             "train/n_samples": float(len(encoded["train"])),
@@ -157,8 +168,20 @@ def _train_sequence_model(
     if refit_enabled(cfg):  # from here on the final model is the refit (test/*, golden, export)
         fresh = lambda: _build_module(cfg, task, prepared, sampling.max_len)  # noqa: E731
         module = refit_final_model(cfg, run_dir, encoded, best, metrics, fresh)
+        if calibration is not None:  # fitted on the held-out selected model, applied unchanged
+            rescore(
+                module.model,
+                encoded["test"],
+                calibration,
+                cfg.eval_batch_size,
+                task.targets,
+                "test",
+                metrics,
+            )
     if trainer.is_global_zero:
-        _write_outputs(run_dir, metrics, module, encoded["test"], prepared, sampling.max_len)
+        _write_outputs(
+            run_dir, metrics, module, encoded["test"], prepared, sampling.max_len, calibration
+        )
         logger.log_hyperparams(_flat_hparams(cfg), metrics=_final_metrics(metrics))
         log.info("metrics: %s", json.dumps(metrics, indent=1))
     leave_process_group(trainer)
@@ -248,12 +271,15 @@ def _write_outputs(
     test: EncodedSamples,
     prepared: Any,
     max_len: int,
+    calibration: Calibration | None = None,
 ) -> None:
-    """``metrics.json`` and the golden files export checks parity against (rank 0 only)."""
+    """``metrics.json``, ``calibration.json`` and the golden files export checks parity
+    against (rank 0 only)."""
     write_json_atomic(run_dir / "metrics.json", metrics)
+    write_calibration(run_dir, calibration)
     test_frame = prepared.split("test")
     complete = complete_history_rows(test_frame, max_len)
-    write_golden_batch(module, test, complete, run_dir / GOLDEN_BATCH)
+    write_golden_batch(module, test, complete, run_dir / GOLDEN_BATCH, calibration)
     write_golden_events(test_frame, complete, run_dir / GOLDEN_EVENTS)
 
 

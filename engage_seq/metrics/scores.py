@@ -7,6 +7,7 @@ by construction. Metric names are flat (``auroc``, ``nll``...) and logged as ``s
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torchmetrics import Metric
@@ -56,8 +57,8 @@ class HorizonMetrics(Metric):
 
     full_state_update = False
 
-    def __init__(self, target_names: list[str]) -> None:
-        super().__init__()
+    def __init__(self, target_names: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # e.g. sync_on_compute=False: one process's samples only
         self.target_names = list(target_names)
         self.n_targets = len(self.target_names)
         self.add_state("probs", default=[], dist_reduce_fx="cat")
@@ -122,8 +123,8 @@ class NextEventMetrics(Metric):
 
     full_state_update = False
 
-    def __init__(self, n_classes: int, with_time: bool = False) -> None:
-        super().__init__()
+    def __init__(self, n_classes: int, with_time: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.n_classes = n_classes
         self.with_time = with_time
         self.add_state("confusion", torch.zeros(n_classes, n_classes), dist_reduce_fx="sum")

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from engage_seq.models.calibration import Calibration, CalibrationLayer
 from engage_seq.models.config import ENCODERS, EngagementModelConfig
 from engage_seq.models.encoders import EventEmbedding, RecurrentEncoder, TransformerEncoder
 
@@ -184,15 +185,22 @@ class ProbabilityModel(nn.Module):
 
     Horizon outputs are independent sigmoids; next-event outputs are one softmax over event
     types (summing to 1). The time-to-next head, if trained, is not part of the probabilities.
+    A fitted ``calibration`` (`engage_seq.models.calibration`) is applied to both.
     """
 
-    def __init__(self, model: EngagementModel, output_names: list[str]) -> None:
+    def __init__(
+        self,
+        model: EngagementModel,
+        output_names: list[str],
+        calibration: Calibration | None = None,
+    ) -> None:
         super().__init__()
         expected = model.n_outputs + model.n_next_classes
         if len(output_names) != expected:
             raise ValueError(f"{len(output_names)} output names for {expected} outputs")
         self.model = model
         self.names = list(output_names)
+        self.calibration = CalibrationLayer(calibration, model.n_outputs)
 
     def forward(
         self,
@@ -206,7 +214,8 @@ class ProbabilityModel(nn.Module):
         raw = self.model(
             event_ids, channel_ids, attribute_ids, numeric.float(), time_features.float(), lengths
         )
-        return self.model.probabilities(raw)
+        horizon, next_event, _ = self.model.split_outputs(raw.float())
+        return self.calibration(horizon, next_event)
 
     @torch.jit.export
     def output_names(self) -> list[str]:

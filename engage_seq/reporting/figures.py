@@ -96,12 +96,33 @@ def plot_ranking(
     return fig
 
 
-def plot_calibration(bins: pl.DataFrame, ece: float, title: str, positives: str = "buyers") -> Any:
-    """Reliability diagram over the ECE's own bins (only bins with samples), with the count
-    of each bin written on its point and drawn as bars underneath (log scale)."""
-    plt = pyplot()
-    from matplotlib import ticker
+def _draw_before_calibration(ax: Any, before: pl.DataFrame, ece: float | None, lim: float) -> float:
+    """The raw scores' reliability curve, dashed grey; -> the x limit that shows it too."""
+    raw = before.filter(pl.col("n") > 0)
+    ax.plot(
+        raw["mean_predicted"].to_numpy(),
+        raw["observed_rate"].to_numpy(),
+        marker="x",
+        color="grey",
+        ls="--",
+        lw=1.5,
+        label=f"before calibration (calibration error {ece or float('nan'):.4f})",
+    )
+    return min(1.0, max(lim, float(raw["upper"].max()) if raw.height else lim))
 
+
+def plot_calibration(
+    bins: pl.DataFrame,
+    ece: float,
+    title: str,
+    positives: str = "buyers",
+    before: pl.DataFrame | None = None,
+    before_ece: float | None = None,
+) -> Any:
+    """Reliability diagram over the ECE's own bins (only bins with samples), with the count
+    of each bin written on its point and drawn as bars underneath (log scale); with
+    ``before`` (the raw scores' bins of a post-hoc calibrated model) that curve too, dashed."""
+    plt = pyplot()
     fig, (top, bottom) = plt.subplots(
         2,
         1,
@@ -115,6 +136,8 @@ def plot_calibration(bins: pl.DataFrame, ece: float, title: str, positives: str 
     lim = min(1.0, max(0.1, upper))
     predicted = used["mean_predicted"].to_numpy()
     observed = used["observed_rate"].to_numpy()
+    if before is not None:
+        lim = _draw_before_calibration(top, before, before_ece, lim)
     top.plot([0, lim], [0, lim], color="black", ls=":", lw=1, label="perfectly calibrated")
     top.plot(
         predicted,
@@ -135,8 +158,17 @@ def plot_calibration(bins: pl.DataFrame, ece: float, title: str, positives: str 
     )
     top.grid(alpha=0.3)
     top.legend(fontsize=9, loc="upper left")
+    _draw_bin_counts(bottom, used)
+    fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def _draw_bin_counts(ax: Any, used: pl.DataFrame) -> None:
+    """Users per calibration bin as bars, on a log scale."""
+    from matplotlib import ticker
+
     widths = (used["upper"] - used["lower"]).to_numpy()
-    bottom.bar(
+    ax.bar(
         used["lower"].to_numpy(),
         used["n"].to_numpy(),
         width=widths * 0.92,
@@ -144,14 +176,12 @@ def plot_calibration(bins: pl.DataFrame, ece: float, title: str, positives: str 
         color=MODEL_COLOR,
         alpha=0.55,
     )
-    bottom.set_yscale("log")  # counts span orders of magnitude: most users score low
-    bottom.set_ylim(bottom=0.8)
-    bottom.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    bottom.yaxis.set_minor_formatter(ticker.NullFormatter())
-    bottom.set(xlabel="predicted probability (bin)", ylabel="users in bin")
-    bottom.grid(alpha=0.3, axis="y")
-    fig.suptitle(title, fontsize=12)
-    return fig
+    ax.set_yscale("log")  # counts span orders of magnitude: most users score low
+    ax.set_ylim(bottom=0.8)
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set(xlabel="predicted probability (bin)", ylabel="users in bin")
+    ax.grid(alpha=0.3, axis="y")
 
 
 def plot_gains(

@@ -14,6 +14,7 @@ import polars as pl
 
 from engage_seq.evaluation.results import RunEvaluation, Scorer, is_finite, metric_key
 from engage_seq.metrics.scores import CALIBRATION_BINS
+from engage_seq.reporting.calibration_text import reliability_lines
 from engage_seq.reporting.curves import calibration_bins, captured_at_top, decile_table
 from engage_seq.reporting.wording import (
     fmt,
@@ -45,6 +46,7 @@ class TargetReport:
     captured_top10: dict[str, float]  # scorer label -> share of positives in the top 10 %
     score_means: dict[str, float]
     figures: dict[str, Path] = field(default_factory=dict)
+    calibration_before: pl.DataFrame | None = None  # raw scores' bins, with post-hoc calibration
 
 
 def target_column(scorer: Scorer, target: str) -> int | None:
@@ -101,7 +103,12 @@ def target_report(evaluation: RunEvaluation, target: str) -> TargetReport:
         if (labels < 0.5).any()
         else math.nan,
     }
-    return TargetReport(target, rows, calibration_bins(model, labels), deciles, captured, means)
+    report = TargetReport(target, rows, calibration_bins(model, labels), deciles, captured, means)
+    raw = evaluation.run.uncalibrated.get("test")
+    if raw is not None:
+        column = target_column(evaluation.run, target) or 0
+        report.calibration_before = calibration_bins(raw[:, column], labels)
+    return report
 
 
 def horizon_markdown(
@@ -178,6 +185,7 @@ def _figure_captions(
         "reliability diagram",
         _calibration_caption(report),
     )
+    lines += reliability_lines(evaluation, target)
     lines += _image(
         report,
         report_dir,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from engage_seq.common.times import window_text
-from engage_seq.evaluation.results import RunEvaluation
+from engage_seq.evaluation.results import RunEvaluation, metric_key
 from engage_seq.reporting.curves import gains_curve, roc_pr
 from engage_seq.reporting.figures import (
     Curve,
@@ -73,6 +73,10 @@ def draw_horizon_figures(
         model_row["test/ece"],
         f"{what}: calibration of {evaluation.run.label} on the test period",
         positives,
+        before=report.calibration_before,
+        before_ece=evaluation.run.metrics.get(
+            f"test_uncalibrated/{metric_key('ece', target, evaluation.targets)}"
+        ),
     )
     out[f"calibration_{target}"] = save_figure(figure, figures_dir / f"calibration_{target}.png")
     figure = plot_gains(

@@ -33,6 +33,7 @@ from engage_seq.data.tasks import next_event_part
 from engage_seq.evaluation.options import ReportOptions
 from engage_seq.evaluation.results import RunEvaluation, metric_key
 from engage_seq.evaluation.run_evaluation import evaluate_run
+from engage_seq.reporting.calibration_text import base_rate_flag, calibration_payload
 from engage_seq.reporting.draft import ReportDraft
 from engage_seq.reporting.horizon import horizon_markdown, target_report
 from engage_seq.reporting.horizon_summary import horizon_summary
@@ -89,7 +90,8 @@ def explain_section(
         test.encoded,
         test.frame,
         evaluation.vocabulary,
-        evaluation.run.horizon["test"][:, 0],
+        # the raw model's scores: integrated gradients explain the logit, before calibration
+        evaluation.run.uncalibrated.get("test", evaluation.run.horizon["test"])[:, 0],
         figures_dir,
         target_index=0,
         target_name=target,
@@ -188,6 +190,10 @@ def _add_horizon_targets(draft: ReportDraft, evaluation: RunEvaluation) -> None:
             draft.figures.update(report.figures)
         if i == 0:
             draft.intro, draft.summary = horizon_summary(evaluation, report)
+            flag = base_rate_flag(evaluation)
+            draft.intro += ["", flag] if flag else []
+            draft.payload.update(calibration_payload(evaluation))
+            draft.summary["base_rate_flagged"] = draft.payload["base_rate_flagged"]
         elif i == 1:
             draft.intro += ["", "**Other targets** (test ROC-AUC): " + ", ".join(
                 f"{_words(t)} {fmt(evaluation.run.metrics.get(f'test/auroc/{t}'), 3)}"
@@ -213,6 +219,11 @@ def _add_horizon_targets(draft: ReportDraft, evaluation: RunEvaluation) -> None:
         draft.payload["targets"][target] = {
             "rows": report.rows,
             "calibration": report.calibration.to_dicts(),
+            "calibration_uncalibrated": (
+                report.calibration_before.to_dicts()
+                if report.calibration_before is not None
+                else None
+            ),
             "deciles": {label: t.to_dicts() for label, t in report.deciles.items()},
             "captured_top10": report.captured_top10,
             "score_means": report.score_means,

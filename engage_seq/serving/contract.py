@@ -110,6 +110,8 @@ class ArtifactMetadata:
     truncation: str | None = None
     cutoffs: dict[str, list[str]] | None = None  # split -> ISO cutoffs
     data_fingerprint: str | None = None
+    # post-hoc calibration applied inside the module (engage_seq.models.calibration)
+    calibration: dict[str, Any] | None = None
     # bookkeeping for an exact round trip
     absent: frozenset[str] = field(default=frozenset(), compare=False)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -39,7 +39,9 @@ import torch
 from engage_seq import __version__
 from engage_seq.common.io import atomic_path
 from engage_seq.common.times import now_text
+from engage_seq.models.calibration import Calibration, CalibrationError
 from engage_seq.models.engagement import MODEL_INPUTS, EngagementModel, ProbabilityModel
+from engage_seq.serving.calibration_file import read_calibration
 from engage_seq.serving.checkpoint import (
     ExportError,
     find_checkpoint,
@@ -128,7 +130,7 @@ def serving_module(model: EngagementModel, meta: ArtifactMetadata) -> ServingMod
         raise ExportError("checkpoint metadata cannot describe a serving module: no time_features")
     try:
         return ServingModule(
-            ProbabilityModel(model, meta.output_names),
+            ProbabilityModel(model, meta.output_names, artifact_calibration(meta)),
             meta.vocabulary,
             list(meta.categorical_attributes),
             [(scaling[c]["mean"], scaling[c]["std"]) for c in meta.numeric_attributes],
@@ -138,6 +140,18 @@ def serving_module(model: EngagementModel, meta: ArtifactMetadata) -> ServingMod
         )
     except (KeyError, ValueError) as exc:
         raise ExportError(f"checkpoint metadata cannot describe a serving module: {exc}") from exc
+
+
+def artifact_calibration(meta: ArtifactMetadata) -> Calibration | None:
+    """The calibration the metadata records (None: none), checked against its outputs."""
+    if meta.calibration is None:
+        return None
+    try:
+        calibration = Calibration.from_dict(meta.calibration, "metadata key 'calibration'")
+        calibration.check_outputs(meta.targets, "metadata key 'calibration'")
+    except CalibrationError as exc:
+        raise ExportError(str(exc)) from None
+    return calibration
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -193,7 +207,7 @@ def export_program(
     recurrent kernel specialises the sequence length, so the program takes exactly ``max_len``
     steps (right-pad to it: the output is read at ``length - 1``, so padding never changes it).
     """
-    eager = ProbabilityModel(model, output_names).eval()
+    eager = ProbabilityModel(model, output_names, artifact_calibration(metadata)).eval()
     max_len = int(metadata.max_len)
     fixed_time = model.config["encoder"] != "transformer"
     inputs = tuple(_pad_time(golden[name], max_len) for name in MODEL_INPUTS)
@@ -276,8 +290,13 @@ def artifact_metadata(
     meta: dict[str, Any], run_dir: Path, config: dict[str, Any] | None
 ) -> ArtifactMetadata:
     """What ``metadata.json`` records: export's own keys, then the checkpoint's metadata (the
-    training run's, `engage_seq.training.metadata`) less its target names."""
+    training run's, `engage_seq.training.metadata`) less its target names, and the run's
+    ``calibration.json`` where it has one (untrusted: validated first)."""
     metrics_path = run_dir / "metrics.json"
+    try:
+        calibration = read_calibration(run_dir)
+    except CalibrationError as exc:
+        raise ExportError(str(exc)) from None
     written = {
         "format_version": ARTIFACT_FORMAT_VERSION,
         "created_at": now_text(),
@@ -288,6 +307,7 @@ def artifact_metadata(
         "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else {},
         "config": config,
         **{k: v for k, v in meta.items() if k not in ("target_names", "output_names")},
+        **({"calibration": calibration.to_dict()} if calibration is not None else {}),
     }
     try:
         return ArtifactMetadata.from_dict(written, "the checkpoint")

@@ -10,6 +10,7 @@ import polars as pl
 import torch
 
 from engage_seq.common.io import atomic_path
+from engage_seq.models.calibration import Calibration, CalibrationLayer
 from engage_seq.models.engagement import MODEL_INPUTS
 from engage_seq.training.batches import EncodedSamples
 from engage_seq.training.lit_module import EngagementLitModule
@@ -18,14 +19,20 @@ GOLDEN_BATCH_SIZE = 256
 
 
 def write_golden_batch(
-    module: EngagementLitModule, test: EncodedSamples, complete: np.ndarray, path: Path
+    module: EngagementLitModule,
+    test: EncodedSamples,
+    complete: np.ndarray,
+    path: Path,
+    calibration: Calibration | None = None,
 ) -> None:
     """Parity reference for export: the module's predictions for the first test samples, and
     for ``complete`` (test samples whose whole history is in their window, whose raw events
     `write_golden_events` saves), on CPU in fp32 whatever the training device and precision,
     because that is how the artifact is served (a bf16-trained GPU run would otherwise fail
-    the 1e-5 parity check)."""
+    the 1e-5 parity check). With a ``calibration`` the reference is the calibrated
+    prediction, as the artifact returns it."""
     module = module.cpu().float().eval()
+    layer = CalibrationLayer(calibration, module.model.n_outputs)
     reference: dict[str, torch.Tensor] = {}
     for prefix, rows in (
         ("", np.arange(min(GOLDEN_BATCH_SIZE, len(test)))),
@@ -36,6 +43,9 @@ def write_golden_batch(
         batch = test.batch(rows)
         with torch.inference_mode():
             probabilities = module.predict_step(batch, 0)
+            if calibration is not None:
+                horizon, next_logits, _ = module.model.split_outputs(module(batch).float())
+                probabilities = layer(horizon, next_logits)
         reference.update({f"{prefix}{k}": v for k, v in zip(MODEL_INPUTS, batch[:-1], strict=True)})
         reference[f"{prefix}probabilities"] = probabilities.float()
     torch.save(reference, path)

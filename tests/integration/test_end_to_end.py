@@ -68,8 +68,9 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     """One real `engage-train -m model=lstm,transformer` multirun on tiny data, with
-    ``training.refit=true``: everything below (export parity, the artifact, the report) then
-    runs on the refit model, the run's final model."""
+    ``training.refit=true`` and Platt calibration: everything below (export parity, the
+    artifact, the report) then runs on the refit model, the run's final model, through the
+    calibration fitted on the held-out selected model."""
     root = tmp_path_factory.mktemp("sweep")
     env = {
         **__import__("os").environ,
@@ -84,6 +85,7 @@ def sweep(tmp_path_factory) -> Path:
             "model=lstm,transformer",
             *TINY,
             "training.refit=true",
+            "calibration.method=platt",  # issue 21: the artifact applies it, parity covers it
             f"hydra.sweep.dir={root / 'multirun'}",
             "hydra.sweep.subdir=${hydra:runtime.choices.model}",
         ],
@@ -101,6 +103,7 @@ def test_run_folder_has_everything(sweep: Path, model: str) -> None:
         "metrics.json",
         "data_report.json",
         "golden_batch.pt",
+        "calibration.json",
         "checkpoints/best.ckpt",
         "checkpoints/refit.ckpt",
         "report.md",
@@ -113,6 +116,7 @@ def test_run_folder_has_everything(sweep: Path, model: str) -> None:
         for name in ("auroc", "auprc", "logloss", "brier", "positive_rate", "n_samples"):
             assert f"{split}/{name}" in metrics
         assert 0.0 <= metrics[f"{split}/auroc"] <= 1.0
+        assert f"{split}_uncalibrated/brier" in metrics
     assert f"encoder: {model}" in (run / "config_resolved.yaml").read_text()
     # refit: a fresh model on train + validation for the selected epoch count
     assert metrics["train/refit"] == 1.0
@@ -126,6 +130,7 @@ def test_run_folder_has_everything(sweep: Path, model: str) -> None:
             "engage_seq"
         ]
     )
+    _check_platt_calibration(run, metrics)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -144,6 +149,29 @@ def test_refit_report_keeps_validation_held_out(sweep: Path, model: str) -> None
     if model == MODELS[-1]:  # the first run of the sweep, also refitted, is its sibling
         assert report["siblings"] and "(refit on train + validation), run " in notes
     assert "RFM logistic regression: test from a refit on train + validation" in notes
+
+
+def _check_platt_calibration(run: Path, metrics: dict[str, float]) -> None:
+    """The golden reference (what export checks parity against) is the final (refit) model's
+    logit through the Platt curve fitted on the held-out selected model's val predictions,
+    where its mean prediction is the observed rate (the bias's first-order condition)."""
+    from engage_seq.serving.calibration_file import read_calibration
+    from engage_seq.serving.checkpoint import load_model
+
+    calibration = read_calibration(run)
+    assert calibration is not None and calibration.method == "platt"
+    assert calibration.fitted_on == {"split": "val", "n_samples": int(metrics["val/n_samples"])}
+    assert metrics["val/mean_prediction"] == pytest.approx(metrics["val/positive_rate"], abs=2e-3)
+    assert metrics["val/logloss"] <= metrics["val_uncalibrated/logloss"] + 1e-6
+    model, _ = load_model(run / "checkpoints" / "refit.ckpt")  # the final model
+    golden = torch.load(run / "golden_batch.pt", weights_only=True)
+    names = ["event_ids", "channel_ids", "attribute_ids", "numeric", "time_features", "lengths"]
+    with torch.inference_mode():
+        logits = model(*[golden[n] for n in names])[:, :1]
+    (output,) = calibration.outputs
+    expected = torch.sigmoid(logits * output.scale + output.bias)
+    assert torch.allclose(golden["probabilities"], expected, atol=1e-6)
+    assert not torch.allclose(golden["probabilities"], torch.sigmoid(logits), atol=1e-3)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -172,6 +200,8 @@ def test_export_then_reload_without_engage_seq(sweep: Path, model: str, tmp_path
     assert meta["training"]["refit"] is True  # the artifact is the refit model
     assert meta["training"]["trained_on"] == ["train", "val"]
     assert meta["config"]["model"]["encoder"] == model and meta["format_version"] == 2
+    calibration = json.loads((sweep / model / "calibration.json").read_text())
+    assert meta["calibration"] == calibration and calibration["method"] == "platt"
 
 
 def test_no_raw_user_id_in_text_outputs(sweep: Path) -> None:
@@ -192,6 +222,7 @@ def test_export_refuses_a_model_that_disagrees(sweep: Path, tmp_path: Path) -> N
     (run / "checkpoints" / "best.ckpt").write_bytes(
         (sweep / "lstm/checkpoints/best.ckpt").read_bytes()
     )
+    (run / "calibration.json").write_bytes((sweep / "lstm/calibration.json").read_bytes())
     with pytest.raises(ExportError, match="no parity reference"):
         export_artifact(run, tmp_path / "bad.pt")
     golden = torch.load(sweep / "lstm" / "golden_batch.pt", weights_only=True)
@@ -217,6 +248,11 @@ def test_export_refuses_a_model_that_disagrees(sweep: Path, tmp_path: Path) -> N
     # a raw entry point that cannot be checked is not exported either
     events.head(0).write_parquet(run / "golden_events.parquet")
     with pytest.raises(ExportError, match="cannot be checked against training"):
+        export_artifact(run, tmp_path / "bad.pt")
+    # the reference is calibrated: the same run exported without its calibration disagrees
+    events.write_parquet(run / "golden_events.parquet")
+    (run / "calibration.json").unlink()
+    with pytest.raises(ExportError, match=r"parity check failed.*eager_vs_lightning"):
         export_artifact(run, tmp_path / "bad.pt")
     assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob(".bad.pt*"))
 
