@@ -22,6 +22,9 @@ import torch
 from omegaconf import DictConfig
 
 from engage_seq.baselines.registry import BASELINES
+from engage_seq.data.aggregates import (
+    aggregate_scaling_from_metadata,
+)
 from engage_seq.data.cache import PreparedSamples
 from engage_seq.data.encoding import (
     EncodedSamples,
@@ -167,6 +170,7 @@ def sequence_model_scorer(
             int(meta["max_len"]),
             task.label_columns,
             numeric_scaling_from_metadata(meta),
+            aggregate_scaling_from_metadata(meta),
         )
         horizon, next_event, values = score_model(model, split.encoded, batch_size, targets)
         scorer.horizon[name], scorer.next_event[name] = horizon, next_event

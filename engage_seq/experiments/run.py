@@ -40,6 +40,7 @@ from engage_seq.experiments.config_checks import (
     _resolved_yaml,
 )
 from engage_seq.experiments.hparams import _final_metrics, _flat_hparams
+from engage_seq.experiments.hybrid import hybrid_setup
 from engage_seq.metrics.direction import metric_mode
 from engage_seq.serving.export import GOLDEN_BATCH, GOLDEN_EVENTS
 from engage_seq.training.batches import (
@@ -128,11 +129,12 @@ def _train_sequence_model(
     prepare_seconds: float,
 ) -> dict[str, float]:
     """Encode, fit, evaluate the best checkpoint, write the run folder's files."""
-    encoded = _encode(prepared, task, sampling.max_len)
+    model_cfg, aggregate_scaling = hybrid_setup(cfg.model, task, prepared)
+    encoded = _encode(prepared, task, sampling.max_len, aggregate_scaling)
     datamodule = EventDataModule(
         **encoded, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, seed=cfg.seed
     )
-    module = _build_module(cfg, task, prepared, sampling.max_len)
+    module = _build_module(cfg, task, prepared, sampling.max_len, model_cfg, aggregate_scaling)
     trainer, logger, callbacks = _build_trainer(cfg, run_dir, monitor)
     resumed_from, fit_seconds = fit(trainer, module, datamodule, callbacks, cfg.resume)
     best_path = best_checkpoint(callbacks.checkpoint, run_dir, resumed=resumed_from is not None)
@@ -159,7 +161,9 @@ def _train_sequence_model(
     return metrics
 
 
-def _encode(prepared: Any, task: Task, max_len: int) -> dict[str, EncodedSamples]:
+def _encode(
+    prepared: Any, task: Task, max_len: int, aggregate_scaling: dict[str, Any]
+) -> dict[str, EncodedSamples]:
     """Every split's samples as model inputs, with the training vocabulary and scaling."""
     return {
         split: encode_samples(
@@ -168,6 +172,7 @@ def _encode(prepared: Any, task: Task, max_len: int) -> dict[str, EncodedSamples
             max_len,
             task.label_columns,
             prepared.numeric_scaling,
+            aggregate_scaling,
         )
         for split in SPLITS
     }
@@ -196,13 +201,21 @@ def _build_trainer(
     return trainer, logger, callbacks
 
 
-def _build_module(cfg: DictConfig, task: Task, prepared: Any, max_len: int) -> EngagementLitModule:
-    """The configured model, sized to the vocabulary and task, in its Lightning module with the
-    artifact metadata it will carry."""
+def _build_module(
+    cfg: DictConfig,
+    task: Task,
+    prepared: Any,
+    max_len: int,
+    model_cfg: DictConfig,
+    aggregate_scaling: dict[str, Any],
+) -> EngagementLitModule:
+    """The configured model (``model_cfg``: cfg.model less its aggregates switch), sized to the
+    vocabulary, task and aggregates, in its Lightning module with the artifact metadata it
+    will carry."""
     vocabulary = prepared.fitted_vocabulary
     next_event = next_event_part(task)
     model = instantiate(
-        cfg.model,
+        model_cfg,
         n_event_ids=vocabulary.n_event_ids,
         n_channel_ids=vocabulary.n_channel_ids,
         attribute_sizes=vocabulary.attribute_sizes,
@@ -211,9 +224,11 @@ def _build_module(cfg: DictConfig, task: Task, prepared: Any, max_len: int) -> E
         n_outputs=len(task.targets),
         n_next_classes=len(next_event_classes(vocabulary)) if next_event is not None else 0,
         max_len=max_len,
+        n_aggregates=len(aggregate_scaling),
     )
+    mapping = _column_mapping(cfg.data.columns)
     metadata = {
-        **data_metadata(task, prepared, vocabulary, max_len, _column_mapping(cfg.data.columns)),
+        **data_metadata(task, prepared, vocabulary, max_len, mapping, aggregate_scaling),
         "output_names": output_names(task, vocabulary),
     }
     return EngagementLitModule(

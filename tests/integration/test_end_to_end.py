@@ -135,7 +135,7 @@ def test_export_then_reload_without_engage_seq(sweep: Path, model: str, tmp_path
     assert meta["padding"] == "right" and meta["truncation"] == "keep_most_recent"
     assert meta["model_config"]["encoder"] == model
     assert "test/auroc" in meta["metrics"]
-    assert meta["config"]["model"]["encoder"] == model and meta["format_version"] == 2
+    assert meta["config"]["model"]["encoder"] == model and meta["format_version"] == 3
 
 
 def test_no_raw_user_id_in_text_outputs(sweep: Path) -> None:
