@@ -39,7 +39,8 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
 extra = {"metadata.json": ""}
 module = torch.jit.load(sys.argv[1], _extra_files=extra)
 golden = torch.load(sys.argv[2], weights_only=True)
-names = ["event_ids", "channel_ids", "attribute_ids", "numeric", "time_features", "lengths"]
+names = ["event_ids", "channel_ids", "attribute_ids", "numeric", "time_features", "lengths",
+         "aggregates"]
 with torch.inference_mode():
     probs = module(*[golden[n] for n in names])
     raw = module.predict_events(
