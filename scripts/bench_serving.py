@@ -127,7 +127,7 @@ def latency_and_throughput(encoder: str, args: argparse.Namespace) -> dict[str, 
         program = torch.export.export(  # time steps fixed at max_len for recurrent encoders
             module.model,
             tuple(t.clone() for t in many_tensors),  # inference-mode tensors cannot be traced
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1_000_000)},) * 6,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1_000_000)},) * 7,
         ).module()
     entries = {
         "eager": (lambda: module(*one_tensors), lambda: module(*many_tensors)),

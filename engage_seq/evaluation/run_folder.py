@@ -69,6 +69,7 @@ def model_label(model_cfg: Mapping[str, Any]) -> str:
         return BASELINE_LABELS.get(name, name)
     encoder = str(model_cfg.get("encoder", "model"))
     hidden, layers = model_cfg.get("hidden"), int(model_cfg.get("num_layers", 1) or 1)
+    layers = 1 if encoder == "none" else layers  # no encoder layers: the head's width only
     size = f"{layers} layers × {hidden}" if layers > 1 else f"hidden {hidden}"
     name = ENCODER_LABELS.get(encoder, encoder)
     if model_cfg.get("aggregates") and encoder != "none":

@@ -133,3 +133,5 @@ def test_runs_are_labelled_by_what_the_head_reads() -> None:
     assert model_label(hybrid) == "LSTM + full-history aggregates, hidden 64"
     assert model_label({**hybrid, "encoder": "none"}) == "MLP on full-history aggregates, hidden 64"
     assert model_label({**hybrid, "aggregates": False}) == "LSTM, hidden 64"
+    none_of_a_transformer = {**hybrid, "encoder": "none", "num_layers": 2}
+    assert model_label(none_of_a_transformer) == "MLP on full-history aggregates, hidden 64"
