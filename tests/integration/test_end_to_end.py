@@ -276,5 +276,5 @@ def test_torch_export_program_matches(sweep: Path, model: str, tmp_path: Path) -
         for n in names
     ]
     with torch.inference_mode():
-        probabilities = program(*inputs, golden["lengths"])
+        probabilities = program(*inputs, golden["lengths"], golden["aggregates"])
     assert torch.allclose(probabilities, golden["probabilities"], atol=1e-5)
