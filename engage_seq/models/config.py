@@ -52,8 +52,9 @@ class EngagementModelConfig:
                 f"the model needs at least one head: n_outputs={self.n_outputs}, "
                 f"n_next_classes={self.n_next_classes}"
             )
-        if self.n_aggregates < 0:
-            raise ValueError(f"n_aggregates must be >= 0, got {self.n_aggregates}")
+        aggregates = self.n_aggregates
+        if not isinstance(aggregates, int) or isinstance(aggregates, bool) or aggregates < 0:
+            raise ValueError(f"n_aggregates must be an integer >= 0, got {aggregates!r}")
         if self.encoder == "none" and self.n_aggregates == 0:
             raise ValueError(
                 "encoder none reads no events: the head needs the aggregates "

@@ -96,8 +96,9 @@ def test_scripted_matches_eager_batch_and_single(encoder: str) -> None:
 def test_bad_configurations_are_refused() -> None:
     with pytest.raises(ValueError, match="encoder none reads no events"):
         make_model("none", n_aggregates=0)
-    with pytest.raises(ValueError, match="n_aggregates"):
-        make_model("lstm", n_aggregates=-1)
+    for bad in (-1, "5", True):  # a checkpoint's model_config is untrusted input
+        with pytest.raises(ValueError, match="n_aggregates"):
+            make_model("lstm", n_aggregates=bad)
 
 
 class _Prepared:
