@@ -40,6 +40,7 @@ class EngagementModelConfig:
     n_next_classes: int = 0  # next-event softmax classes (0 = no next-event head)
     time_to_next: bool = False  # log-normal (mu, log_sigma) head of the hours to the next event
     n_aggregates: int = 0  # A: full-history aggregates joined into the head (0 = none)
+    aggregate_dropout: float = 0.5  # training: P(a sample's aggregates are hidden from the head)
 
     def __post_init__(self) -> None:
         # a list from Hydra or a checkpoint becomes a tuple, so the config stays immutable
@@ -60,6 +61,8 @@ class EngagementModelConfig:
                 "encoder none reads no events: the head needs the aggregates "
                 "(model.aggregates=true), or pick an encoder (lstm, gru, transformer)"
             )
+        if not 0.0 <= self.aggregate_dropout < 1.0:
+            raise ValueError(f"aggregate_dropout must be in [0, 1), got {self.aggregate_dropout}")
         if self.time_to_next and self.n_next_classes == 0:
             raise ValueError("time_to_next needs the next-event head (n_next_classes > 0)")
 

@@ -75,6 +75,7 @@ class EngagementModel(nn.Module):
         n_next_classes: int = 0,
         time_to_next: bool = False,
         n_aggregates: int = 0,
+        aggregate_dropout: float = 0.5,
     ) -> None:
         super().__init__()
         self._build(
@@ -99,6 +100,7 @@ class EngagementModel(nn.Module):
                 n_next_classes=n_next_classes,
                 time_to_next=time_to_next,
                 n_aggregates=n_aggregates,
+                aggregate_dropout=aggregate_dropout,
             )
         )
 
@@ -120,7 +122,12 @@ class EngagementModel(nn.Module):
         self.n_aggregates = config.n_aggregates
         self.head = self._build_head(config)
         self.aggregate_projection: nn.Module = (
-            AggregateProjection(config.n_aggregates, config.hidden)
+            AggregateProjection(
+                config.n_aggregates,
+                config.hidden,
+                # aggregates only: nothing else to score from, so never hidden
+                0.0 if config.encoder == "none" else config.aggregate_dropout,
+            )
             if config.n_aggregates
             else NoAggregates()
         )

@@ -136,3 +136,19 @@ def test_runs_are_labelled_by_what_the_head_reads() -> None:
     assert model_label({**hybrid, "aggregates": False}) == "LSTM, hidden 64"
     none_of_a_transformer = {**hybrid, "encoder": "none", "num_layers": 2}
     assert model_label(none_of_a_transformer) == "MLP on full-history aggregates, hidden 64"
+
+
+def test_aggregate_dropout_hides_whole_rows_in_training_only() -> None:
+    model = make_model("lstm", aggregate_dropout=0.5)
+    projection = model.aggregate_projection
+    aggregates = torch.randn(4000, A)
+    torch.manual_seed(1)
+    projection.train()
+    hidden = projection(aggregates).abs().sum(1) == 0  # (B,): a zeroed row
+    assert 0.45 < hidden.float().mean() < 0.55
+    projection.eval()
+    assert (projection(aggregates).abs().sum(1) > 0).all()
+    # aggregates only: nothing else to score from, so never hidden
+    assert make_model("none", aggregate_dropout=0.5).aggregate_projection.drop_rate == 0.0
+    with pytest.raises(ValueError, match="aggregate_dropout"):
+        make_model("lstm", aggregate_dropout=1.0)
