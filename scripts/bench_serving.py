@@ -71,7 +71,9 @@ CHANNELS = ["app", "email", "push", "web"]
 
 def build_module(encoder: str, max_len: int) -> ServingModule:
     config = yaml.safe_load((REPO / "conf" / "model" / f"{encoder}.yaml").read_text())
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    # `aggregates` is the run's switch for the hybrid model (engage_seq.experiments.hybrid), not
+    # a model argument: the serving benchmark measures the sequence models without it
+    config = {k: v for k, v in config.items() if not k.startswith("_") and k != "aggregates"}
     model = EngagementModel(
         n_event_ids=len(EVENT_TYPES) + 2,
         n_channel_ids=len(CHANNELS) + 2,
