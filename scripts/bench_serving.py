@@ -71,7 +71,9 @@ CHANNELS = ["app", "email", "push", "web"]
 
 def build_module(encoder: str, max_len: int) -> ServingModule:
     config = yaml.safe_load((REPO / "conf" / "model" / f"{encoder}.yaml").read_text())
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    # `aggregates` is the run's switch for the hybrid model (engage_seq.experiments.hybrid), not
+    # a model argument: the serving benchmark measures the sequence models without it
+    config = {k: v for k, v in config.items() if not k.startswith("_") and k != "aggregates"}
     model = EngagementModel(
         n_event_ids=len(EVENT_TYPES) + 2,
         n_channel_ids=len(CHANNELS) + 2,
@@ -127,7 +129,7 @@ def latency_and_throughput(encoder: str, args: argparse.Namespace) -> dict[str, 
         program = torch.export.export(  # time steps fixed at max_len for recurrent encoders
             module.model,
             tuple(t.clone() for t in many_tensors),  # inference-mode tensors cannot be traced
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1_000_000)},) * 6,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1_000_000)},) * 7,
         ).module()
     entries = {
         "eager": (lambda: module(*one_tensors), lambda: module(*many_tensors)),

@@ -126,6 +126,7 @@ class _PerSample(Dataset[tuple[torch.Tensor, ...]]):
             torch.from_numpy(e.numeric[i, :n]),
             torch.from_numpy(e.time_features[i, :n]),
             torch.tensor(n),
+            torch.from_numpy(e.aggregates[i]),  # (A,): none here, the input is still passed
             torch.from_numpy(e.labels[i]),
         )
 
@@ -133,7 +134,8 @@ class _PerSample(Dataset[tuple[torch.Tensor, ...]]):
 def naive_collate(samples: list[tuple[torch.Tensor, ...]]) -> Batch:
     columns = list(zip(*samples, strict=True))
     padded = [pad_sequence(list(c), batch_first=True) for c in columns[:5]]
-    return (*padded, torch.stack(columns[5]), torch.stack(columns[6]))  # type: ignore[return-value]
+    rest = [torch.stack(c) for c in columns[5:]]  # lengths, aggregates, labels
+    return (*padded, *rest)  # type: ignore[return-value]
 
 
 def naive_loader(encoded: EncodedSamples, batch_size: int) -> DataLoader[Batch]:

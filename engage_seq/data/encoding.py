@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from engage_seq.data.sequences import TIME_FEATURES, samples_at_cutoff, user_histories
+from engage_seq.data.aggregates import standardised_aggregates, with_aggregates
+from engage_seq.data.sequences import TIME_FEATURES, clean_events, samples_at_cutoff, user_histories
 from engage_seq.data.vocabulary import signed_log1p
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def numeric_scaling_from_metadata(metadata: Mapping[str, Any]) -> dict[str, dict
 @dataclass
 class EncodedSamples:
     """Dense arrays for one split: N samples, T = max_len, C categorical attributes,
-    F numeric attributes, K time features, L labels."""
+    F numeric attributes, K time features, A full-history aggregates (0: off), L labels."""
 
     event_ids: np.ndarray  # (N, T) int64, 0 = pad
     channel_ids: np.ndarray  # (N, T) int64, 0 = pad
@@ -125,15 +126,22 @@ class EncodedSamples:
     time_features: np.ndarray  # (N, T, K) float32, 0 at pads
     lengths: np.ndarray  # (N,) int64, >= 1
     labels: np.ndarray  # (N, L) float32
+    aggregates: np.ndarray | None = None  # (N, A) float32, standardised; None = (N, 0)
+
+    def __post_init__(self) -> None:
+        if self.aggregates is None:
+            self.aggregates = np.zeros((self.lengths.shape[0], 0), dtype=np.float32)
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
 
     def batch(self, indices: np.ndarray) -> tuple[torch.Tensor, ...]:
         """Tensors for ``indices``, trimmed to the longest sequence among them:
-        (event_ids, channel_ids, attribute_ids, numeric, time_features, lengths, labels)."""
+        (event_ids, channel_ids, attribute_ids, numeric, time_features, lengths, aggregates,
+        labels): the model's inputs in `MODEL_INPUTS` order, then the labels."""
         import torch
 
+        assert self.aggregates is not None  # set in __post_init__
         width = int(self.lengths[indices].max())
         return (
             torch.from_numpy(self.event_ids[indices, :width]),
@@ -142,6 +150,7 @@ class EncodedSamples:
             torch.from_numpy(self.numeric[indices, :width]),
             torch.from_numpy(self.time_features[indices, :width]),
             torch.from_numpy(self.lengths[indices]),
+            torch.from_numpy(self.aggregates[indices]),
             torch.from_numpy(self.labels[indices]),
         )
 
@@ -195,11 +204,14 @@ def encode_samples(
     max_len: int,
     label_columns: Sequence[str],
     numeric_scaling: dict[str, dict[str, float]] | None = None,
+    aggregate_scaling: dict[str, dict[str, float]] | None = None,
 ) -> EncodedSamples:
     """Map tokens to ids (unknown -> 1), scale numerics, pad; input from `build_samples`.
 
     Numeric attributes become ``clip((signed_log1p(x) - mean) / std, -5, 5)`` with training-
-    period statistics; missing values become 0 (the training mean).
+    period statistics; missing values become 0 (the training mean). ``aggregate_scaling``
+    (ordered; empty or None: the model reads no aggregates) standardises the samples'
+    full-history aggregates (`engage_seq.data.aggregates`).
     """
     numeric_scaling = numeric_scaling or {}
     lengths = samples["event_type"].list.len().to_numpy().astype(np.int64)
@@ -243,6 +255,7 @@ def encode_samples(
         time_features=_stack(times, n, max_len, np.float32),
         lengths=lengths,
         labels=np.ascontiguousarray(labels, dtype=np.float32).reshape(n, len(label_columns)),
+        aggregates=standardised_aggregates(samples, aggregate_scaling or {}),
     )
 
 
@@ -252,11 +265,22 @@ def encode_events_at_cutoff(
     vocabulary: Vocabulary,
     numeric_scaling: dict[str, dict[str, float]],
     max_len: int,
+    aggregate_targets: Sequence[str] = (),
+    aggregate_scaling: dict[str, dict[str, float]] | None = None,
 ) -> tuple[pl.Series, EncodedSamples]:
     """Canonical events (``user_key``, ``ts``, ``event_type``, ``channel``, ``cat_*``,
     ``num_*``) -> model inputs at ``cutoff`` for every user with an event before it, through
     the very functions that built the training samples (`user_histories`,
-    `samples_at_cutoff`, `encode_samples`). Returns the user keys in row order and the arrays.
+    `samples_at_cutoff`, `with_aggregates`, `encode_samples`). Returns the user keys in row
+    order and the arrays. Aggregates (of the task's ``aggregate_targets``) are computed only
+    when ``aggregate_scaling`` names some.
     """
-    samples = samples_at_cutoff(user_histories(events), None, cutoff, "score", max_len).collect()
-    return samples["user_key"], encode_samples(samples, vocabulary, max_len, (), numeric_scaling)
+    samples = samples_at_cutoff(user_histories(events), None, cutoff, "score", max_len)
+    if aggregate_scaling:
+        numeric = list(numeric_scaling)
+        samples = with_aggregates(samples, clean_events(events), cutoff, aggregate_targets, numeric)
+    frame = samples.collect()
+    encoded = encode_samples(
+        frame, vocabulary, max_len, (), numeric_scaling, aggregate_scaling=aggregate_scaling
+    )
+    return frame["user_key"], encoded

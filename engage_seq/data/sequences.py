@@ -27,6 +27,7 @@ import math
 
 import polars as pl
 
+from engage_seq.data.aggregates import COLUMN_PREFIX, aggregate_names, with_aggregates
 from engage_seq.data.sampling import CutoffPlan
 from engage_seq.data.schema import ROW_INDEX
 from engage_seq.data.tasks import Task
@@ -144,9 +145,17 @@ def samples_at_cutoff(
 
 
 def build_samples(events: pl.LazyFrame, task: Task, plan: CutoffPlan, max_len: int) -> pl.LazyFrame:
-    """All samples of all splits as one lazy plan (collect once), ordered by cutoff, user."""
+    """All samples of all splits as one lazy plan (collect once), ordered by cutoff, user;
+    each with the user's full-history aggregates (`engage_seq.data.aggregates`)."""
     histories = user_histories(events)
-    parts = [samples_at_cutoff(histories, task, c, split, max_len) for split, c in plan.items()]
+    clean = clean_events(events)
+    numeric = [c for c in events.collect_schema().names() if c.startswith("num_")]
+    parts = [
+        with_aggregates(
+            samples_at_cutoff(histories, task, c, split, max_len), clean, c, task.targets, numeric
+        )
+        for split, c in plan.items()
+    ]
     columns = [
         "split",
         "cutoff",
@@ -155,5 +164,6 @@ def build_samples(events: pl.LazyFrame, task: Task, plan: CutoffPlan, max_len: i
         "seconds_since_last",
         *sequence_columns(events),
         *task.label_columns,
+        *(COLUMN_PREFIX + name for name in aggregate_names(task.targets, numeric)),
     ]
     return pl.concat(parts).select(columns)  # plan.items() is in cutoff order

@@ -90,9 +90,15 @@ def _model_inputs(model: EngagementModel, inputs: tuple[torch.Tensor, ...]) -> l
 
 
 def _target_probability(
-    model: EngagementModel, x: torch.Tensor, lengths: torch.Tensor, target: int
+    model: EngagementModel,
+    x: torch.Tensor,
+    lengths: torch.Tensor,
+    aggregates: torch.Tensor,
+    target: int,
 ) -> torch.Tensor:  # (rows,)
-    return model.probabilities(model.head(model.encoder(x, lengths)))[:, target]
+    """p from event embeddings ``x`` (rows, T, D); the aggregates (rows, A) are context held
+    fixed on the path, so the attributions are the events' share only."""
+    return model.probabilities(model.read_out(model.encoder(x, lengths), aggregates))[:, target]
 
 
 def attribute(
@@ -133,6 +139,7 @@ class _Path:
     reference: torch.Tensor  # (B, T, D) float32, = x at padded positions
     delta: torch.Tensor  # (B, T, D) float32, x - reference, 0 at padded positions
     lengths: torch.Tensor  # (B,) int64
+    aggregates: torch.Tensor  # (B, A) float32, the same at every point of a path
     target: int
 
     def probability(
@@ -141,7 +148,9 @@ class _Path:
         """p at ``alpha`` (K,) on the paths of ``sample`` (K,); forward only."""
         with torch.no_grad():
             points = self.reference[sample] + alpha.view(-1, 1, 1) * self.delta[sample]
-            return _target_probability(model, points, self.lengths[sample], self.target)
+            return _target_probability(
+                model, points, self.lengths[sample], self.aggregates[sample], self.target
+            )
 
     def integrate(
         self,
@@ -164,7 +173,9 @@ class _Path:
                 path = rows[part]
                 points = self.reference[path] + alpha[part].view(-1, 1, 1) * self.delta[path]
                 points.requires_grad_(True)
-                p = _target_probability(model, points, self.lengths[path], self.target)
+                p = _target_probability(
+                    model, points, self.lengths[path], self.aggregates[path], self.target
+                )
                 # rows are independent in eval mode, so the gradient of the sum is per row
                 (gradients[part],) = torch.autograd.grad(p.sum(), points)
         scale = (weights.view(1, s) * (hi - lo).view(k, 1)).reshape(-1, 1)  # (K·S, 1)
@@ -183,7 +194,7 @@ def _attribute(
     n_targets = model.n_outputs + model.n_next_classes
     if not 0 <= target < n_targets:
         raise ValueError(f"target {target} is not one of the model's {n_targets} probabilities")
-    *ids, lengths = tensors
+    *ids, lengths, aggregates = tensors
     with torch.no_grad():
         x = model.embedding(*ids).float()  # (B, T, D)
     b, t, d = x.shape
@@ -195,7 +206,7 @@ def _attribute(
         raise ValueError(f"baseline must be (D,) or {tuple(x.shape)}, got {tuple(baseline.shape)}")
     # padded positions keep their own vector: no path, no gradient term, attribution exactly 0
     reference = torch.where(real.unsqueeze(-1), reference, x).contiguous()
-    path = _Path(reference, x - reference, lengths, target)
+    path = _Path(reference, x - reference, lengths, aggregates.float(), target)
     nodes, weights = (v.to(x.device) for v in gauss_legendre(steps))
     every = torch.arange(b, device=x.device)
     scores = path.probability(model, every, torch.ones(b, device=x.device))
@@ -277,7 +288,7 @@ def mean_event_embedding(
         with torch.no_grad():
             for start in range(0, len(encoded), batch_size):
                 index = np.arange(start, min(start + batch_size, len(encoded)))
-                *ids, lengths = _model_inputs(model, encoded.batch(index))
+                *ids, lengths, _ = _model_inputs(model, encoded.batch(index))
                 x = model.embedding(*ids).float()
                 real = (~padding_mask(lengths, x.size(1))).to(x.dtype).unsqueeze(-1)
                 part = (x * real).sum((0, 1))

@@ -26,6 +26,9 @@ from omegaconf import DictConfig
 
 from engage_seq.baselines.registry import BASELINES
 from engage_seq.common.final_model import BASELINE_FILE, final_baseline_file, selected_checkpoint
+from engage_seq.data.aggregates import (
+    aggregate_scaling_from_metadata,
+)
 from engage_seq.data.cache import PreparedSamples
 from engage_seq.data.encoding import (
     EncodedSamples,
@@ -196,6 +199,7 @@ def sequence_model_scorer(
             int(meta["max_len"]),
             task.label_columns,
             numeric_scaling_from_metadata(meta),
+            aggregate_scaling_from_metadata(meta),
         )
         scored = held_out if name == "val" else model
         if calibration is not None:  # what the artifact returns; the raw model alongside

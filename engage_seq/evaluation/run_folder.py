@@ -16,7 +16,12 @@ from engage_seq.common.errors import EngageSeqError
 from engage_seq.common.untrusted_yaml import load_untrusted_config
 
 CONFIG_FILE = "config_resolved.yaml"
-ENCODER_LABELS = {"lstm": "LSTM", "gru": "GRU", "transformer": "Transformer"}
+ENCODER_LABELS = {
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "transformer": "Transformer",
+    "none": "MLP on full-history aggregates",  # model.encoder=none: a neural RFM model
+}
 BASELINE_LABELS = {  # no parentheses: labels sit inside sentences and legends
     "rfm_logreg": "RFM logistic regression",
     "gbm": "GBM on RFM aggregates",
@@ -64,8 +69,12 @@ def model_label(model_cfg: Mapping[str, Any]) -> str:
         return BASELINE_LABELS.get(name, name)
     encoder = str(model_cfg.get("encoder", "model"))
     hidden, layers = model_cfg.get("hidden"), int(model_cfg.get("num_layers", 1) or 1)
+    layers = 1 if encoder == "none" else layers  # no encoder layers: the head's width only
     size = f"{layers} layers × {hidden}" if layers > 1 else f"hidden {hidden}"
-    return f"{ENCODER_LABELS.get(encoder, encoder)}, {size}"
+    name = ENCODER_LABELS.get(encoder, encoder)
+    if model_cfg.get("aggregates") and encoder != "none":
+        name += " + full-history aggregates"  # the hybrid model
+    return f"{name}, {size}"
 
 
 def baseline_name(target: str) -> str:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from engage_seq.experiments.config_checks import (
     _resolved_yaml,
 )
 from engage_seq.experiments.hparams import _final_metrics, _flat_hparams
+from engage_seq.experiments.hybrid import hybrid_setup
 from engage_seq.experiments.refit import (
     fit_and_score_baseline_run,
     refit_enabled,
@@ -141,19 +143,17 @@ def _train_sequence_model(
     prepare_seconds: float,
 ) -> dict[str, float]:
     """Encode, fit, evaluate the best checkpoint, write the run folder's files."""
-    encoded = _encode(prepared, task, sampling.max_len)
+    model_cfg, aggregate_scaling = hybrid_setup(cfg.model, task, prepared)
+    encoded = _encode(prepared, task, sampling.max_len, aggregate_scaling)
     datamodule = EventDataModule(
         **encoded, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, seed=cfg.seed
     )
-    module = _build_module(cfg, task, prepared, sampling.max_len)
+    module = _build_module(cfg, task, prepared, sampling.max_len, model_cfg, aggregate_scaling)
     trainer, logger, callbacks = _build_trainer(cfg, run_dir, monitor)
     resumed_from, fit_seconds = fit(trainer, module, datamodule, callbacks, cfg.resume)
     best_path = best_checkpoint(callbacks.checkpoint, run_dir, resumed=resumed_from is not None)
     best = torch.load(best_path, map_location="cpu", weights_only=True)
     metrics = evaluate_best(trainer, module, datamodule, best_path, best, cfg.trainer.accelerator)
-    calibration = calibrate_best(
-        module.model, encoded, calibration_method(cfg), cfg.eval_batch_size, task.targets, metrics
-    )
     metrics.update(
         {
             "train/n_samples": float(len(encoded["train"])),
@@ -165,19 +165,13 @@ def _train_sequence_model(
             "data/prepare_seconds": round(prepare_seconds, 2),
         }
     )
-    if refit_enabled(cfg):  # from here on the final model is the refit (test/*, golden, export)
-        fresh = lambda: _build_module(cfg, task, prepared, sampling.max_len)  # noqa: E731
-        module = refit_final_model(cfg, run_dir, encoded, best, metrics, fresh)
-        if calibration is not None:  # fitted on the held-out selected model, applied unchanged
-            rescore(
-                module.model,
-                encoded["test"],
-                calibration,
-                cfg.eval_batch_size,
-                task.targets,
-                "test",
-                metrics,
-            )
+
+    def fresh_module() -> EngagementLitModule:  # the same config, for training.refit
+        return _build_module(cfg, task, prepared, sampling.max_len, model_cfg, aggregate_scaling)
+
+    module, calibration = _final_model(
+        cfg, run_dir, task, module, encoded, best, metrics, fresh_module
+    )
     if trainer.is_global_zero:
         _write_outputs(
             run_dir, metrics, module, encoded["test"], prepared, sampling.max_len, calibration
@@ -190,7 +184,45 @@ def _train_sequence_model(
     return metrics
 
 
-def _encode(prepared: Any, task: Task, max_len: int) -> dict[str, EncodedSamples]:
+def _final_model(
+    cfg: DictConfig,
+    run_dir: Path,
+    task: Task,
+    selected: EngagementLitModule,
+    encoded: dict[str, EncodedSamples],
+    best: dict[str, Any],
+    metrics: dict[str, float],
+    build_module: Callable[[], EngagementLitModule],
+) -> tuple[EngagementLitModule, Calibration | None]:
+    """The model the run exports, and its calibration (both optional steps, in this order).
+
+    The calibration (``calibration.method``) is fitted on the validation predictions of the
+    ``selected`` checkpoint, the only held-out predictions there are; with ``training.refit`` a
+    fresh model trained on train + validation then replaces it and its test metrics are scored
+    through that same calibration (an approximation the docs state: the refit's logits are
+    close to, not equal to, the selected model's)."""
+    calibration = calibrate_best(
+        selected.model, encoded, calibration_method(cfg), cfg.eval_batch_size, task.targets, metrics
+    )
+    if not refit_enabled(cfg):
+        return selected, calibration
+    final = refit_final_model(cfg, run_dir, encoded, best, metrics, build_module)
+    if calibration is not None:
+        rescore(
+            final.model,
+            encoded["test"],
+            calibration,
+            cfg.eval_batch_size,
+            task.targets,
+            "test",
+            metrics,
+        )
+    return final, calibration
+
+
+def _encode(
+    prepared: Any, task: Task, max_len: int, aggregate_scaling: dict[str, Any]
+) -> dict[str, EncodedSamples]:
     """Every split's samples as model inputs, with the training vocabulary and scaling."""
     return {
         split: encode_samples(
@@ -199,6 +231,7 @@ def _encode(prepared: Any, task: Task, max_len: int) -> dict[str, EncodedSamples
             max_len,
             task.label_columns,
             prepared.numeric_scaling,
+            aggregate_scaling,
         )
         for split in SPLITS
     }
@@ -227,13 +260,21 @@ def _build_trainer(
     return trainer, logger, callbacks
 
 
-def _build_module(cfg: DictConfig, task: Task, prepared: Any, max_len: int) -> EngagementLitModule:
-    """The configured model, sized to the vocabulary and task, in its Lightning module with the
-    artifact metadata it will carry."""
+def _build_module(
+    cfg: DictConfig,
+    task: Task,
+    prepared: Any,
+    max_len: int,
+    model_cfg: DictConfig,
+    aggregate_scaling: dict[str, Any],
+) -> EngagementLitModule:
+    """The configured model (``model_cfg``: cfg.model less its aggregates switch), sized to the
+    vocabulary, task and aggregates, in its Lightning module with the artifact metadata it
+    will carry."""
     vocabulary = prepared.fitted_vocabulary
     next_event = next_event_part(task)
     model = instantiate(
-        cfg.model,
+        model_cfg,
         n_event_ids=vocabulary.n_event_ids,
         n_channel_ids=vocabulary.n_channel_ids,
         attribute_sizes=vocabulary.attribute_sizes,
@@ -242,9 +283,11 @@ def _build_module(cfg: DictConfig, task: Task, prepared: Any, max_len: int) -> E
         n_outputs=len(task.targets),
         n_next_classes=len(next_event_classes(vocabulary)) if next_event is not None else 0,
         max_len=max_len,
+        n_aggregates=len(aggregate_scaling),
     )
+    mapping = _column_mapping(cfg.data.columns)
     metadata = {
-        **data_metadata(task, prepared, vocabulary, max_len, _column_mapping(cfg.data.columns)),
+        **data_metadata(task, prepared, vocabulary, max_len, mapping, aggregate_scaling),
         "output_names": output_names(task, vocabulary),
     }
     return EngagementLitModule(

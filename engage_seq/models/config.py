@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-ENCODERS = ("lstm", "gru", "transformer")
+ENCODERS = ("lstm", "gru", "transformer", "none")  # none: the head reads the aggregates only
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class EngagementModelConfig:
     time_encoding: str = "fourier"  # learned Fourier features of the log-hours, or linear
     n_next_classes: int = 0  # next-event softmax classes (0 = no next-event head)
     time_to_next: bool = False  # log-normal (mu, log_sigma) head of the hours to the next event
+    n_aggregates: int = 0  # A: full-history aggregates joined into the head (0 = none)
+    aggregate_dropout: float = 0.5  # training: P(a sample's aggregates are hidden from the head)
 
     def __post_init__(self) -> None:
         # a list from Hydra or a checkpoint becomes a tuple, so the config stays immutable
@@ -51,6 +53,16 @@ class EngagementModelConfig:
                 f"the model needs at least one head: n_outputs={self.n_outputs}, "
                 f"n_next_classes={self.n_next_classes}"
             )
+        aggregates = self.n_aggregates
+        if not isinstance(aggregates, int) or isinstance(aggregates, bool) or aggregates < 0:
+            raise ValueError(f"n_aggregates must be an integer >= 0, got {aggregates!r}")
+        if self.encoder == "none" and self.n_aggregates == 0:
+            raise ValueError(
+                "encoder none reads no events: the head needs the aggregates "
+                "(model.aggregates=true), or pick an encoder (lstm, gru, transformer)"
+            )
+        if not 0.0 <= self.aggregate_dropout < 1.0:
+            raise ValueError(f"aggregate_dropout must be in [0, 1), got {self.aggregate_dropout}")
         if self.time_to_next and self.n_next_classes == 0:
             raise ValueError("time_to_next needs the next-event head (n_next_classes > 0)")
 
@@ -58,6 +70,12 @@ class EngagementModelConfig:
     def n_time_outputs(self) -> int:
         """Columns of the time-to-next head: (mu, log_sigma), or none."""
         return 2 if self.time_to_next else 0
+
+    @property
+    def n_head_inputs(self) -> int:
+        """Width the head reads: the encoder state, then the aggregates' projection."""
+        sequence = 0 if self.encoder == "none" else self.hidden
+        return sequence + (self.hidden if self.n_aggregates else 0)
 
     @property
     def n_raw_outputs(self) -> int:

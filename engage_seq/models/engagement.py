@@ -14,6 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from engage_seq.models.aggregate_head import (
+    AggregateProjection,
+    NoAggregates,
+    NoEmbedding,
+    NoEncoder,
+)
 from engage_seq.models.calibration import Calibration, CalibrationLayer
 from engage_seq.models.config import ENCODERS, EngagementModelConfig
 from engage_seq.models.encoders import EventEmbedding, RecurrentEncoder, TransformerEncoder
@@ -34,6 +40,7 @@ MODEL_INPUTS = (
     "numeric",
     "time_features",
     "lengths",
+    "aggregates",
 )
 
 
@@ -68,6 +75,8 @@ class EngagementModel(nn.Module):
         time_encoding: str = "fourier",
         n_next_classes: int = 0,
         time_to_next: bool = False,
+        n_aggregates: int = 0,
+        aggregate_dropout: float = 0.5,
     ) -> None:
         super().__init__()
         self._build(
@@ -91,6 +100,8 @@ class EngagementModel(nn.Module):
                 time_encoding=time_encoding,
                 n_next_classes=n_next_classes,
                 time_to_next=time_to_next,
+                n_aggregates=n_aggregates,
+                aggregate_dropout=aggregate_dropout,
             )
         )
 
@@ -100,19 +111,33 @@ class EngagementModel(nn.Module):
         return cls(**config.as_dict())
 
     def _build(self, config: EngagementModelConfig) -> None:
-        """Layers in a fixed order (embedding, encoder, head): the order fixes both the
-        state_dict keys and which random draws each layer's initial weights take."""
+        """Layers in a fixed order (embedding, encoder, head, aggregate projection): the order
+        fixes both the state_dict keys and which random draws each layer's initial weights take
+        (the projection comes last, so a model without aggregates draws as before)."""
         self.config: dict[str, Any] = config.as_dict()
-        self.embedding = self._build_embedding(config)
+        self.embedding: nn.Module = self._build_embedding(config)
         self.encoder: nn.Module = self._build_encoder(config)
         self.n_outputs = config.n_outputs
         self.n_next_classes = config.n_next_classes
         self.n_time_outputs = config.n_time_outputs
+        self.n_aggregates = config.n_aggregates
         self.head = self._build_head(config)
+        self.aggregate_projection: nn.Module = (
+            AggregateProjection(
+                config.n_aggregates,
+                config.hidden,
+                # aggregates only: nothing else to score from, so never hidden
+                0.0 if config.encoder == "none" else config.aggregate_dropout,
+            )
+            if config.n_aggregates
+            else NoAggregates()
+        )
 
     @staticmethod
-    def _build_embedding(config: EngagementModelConfig) -> EventEmbedding:
+    def _build_embedding(config: EngagementModelConfig) -> nn.Module:
         """(B, T) ids + (B, T, F) numeric + (B, T, K) time features -> (B, T, embed_dim)."""
+        if config.encoder == "none":
+            return NoEmbedding()
         return EventEmbedding(
             config.n_event_ids,
             config.n_channel_ids,
@@ -127,6 +152,8 @@ class EngagementModel(nn.Module):
     @staticmethod
     def _build_encoder(config: EngagementModelConfig) -> nn.Module:
         """(B, T, embed_dim) + lengths -> (B, hidden): one summary vector per sequence."""
+        if config.encoder == "none":
+            return NoEncoder()
         if config.encoder == "transformer":
             return TransformerEncoder(
                 config.embed_dim,
@@ -145,10 +172,11 @@ class EngagementModel(nn.Module):
 
     @staticmethod
     def _build_head(config: EngagementModelConfig) -> nn.Sequential:
-        """(B, hidden) -> (B, n_raw_outputs): every head's raw outputs side by side."""
+        """(B, hidden [+ hidden]) -> (B, n_raw_outputs): every head's raw outputs side by side,
+        from the encoder state and the aggregates' projection."""
         hidden = config.hidden
         return nn.Sequential(
-            nn.Linear(hidden, hidden),
+            nn.Linear(config.n_head_inputs, hidden),
             nn.GELU(),
             nn.Dropout(config.dropout),
             nn.Linear(hidden, config.n_raw_outputs),
@@ -162,9 +190,16 @@ class EngagementModel(nn.Module):
         numeric: torch.Tensor,  # (B, T, F) float32, scaled
         time_features: torch.Tensor,  # (B, T, K) float32
         lengths: torch.Tensor,  # (B,) int64, >= 1
+        aggregates: torch.Tensor,  # (B, A) float32, standardised; A = 0 without aggregates
     ) -> torch.Tensor:  # (B, n_raw_outputs), see the class docstring
         x = self.embedding(event_ids, channel_ids, attribute_ids, numeric, time_features)
-        return self.head(self.encoder(x, lengths))
+        return self.read_out(self.encoder(x, lengths), aggregates)
+
+    def read_out(self, state: torch.Tensor, aggregates: torch.Tensor) -> torch.Tensor:
+        """Encoder state (B, hidden or 0) + aggregates (B, A) -> (B, n_raw_outputs)."""
+        if self.n_aggregates > 0:
+            state = torch.cat([state, self.aggregate_projection(aggregates.float())], dim=-1)
+        return self.head(state)
 
     def split_outputs(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """raw -> (horizon logits (B, n_outputs), next-event logits (B, n_next_classes),
@@ -210,9 +245,16 @@ class ProbabilityModel(nn.Module):
         numeric: torch.Tensor,
         time_features: torch.Tensor,
         lengths: torch.Tensor,
+        aggregates: torch.Tensor,
     ) -> torch.Tensor:  # (B, n_outputs) probabilities
         raw = self.model(
-            event_ids, channel_ids, attribute_ids, numeric.float(), time_features.float(), lengths
+            event_ids,
+            channel_ids,
+            attribute_ids,
+            numeric.float(),
+            time_features.float(),
+            lengths,
+            aggregates.float(),
         )
         horizon, next_event, _ = self.model.split_outputs(raw.float())
         return self.calibration(horizon, next_event)

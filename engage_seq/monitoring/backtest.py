@@ -38,12 +38,13 @@ import polars as pl
 import torch
 
 from engage_seq.common.times import format_instant
+from engage_seq.data.aggregates import with_aggregates
 from engage_seq.data.build import apply_eligibility
 from engage_seq.data.encoding import Vocabulary, encode_samples, ordered_numeric_scaling
 from engage_seq.data.ingest import FileEventSource
 from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import EventSchemaError
-from engage_seq.data.sequences import samples_at_cutoff, user_histories
+from engage_seq.data.sequences import clean_events, samples_at_cutoff, user_histories
 from engage_seq.data.splits import eligibility_rules
 from engage_seq.data.tasks import HorizonTask
 from engage_seq.data.validation import ValidatedEvents, validate_events
@@ -58,6 +59,7 @@ from engage_seq.monitoring.backtest_schedule import (
     step_seconds,
 )
 from engage_seq.monitoring.errors import BacktestError
+from engage_seq.serving.aggregate_metadata import ServedAggregates, served_aggregates
 from engage_seq.serving.contract import ArtifactMetadata
 from engage_seq.serving.scoring import (
     ScoringError,
@@ -101,7 +103,8 @@ def rolling_backtest(
         )
     scorer = CutoffScorer.from_artifact(module, meta, task, batch_size)
     histories = user_histories(canonical.lazy()).collect().lazy()  # shared by every cutoff
-    rows = [scorer.score(histories, cutoff) for cutoff in cutoffs]
+    events = clean_events(canonical.lazy())  # for the full-history aggregates, if any
+    rows = [scorer.score(histories, cutoff, events) for cutoff in cutoffs]
     inputs = {
         "artifact": str(artifact),
         "events": source.describe(),
@@ -129,6 +132,7 @@ class CutoffScorer:
     max_len: int
     outputs: list[int]  # the targets' columns among the artifact's outputs
     batch_size: int
+    aggregates: ServedAggregates  # the hybrid model's full-history aggregates (or none)
 
     @classmethod
     def from_artifact(
@@ -143,13 +147,19 @@ class CutoffScorer:
             max_len=meta.max_len,
             outputs=[meta.output_names.index(t) for t in task.targets],
             batch_size=batch_size,
+            aggregates=served_aggregates(meta),
         )
 
-    def score(self, histories: pl.LazyFrame, cutoff: int) -> dict[str, Any]:
+    def score(self, histories: pl.LazyFrame, cutoff: int, events: pl.LazyFrame) -> dict[str, Any]:
         """One row: the users at ``cutoff`` (before and after the run's eligibility rules),
-        the positives per target and the metrics of `score_probabilities`."""
+        the positives per target and the metrics of `score_probabilities`. ``events``: the
+        clean events the histories hold, for the aggregates."""
         task, targets = self.task, list(self.task.targets)
-        samples = samples_at_cutoff(histories, task, cutoff, "backtest", self.max_len).collect()
+        samples = samples_at_cutoff(histories, task, cutoff, "backtest", self.max_len)
+        if self.aggregates.scaling:
+            numeric = list(self.scaling)
+            samples = with_aggregates(samples, events, cutoff, self.aggregates.targets, numeric)
+        samples = samples.collect()
         n_candidates = samples.height
         samples, dropped = apply_eligibility(samples, task, self.sampling)
         rules = [name for name, _ in eligibility_rules(task, self.sampling)]
@@ -160,7 +170,12 @@ class CutoffScorer:
                 f"{n_candidates:,} with an event before it, dropped {drop_text(counts)}"
             )
         encoded = encode_samples(
-            samples, self.vocabulary, self.max_len, task.label_columns, self.scaling
+            samples,
+            self.vocabulary,
+            self.max_len,
+            task.label_columns,
+            self.scaling,
+            aggregate_scaling=self.aggregates.scaling,
         )
         probabilities, _ = predict_in_batches(self.module, encoded, self.batch_size)
         labels = torch.tensor(encoded.labels)  # a copy: the array may be read-only

@@ -66,13 +66,16 @@ def score_values(table: DriftInput, module: Any, meta: ArtifactMetadata) -> dict
         encode_samples,
         ordered_numeric_scaling,
     )
+    from engage_seq.serving.aggregate_metadata import served_aggregates
     from engage_seq.serving.scoring import predict_in_batches
 
     vocabulary = Vocabulary.from_lists(meta.vocabulary, meta.categorical_attributes)
     scaling = ordered_numeric_scaling(meta.numeric_scaling, meta.numeric_attributes)
     max_len = meta.max_len
+    aggregates = served_aggregates(meta)
     if table.kind == "samples":
-        missing = [c for c in [*vocabulary.tokens, *scaling] if c not in table.frame.columns]
+        wanted = [*vocabulary.tokens, *scaling, *(f"agg_{name}" for name in aggregates.scaling)]
+        missing = [c for c in wanted if c not in table.frame.columns]
         longest = int(table.frame["event_type"].list.len().max() or 0)
         if missing or longest > max_len:
             raise DriftError(
@@ -80,12 +83,22 @@ def score_values(table: DriftInput, module: Any, meta: ArtifactMetadata) -> dict
                 f"{missing}, longest history {longest} vs max_len {max_len}); build them with "
                 "the artifact's data settings or compare event tables instead"
             )
-        encoded = encode_samples(table.frame, vocabulary, max_len, (), scaling)
+        encoded = encode_samples(
+            table.frame, vocabulary, max_len, (), scaling, aggregate_scaling=aggregates.scaling
+        )
         cutoff = "per sample"
     else:
         assert table.history is not None
         at = int(table.frame["ts"].max()) + 1
-        _, encoded = encode_events_at_cutoff(table.history.lazy(), at, vocabulary, scaling, max_len)
+        _, encoded = encode_events_at_cutoff(
+            table.history.lazy(),
+            at,
+            vocabulary,
+            scaling,
+            max_len,
+            aggregates.targets,
+            aggregates.scaling,
+        )
         cutoff = format_instant(at)
     probabilities, _ = predict_in_batches(module, encoded)
     names = list(meta.output_names)

@@ -82,6 +82,8 @@ def explain_section(
         return "explanations need a sequence model; this is a baseline run"
     if not evaluation.targets:
         return "explanations cover horizon targets; this task has none"
+    if evaluation.model.config.get("encoder") == "none":
+        return "explanations attribute to events; this model reads the aggregates only"
     from engage_seq.reporting.explain_section import explain_report_section
 
     target = evaluation.targets[0]

@@ -9,7 +9,7 @@ lacks, instead of a ``KeyError`` deep in scoring.
 The JSON itself does not change: `ArtifactMetadata.to_dict` gives back exactly the keys and
 values it was built from (keys an older artifact lacked stay absent, keys this version does
 not know are kept as they were), so ``metadata.json`` is byte-identical for the same run and
-`ARTIFACT_FORMAT_VERSION` stays 2. Standard library only.
+`ARTIFACT_FORMAT_VERSION` only changes with the entry points. Standard library only.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 
 from engage_seq.common.errors import EngageSeqError
 
-ARTIFACT_FORMAT_VERSION = 2  # 2: predict_events / preprocess_events (raw events in)
+# 2: predict_events / preprocess_events (raw events in); 3: forward's 7th input, aggregates
+ARTIFACT_FORMAT_VERSION = 3
 # what a scorer cannot work without; every other key is optional (older or hand-made artifacts)
 REQUIRED_METADATA = (
     "format_version",
@@ -112,6 +113,10 @@ class ArtifactMetadata:
     data_fingerprint: str | None = None
     # post-hoc calibration applied inside the module (engage_seq.models.calibration)
     calibration: dict[str, Any] | None = None
+    # the hybrid model's full-history aggregates (engage_seq.data.aggregates); [] or absent: none
+    aggregate_names: list[str] | None = None  # the order of the aggregates input's last axis
+    aggregate_scaling: dict[str, dict[str, float]] | None = None  # name -> {"mean", "std"}
+    aggregate_definitions: dict[str, str] | None = None  # how each aggregate is computed
     # bookkeeping for an exact round trip
     absent: frozenset[str] = field(default=frozenset(), compare=False)
     extra: dict[str, Any] = field(default_factory=dict)

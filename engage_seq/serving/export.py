@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from engage_seq.common.io import atomic_path
 from engage_seq.common.times import now_text
 from engage_seq.models.calibration import Calibration, CalibrationError
 from engage_seq.models.engagement import MODEL_INPUTS, EngagementModel, ProbabilityModel
+from engage_seq.serving.aggregate_metadata import served_aggregates
 from engage_seq.serving.calibration_file import read_calibration
 from engage_seq.serving.checkpoint import (
     ExportError,
@@ -96,6 +98,9 @@ INPUTS_DOC: dict[str, Any] = {
         "null -> 0, in the order of numeric_attributes, statistics in numeric_scaling",
         "time_features (B, T, K) float32: in the order of time_features",
         "lengths (B,) int64: real events per row, 1..max_len",
+        "aggregates (B, A) float32: full-history aggregates in the order of aggregate_names, "
+        "clip((value - mean) / std, -5, 5) with aggregate_scaling; A = 0 when the list is "
+        "empty (definitions: aggregate_definitions)",
     ],
     "predict_events": [
         "event_types: list (per user) of lists of event-type strings",
@@ -129,6 +134,12 @@ def serving_module(model: EngagementModel, meta: ArtifactMetadata) -> ServingMod
     if meta.time_features is None:  # optional for reading old artifacts, needed to build one
         raise ExportError("checkpoint metadata cannot describe a serving module: no time_features")
     try:
+        aggregates = served_aggregates(meta, "the checkpoint")
+        if len(aggregates.scaling) != model.n_aggregates:
+            raise ValueError(
+                f"the model reads {model.n_aggregates} aggregates, the metadata lists "
+                f"{len(aggregates.scaling)}"
+            )
         return ServingModule(
             ProbabilityModel(model, meta.output_names, artifact_calibration(meta)),
             meta.vocabulary,
@@ -137,6 +148,9 @@ def serving_module(model: EngagementModel, meta: ArtifactMetadata) -> ServingMod
             meta.max_len,
             list(meta.time_features),
             meta.category_token,
+            aggregates.targets,
+            aggregates.scaling_pairs,
+            aggregates.windows_days,
         )
     except (KeyError, ValueError) as exc:
         raise ExportError(f"checkpoint metadata cannot describe a serving module: {exc}") from exc
@@ -173,13 +187,19 @@ def check_parity(
         singles = []
         for i in range(min(n_single, lengths.shape[0])):
             width = int(lengths[i])
-            row = [t[i : i + 1, :width] if t.dim() > 1 else t[i : i + 1] for t in inputs]
-            singles.append(scripted(*row))
+            singles.append(scripted(*_one_row(inputs, i, width)))
     return {
         "eager_vs_lightning": _max_diff(eager_probs, golden["probabilities"]),
         "torchscript_vs_eager": _max_diff(scripted_probs, eager_probs),
         "batch1_vs_batchN": _max_diff(torch.cat(singles), scripted_probs[: len(singles)]),
     }
+
+
+def _one_row(inputs: Sequence[torch.Tensor], i: int, width: int) -> list[torch.Tensor]:
+    """Row ``i`` of the MODEL_INPUTS tensors, its per-event inputs cut to ``width`` events
+    (lengths and aggregates have no event axis)."""
+    per_event = len(MODEL_INPUTS) - 2
+    return [t[i : i + 1, :width] if k < per_event else t[i : i + 1] for k, t in enumerate(inputs)]
 
 
 def _pad_time(tensor: torch.Tensor, width: int) -> torch.Tensor:
@@ -210,12 +230,16 @@ def export_program(
     eager = ProbabilityModel(model, output_names, artifact_calibration(metadata)).eval()
     max_len = int(metadata.max_len)
     fixed_time = model.config["encoder"] != "transformer"
-    inputs = tuple(_pad_time(golden[name], max_len) for name in MODEL_INPUTS)
+    per_event = MODEL_INPUTS[:-2]  # lengths and aggregates have no event axis
+    inputs = tuple(
+        _pad_time(golden[name], max_len) if name in per_event else golden[name]
+        for name in MODEL_INPUTS
+    )
     batch = torch.export.Dim("batch", min=1, max=1_000_000)
     per_event = (
         {0: batch} if fixed_time else {0: batch, 1: torch.export.Dim("time", min=1, max=max_len)}
     )
-    shapes = (per_event,) * 5 + ({0: batch},)
+    shapes = (per_event,) * 5 + ({0: batch}, {0: batch})
     try:
         with warnings.catch_warnings():  # nn.LSTM's flat weights: known and harmless on export
             warnings.filterwarnings("ignore", message=r".*were assigned during export")
@@ -263,9 +287,7 @@ def _program_diffs(
         singles = []
         for i in range(min(8, inputs[0].shape[0])):
             width = fixed_width if fixed_width is not None else int(inputs[5][i])
-            singles.append(
-                loaded(*[t[i : i + 1, :width] if t.dim() > 1 else t[i : i + 1] for t in inputs])
-            )
+            singles.append(loaded(*_one_row(inputs, i, width)))
     return {
         "pt2_vs_eager": _max_diff(found, reference),
         "pt2_vs_lightning": _max_diff(found, golden["probabilities"]),
@@ -331,6 +353,9 @@ def _golden_references(
     """The test inputs and Lightning predictions engage-train saved, to check parity on."""
     run_dir = golden_path.parent
     golden = torch.load(golden_path, map_location="cpu", weights_only=True)
+    for prefix in ("", "complete_"):  # a run from before the aggregates input: none
+        if f"{prefix}lengths" in golden and f"{prefix}aggregates" not in golden:
+            golden[f"{prefix}aggregates"] = torch.zeros(len(golden[f"{prefix}lengths"]), 0)
     events_path = run_dir / GOLDEN_EVENTS
     if not events_path.is_file():
         raise ExportError(

@@ -25,6 +25,7 @@ from engage_seq.data.encoding import (
 )
 from engage_seq.data.schema import ROW_INDEX, ColumnMapping, to_canonical
 from engage_seq.models.engagement import MODEL_INPUTS
+from engage_seq.serving.aggregate_metadata import served_aggregates
 from engage_seq.serving.contract import ArtifactMetadata
 
 UNSEEN = "__never_seen_in_training__"
@@ -79,9 +80,9 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _inputs_diff(found: tuple[torch.Tensor, ...], expected: tuple[torch.Tensor, ...]) -> float:
     """Largest difference between two sets of model inputs, trimmed to the same width (ids
-    that differ count as inf)."""
+    that differ count as inf); the aggregates (one row per user) are compared whole."""
     width = int(expected[5].max())
-    worst = _max_diff(found[5], expected[5])
+    worst = max(_max_diff(found[5], expected[5]), _max_diff(found[6], expected[6]))
     for name, a, b in zip(MODEL_INPUTS[:5], found[:5], expected[:5], strict=True):
         a, b = a[:, :width], b[:, :width]
         diff = _max_diff(a, b)
@@ -232,15 +233,18 @@ def check_edge_cases(
     canonical = _through_ingest(cases, categorical, numeric)
     cutoff = int(cases["cutoff"][0])
     vocabulary = Vocabulary.from_lists(metadata.vocabulary, categorical)
+    aggregates = served_aggregates(metadata)
     keys, encoded = encode_events_at_cutoff(
         canonical,
         cutoff,
         vocabulary,
         ordered_numeric_scaling(metadata.numeric_scaling, numeric),
         metadata.max_len,
+        aggregates.targets,
+        aggregates.scaling,
     )
     order = {key: i for i, key in enumerate(keys.to_list())}
-    reference = encoded.batch(torch.tensor([order[name] for name in names]).numpy())[:6]
+    reference = encoded.batch(torch.tensor([order[name] for name in names]).numpy())[:7]
     results: dict[str, float] = {}
     with torch.inference_mode():
         raw_inputs = scripted.preprocess_events(*arguments)

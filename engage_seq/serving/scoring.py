@@ -31,6 +31,7 @@ from engage_seq.data.encoding import (
 from engage_seq.data.id_lists import check_list_matches, listed_count
 from engage_seq.data.ingest import FileEventSource, IngestConfig
 from engage_seq.data.schema import ColumnMapping, EventSchemaError
+from engage_seq.serving.aggregate_metadata import served_aggregates
 from engage_seq.serving.contract import ArtifactMetadata
 from engage_seq.serving.cutoff import explain_drop_error, far_future_limit, warn_far_future
 from engage_seq.serving.event_table import (
@@ -197,7 +198,7 @@ def predict_in_batches(
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             index = order[start : start + batch_size]
-            inputs = encoded.batch(index)[:6]
+            inputs = encoded.batch(index)[:7]  # the model's inputs (MODEL_INPUTS), no labels
             began = time.perf_counter()
             outputs.append(module(*inputs).float().numpy())
             seconds += time.perf_counter() - began
@@ -215,12 +216,19 @@ def _score_parts(
     meta = plan.meta
     vocabulary = Vocabulary.from_lists(meta.vocabulary, meta.categorical_attributes)
     scaling = ordered_numeric_scaling(meta.numeric_scaling, meta.numeric_attributes)
+    aggregates = served_aggregates(meta)  # checked when the artifact was loaded
     frames, users_total, seconds = [], 0, {"encode": 0.0, "model": 0.0}
     for part in table.parts:  # one user shard in memory at a time
         began = time.perf_counter()
         canonical = part.collect()
         keys, encoded = encode_events_at_cutoff(
-            canonical.lazy().drop("user_id"), table.at, vocabulary, scaling, int(meta.max_len)
+            canonical.lazy().drop("user_id"),
+            table.at,
+            vocabulary,
+            scaling,
+            int(meta.max_len),
+            aggregates.targets,
+            aggregates.scaling,
         )
         users_total += canonical["user_key"].n_unique()
         seconds["encode"] += time.perf_counter() - began

@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engage_seq.serving.aggregate_metadata import served_aggregates
 from engage_seq.serving.contract import REQUIRED_METADATA, ArtifactMetadata, ArtifactMetadataError
 from engage_seq.serving.event_table import ScoringError
 from engage_seq.serving.loading import ArtifactIntegrityError, load_artifact
 
-SUPPORTED_FORMATS = (2,)  # artifact format versions this scorer understands
+SUPPORTED_FORMATS = (3,)  # artifact format versions this scorer understands (3: aggregates)
 
 
 def open_scoring_artifact(
@@ -53,6 +54,7 @@ def open_scoring_artifact(
         )
     try:
         meta = ArtifactMetadata.from_dict(metadata, str(path))
+        served_aggregates(meta, str(path))  # refuse bad aggregate settings before any work
     except ArtifactMetadataError as exc:
         raise ScoringError(str(exc)) from None
     names = list(module.output_names())

@@ -2,10 +2,12 @@
 
 Two entry points, both scripted into the artifact (DESIGN §7):
 
-* ``forward(event_ids, channel_ids, attribute_ids, numeric, time_features, lengths)``, for
+* ``forward(event_ids, channel_ids, attribute_ids, numeric, time_features, lengths,
+  aggregates)``, for
   callers that build tensors themselves (and for batch scoring, which builds them in Polars);
 * ``predict_events(event_types, timestamps, channels, attributes, numeric, cutoffs)``, raw
-  events per user: vocabulary lookup, numeric scaling, time features, truncation and padding
+  events per user: vocabulary lookup, numeric scaling, time features, full-history
+  aggregates (`aggregates_scripted`), truncation and padding
   happen inside, by the rules the training data was built with (`engage_seq.data.sequences`,
   `engage_seq.data.encoding`), so a caller never re-implements preprocessing.
 
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from engage_seq.models.engagement import ProbabilityModel
+from engage_seq.serving.aggregates_scripted import history_aggregates, standardise_aggregates
 
 # The time features predict_events computes, in this order; an artifact whose model was
 # trained on another list cannot be served by this code and is refused at export.
@@ -30,6 +33,12 @@ SERVED_TIME_FEATURES = (
     "dow_sin",
     "dow_cos",
 )
+# One user's encoded events and aggregates, and the seven forward() inputs (type aliases that
+# TorchScript resolves).
+UserRow = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+Inputs = tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]
 # Constants are written inline in scripted code (TorchScript cannot read Python globals):
 # unknown id 1 (`engage_seq.data.encoding.UNKNOWN_ID`), numeric clip ±5 (`encode_samples`).
 
@@ -40,6 +49,8 @@ class ServingModule(nn.Module):
     # evaluated (no `from __future__ import annotations` here): TorchScript reads class-level
     # annotations as objects
     attribute_vocabs: list[dict[str, int]]
+    aggregate_targets: list[str]
+    aggregate_windows_days: list[int]
 
     def __init__(
         self,
@@ -50,6 +61,9 @@ class ServingModule(nn.Module):
         max_len: int,
         time_features: list[str],
         missing_token: str = "none",
+        aggregate_targets: list[str] | None = None,
+        aggregate_scaling: list[tuple[float, float]] | None = None,
+        aggregate_windows_days: list[int] | None = None,
     ) -> None:
         super().__init__()
         if tuple(time_features) != SERVED_TIME_FEATURES:
@@ -77,6 +91,17 @@ class ServingModule(nn.Module):
         self.register_buffer(
             "numeric_std", torch.tensor([s for _, s in numeric_scaling], dtype=torch.float64)
         )
+        # full-history aggregates (`engage_seq.data.aggregates`); none when the scaling is empty
+        scaling = aggregate_scaling or []
+        self.n_aggregates = len(scaling)
+        self.aggregate_targets = list(aggregate_targets or [])
+        self.aggregate_windows_days = list(aggregate_windows_days or [])
+        self.register_buffer(
+            "aggregate_mean", torch.tensor([m for m, _ in scaling], dtype=torch.float64)
+        )
+        self.register_buffer(
+            "aggregate_std", torch.tensor([s for _, s in scaling], dtype=torch.float64)
+        )
 
     def forward(
         self,
@@ -86,8 +111,11 @@ class ServingModule(nn.Module):
         numeric: torch.Tensor,  # (B, T, F) float32, scaled
         time_features: torch.Tensor,  # (B, T, K) float32
         lengths: torch.Tensor,  # (B,) int64, 1..max_len
+        aggregates: torch.Tensor,  # (B, A) float32, standardised; A = 0 without aggregates
     ) -> torch.Tensor:  # (B, n_outputs) probabilities, columns as output_names()
-        return self.model(event_ids, channel_ids, attribute_ids, numeric, time_features, lengths)
+        return self.model(
+            event_ids, channel_ids, attribute_ids, numeric, time_features, lengths, aggregates
+        )
 
     @torch.jit.export
     def output_names(self) -> list[str]:
@@ -110,7 +138,9 @@ class ServingModule(nn.Module):
             inputs = self.preprocess_events(
                 event_types, timestamps, channels, attributes, numeric, cutoffs
             )
-            return self.forward(inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5])
+            return self.forward(
+                inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6]
+            )
 
     @torch.jit.export
     def preprocess_events(
@@ -121,8 +151,8 @@ class ServingModule(nn.Module):
         attributes: list[list[list[str | None]]],
         numeric: list[torch.Tensor],
         cutoffs: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Raw events -> the six ``forward`` tensors (what predict_events feeds the model)."""
+    ) -> Inputs:
+        """Raw events -> the seven ``forward`` tensors (what predict_events feeds the model)."""
         n_users = len(event_types)
         if (
             len(timestamps) != n_users
@@ -136,7 +166,7 @@ class ServingModule(nn.Module):
                 "predict_events: event_types, timestamps, channels, attributes, numeric and "
                 "cutoffs must all have one entry per user"
             )
-        rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        rows: list[UserRow] = []
         width = 1
         for user in range(n_users):
             row = self._encode_user(
@@ -161,9 +191,10 @@ class ServingModule(nn.Module):
         attributes: list[list[str | None]],
         numeric: torch.Tensor,
         cutoff: int,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> UserRow:
         """One user's raw events -> (event ids, channel ids, attribute ids, numeric, time
-        features) of the last ``max_len`` events before ``cutoff``, oldest first."""
+        features) of the last ``max_len`` events before ``cutoff``, oldest first, and the
+        aggregates of all events before it (A,)."""
         self._check_user(user, len(types), ts, len(channels), attributes, numeric)
         index, history = self._history(user, ts.to(torch.long), cutoff)
         n_history = int(index.size(0))
@@ -183,9 +214,36 @@ class ServingModule(nn.Module):
             attribute_ids[:, a] = torch.tensor(
                 [_lookup(vocab, values[p], self.missing_token) for p in kept]
             )
+        aggregates = self._aggregates(types, positions, history, numeric, index, cutoff)
         if self.n_numeric == 0:
-            return event_ids, channel_ids, attribute_ids, torch.zeros([len(kept), 0]), times
-        return event_ids, channel_ids, attribute_ids, self._scaled(numeric, index[start:]), times
+            scaled = torch.zeros([len(kept), 0])
+        else:
+            scaled = self._scaled(numeric, index[start:])
+        return event_ids, channel_ids, attribute_ids, scaled, times, aggregates
+
+    def _aggregates(
+        self,
+        types: list[str],
+        positions: list[int],
+        history: torch.Tensor,
+        numeric: torch.Tensor,
+        index: torch.Tensor,
+        cutoff: int,
+    ) -> torch.Tensor:
+        """The standardised full-history aggregates (A,) float32; (0,) when the model has none."""
+        if self.n_aggregates == 0:
+            return torch.zeros([0])
+        is_target: list[torch.Tensor] = []
+        for target in self.aggregate_targets:
+            is_target.append(torch.tensor([types[p] == target for p in positions]))
+        raw = history_aggregates(
+            history,
+            is_target,
+            numeric.to(torch.float64).index_select(0, index),
+            cutoff,
+            self.aggregate_windows_days,
+        )
+        return standardise_aggregates(raw, self.aggregate_mean, self.aggregate_std)
 
     def _check_user(
         self,
@@ -316,15 +374,12 @@ class ServingModule(nn.Module):
         scaled = ((signed - self.numeric_mean) / self.numeric_std).clamp(-5.0, 5.0)
         return torch.nan_to_num(scaled, nan=0.0).to(torch.float32)
 
-    def _pad_rows(
-        self,
-        rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
-        width: int,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-user rows -> the six ``forward`` tensors, right-padded to ``width`` events."""
+    def _pad_rows(self, rows: list[UserRow], width: int) -> Inputs:
+        """Per-user rows -> the seven ``forward`` tensors, right-padded to ``width`` events."""
         n_users = len(rows)
+        aggregates = torch.stack([row[5] for row in rows])  # (B, A)
         if n_users == 1:  # nothing to pad
-            ids, channel, attrs, nums, times = rows[0]
+            ids, channel, attrs, nums, times, _ = rows[0]
             length = torch.tensor([ids.size(0)], dtype=torch.long)
             return (
                 ids.unsqueeze(0),
@@ -333,6 +388,7 @@ class ServingModule(nn.Module):
                 nums.unsqueeze(0),
                 times.unsqueeze(0),
                 length,
+                aggregates,
             )
         event_ids = torch.zeros([n_users, width], dtype=torch.long)
         channel_ids = torch.zeros([n_users, width], dtype=torch.long)
@@ -340,7 +396,7 @@ class ServingModule(nn.Module):
         numeric_out = torch.zeros([n_users, width, self.n_numeric], dtype=torch.float32)
         time_out = torch.zeros([n_users, width, self.n_time_features], dtype=torch.float32)
         lengths = torch.zeros([n_users], dtype=torch.long)
-        for user, (ids, channel, attrs, nums, times) in enumerate(rows):
+        for user, (ids, channel, attrs, nums, times, _) in enumerate(rows):
             length = int(ids.size(0))
             event_ids[user, :length] = ids
             channel_ids[user, :length] = channel
@@ -348,7 +404,7 @@ class ServingModule(nn.Module):
             numeric_out[user, :length] = nums
             time_out[user, :length] = times
             lengths[user] = length
-        return event_ids, channel_ids, attribute_ids, numeric_out, time_out, lengths
+        return event_ids, channel_ids, attribute_ids, numeric_out, time_out, lengths, aggregates
 
 
 def _lookup(vocab: dict[str, int], token: str | None, missing_token: str) -> int:

@@ -37,9 +37,17 @@ __all__ = [
     "label_expr",
     "next_event_classes",
 ]
-# (event_ids, channel_ids, attribute_ids, numeric, time_features, lengths, labels)
+# (event_ids, channel_ids, attribute_ids, numeric, time_features, lengths, aggregates, labels):
+# the model's inputs (MODEL_INPUTS), then the labels
 Batch = tuple[
-    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
+    torch.Tensor,
 ]
 
 

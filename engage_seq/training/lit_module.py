@@ -38,12 +38,14 @@ def with_unknown_tokens(batch: Batch, rate: float) -> Batch:
     """
     if rate <= 0:
         return batch
-    event_ids, channel_ids, attribute_ids, numeric, time_features, lengths, labels = batch
+    event_ids, channel_ids, attribute_ids, numeric, time_features, lengths, aggregates, labels = (
+        batch
+    )
     ids = []
     for tokens in (event_ids, channel_ids, attribute_ids):
         drop = (torch.rand(tokens.shape, device=tokens.device) < rate) & (tokens != PAD_ID)
         ids.append(torch.where(drop, torch.full_like(tokens, UNKNOWN_ID), tokens))
-    return ids[0], ids[1], ids[2], numeric, time_features, lengths, labels
+    return ids[0], ids[1], ids[2], numeric, time_features, lengths, aggregates, labels
 
 
 class EngagementLitModule(L.LightningModule):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engage_seq.data.aggregates import AGGREGATE_DEFINITIONS
 from engage_seq.data.schema import NO_CHANNEL
 from engage_seq.data.sequences import FEATURE_DEFINITIONS, TIME_FEATURES, Task
 from engage_seq.data.tasks import horizon_part, next_event_part
@@ -25,8 +26,10 @@ def data_metadata(
     vocabulary: Vocabulary,
     max_len: int,
     column_mapping: dict[str, Any] | None = None,
+    aggregate_scaling: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """What serving needs to rebuild inputs, and what the run was trained on."""
+    """What serving needs to rebuild inputs, and what the run was trained on.
+    ``aggregate_scaling`` (ordered; empty: none) is the hybrid model's aggregates."""
     horizon, next_event = horizon_part(task), next_event_part(task)
     return {
         "vocabulary": vocabulary.to_dict(),
@@ -51,4 +54,7 @@ def data_metadata(
         },
         "cutoffs": prepared.plan.to_dict(),
         "data_fingerprint": prepared.cache_dir.name,
+        "aggregate_names": list(aggregate_scaling or {}),  # the order of aggregates' last axis
+        "aggregate_scaling": dict(aggregate_scaling or {}),
+        "aggregate_definitions": AGGREGATE_DEFINITIONS if aggregate_scaling else {},
     }

@@ -87,6 +87,7 @@ def concat_encoded(first: EncodedSamples, second: EncodedSamples) -> EncodedSamp
         "time_features",
         "lengths",
         "labels",
+        "aggregates",  # (N, A): the hybrid model's full-history aggregates, (N, 0) without
     )
     joined = {f: np.concatenate([getattr(first, f), getattr(second, f)]) for f in fields}
     return EncodedSamples(**joined)

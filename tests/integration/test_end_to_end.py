@@ -39,7 +39,8 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
 extra = {"metadata.json": ""}
 module = torch.jit.load(sys.argv[1], _extra_files=extra)
 golden = torch.load(sys.argv[2], weights_only=True)
-names = ["event_ids", "channel_ids", "attribute_ids", "numeric", "time_features", "lengths"]
+names = ["event_ids", "channel_ids", "attribute_ids", "numeric", "time_features", "lengths",
+         "aggregates"]
 with torch.inference_mode():
     probs = module(*[golden[n] for n in names])
     raw = module.predict_events(
@@ -165,9 +166,10 @@ def _check_platt_calibration(run: Path, metrics: dict[str, float]) -> None:
     assert metrics["val/logloss"] <= metrics["val_uncalibrated/logloss"] + 1e-6
     model, _ = load_model(run / "checkpoints" / "refit.ckpt")  # the final model
     golden = torch.load(run / "golden_batch.pt", weights_only=True)
-    names = ["event_ids", "channel_ids", "attribute_ids", "numeric", "time_features", "lengths"]
+    from engage_seq.models.engagement import MODEL_INPUTS
+
     with torch.inference_mode():
-        logits = model(*[golden[n] for n in names])[:, :1]
+        logits = model(*[golden[n] for n in MODEL_INPUTS])[:, :1]
     (output,) = calibration.outputs
     expected = torch.sigmoid(logits * output.scale + output.bias)
     assert torch.allclose(golden["probabilities"], expected, atol=1e-6)
@@ -199,7 +201,7 @@ def test_export_then_reload_without_engage_seq(sweep: Path, model: str, tmp_path
     assert "test/auroc" in meta["metrics"]
     assert meta["training"]["refit"] is True  # the artifact is the refit model
     assert meta["training"]["trained_on"] == ["train", "val"]
-    assert meta["config"]["model"]["encoder"] == model and meta["format_version"] == 2
+    assert meta["config"]["model"]["encoder"] == model and meta["format_version"] == 3
     calibration = json.loads((sweep / model / "calibration.json").read_text())
     assert meta["calibration"] == calibration and calibration["method"] == "platt"
 
@@ -347,5 +349,5 @@ def test_torch_export_program_matches(sweep: Path, model: str, tmp_path: Path) -
         for n in names
     ]
     with torch.inference_mode():
-        probabilities = program(*inputs, golden["lengths"])
+        probabilities = program(*inputs, golden["lengths"], golden["aggregates"])
     assert torch.allclose(probabilities, golden["probabilities"], atol=1e-5)

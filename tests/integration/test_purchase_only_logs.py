@@ -1,5 +1,7 @@
 """A purchase-only line-item export (no event-type column, several rows per order) trains,
-exports, scores, backtests and drifts through the CLIs with only a column mapping (issue 21)."""
+exports, scores, backtests and drifts through the CLIs with only a column mapping (issue 21),
+with the hybrid model (``model.aggregates=true``), so every consumer rebuilds the
+full-history aggregates exactly as training did."""
 
 from __future__ import annotations
 
@@ -76,6 +78,7 @@ def test_line_item_purchases_train_and_serve_with_only_a_column_mapping(
             "data.sampling.max_len=16",
             "data.sampling.n_train_cutoffs=3",
             "trainer=smoke",
+            "model.aggregates=true",  # the hybrid model: aggregates through every consumer
             f"hydra.run.dir={run}",
         ],
         cwd=tmp_path,
@@ -95,6 +98,11 @@ def test_line_item_purchases_train_and_serve_with_only_a_column_mapping(
     assert meta["column_mapping"]["event_type"] is None
     assert meta["column_mapping"]["constant_event_type"] == "purchase"
     assert meta["config"]["data"]["ingest"]["merge_same_instant"] is True
+    # full-history recency, frequency, tenure and monetary aggregates, standardised
+    assert meta["aggregate_names"][-4:] == [
+        "sum/num_quantity", "mean/num_quantity", "sum/num_amount", "mean/num_amount",
+    ]  # fmt: skip
+    assert len(meta["aggregate_names"]) == 7 + 6 + 4 == meta["model_config"]["n_aggregates"]
     # engage-score, engage-backtest and engage-drift get the training-time predictions from
     # the raw line items: only possible if they merge them as training did
     consumers_reproduce_training(tmp_path, run, env, monkeypatch)

@@ -76,6 +76,7 @@ def make_batch(lengths: list[int], width: int, seed: int = 0) -> tuple[torch.Ten
         torch.randn(b, width, 1, generator=g) * real.unsqueeze(-1),
         torch.randn(b, width, K, generator=g) * real.unsqueeze(-1),
         lengths_t,
+        torch.zeros(b, 0),  # no aggregates
     )
 
 
@@ -86,7 +87,8 @@ def reference_scores(model, batch, baseline, target):
         real = ~padding_mask(batch[5], x.size(1))
         ref = torch.where(real.unsqueeze(-1), baseline.expand_as(x), x)
         p_x = model.probabilities(model(*batch))[:, target]
-        p_ref = model.probabilities(model.head(model.encoder(ref, batch[5])))[:, target]
+        state = model.encoder(ref, batch[5])
+        p_ref = model.probabilities(model.read_out(state, batch[6]))[:, target]
     return p_x, p_ref, real
 
 
@@ -236,7 +238,7 @@ def test_explain_samples_long_format_on_a_hand_written_frame() -> None:
     torch.testing.assert_close(mean_event_embedding(model, encoded), x[real].mean(0))
     # per-sample scores agree with the model run on the whole split
     with torch.no_grad():
-        full = torch.sigmoid(hand_model()(*encoded.batch(np.arange(3))[:6])[:, 0]).numpy()
+        full = torch.sigmoid(hand_model()(*encoded.batch(np.arange(3))[:7])[:, 0]).numpy()
     np.testing.assert_allclose(checks["score"].to_numpy(), full[[2, 0, 1]], atol=1e-6)
 
 
@@ -305,7 +307,7 @@ def _untrained_section_inputs() -> tuple:
         vocabulary.n_event_ids, vocabulary.n_channel_ids, K, 1, 32, embed_dim=8, hidden=8
     ).eval()  # fmt: skip
     with torch.no_grad():
-        probabilities = torch.sigmoid(model(*test.batch(np.arange(len(test)))[:6])[:, 0]).numpy()
+        probabilities = torch.sigmoid(model(*test.batch(np.arange(len(test)))[:7])[:, 0]).numpy()
     return vocabulary, splits, test, model, probabilities
 
 
@@ -418,7 +420,7 @@ def test_true_purchase_drivers_rank_at_the_top_on_synthetic_data() -> None:
     model = train_lstm(encoded["train"], vocabulary)
     test = encoded["test"]
     with torch.no_grad():
-        probabilities = torch.sigmoid(model(*test.batch(np.arange(len(test)))[:6])[:, 0])
+        probabilities = torch.sigmoid(model(*test.batch(np.arange(len(test)))[:7])[:, 0])
     assert _binary_scores(probabilities, torch.tensor(test.labels[:, 0]))["auroc"] > 0.7
 
     rows = np.arange(1500)

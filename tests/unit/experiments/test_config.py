@@ -13,6 +13,7 @@ from engage_seq.baselines import BASELINES
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.data.tasks import next_event_part
 from engage_seq.experiments.config_checks import _check_selected_metrics, _selected
+from engage_seq.experiments.hybrid import hybrid_setup
 from engage_seq.metrics.direction import metric_mode
 from engage_seq.models.engagement import EngagementModel
 
@@ -44,8 +45,9 @@ def test_group_option_composes_and_instantiates(group: str, choice: str) -> None
         assert type(model) in BASELINES.values()
     else:
         has_next = next_event_part(task) is not None
+        model_cfg, _ = hybrid_setup(cfg.model, task, None)  # the aggregates switch: run's own
         model = instantiate(
-            cfg.model,
+            model_cfg,
             n_event_ids=10,
             n_channel_ids=6,
             n_time_features=6,

@@ -23,7 +23,7 @@ def make_model(encoder: str, **kwargs) -> EngagementModel:
     return EngagementModel(encoder=encoder, **{**defaults, **kwargs}).eval()
 
 
-def make_batch(lengths: list[int], width: int | None = None, seed: int = 0):
+def make_batch(lengths: list[int], width: int | None = None, seed: int = 0, n_aggregates: int = 0):
     g = torch.Generator().manual_seed(seed)
     width = width or max(lengths)
     b = len(lengths)
@@ -34,7 +34,8 @@ def make_batch(lengths: list[int], width: int | None = None, seed: int = 0):
     attributes = torch.randint(2, 5, (b, width, 2), generator=g) * real.unsqueeze(-1)
     numeric = torch.randn(b, width, 2, generator=g) * real.unsqueeze(-1)
     times = torch.randn(b, width, K, generator=g) * real.unsqueeze(-1)
-    return events, channels, attributes, numeric, times, lengths_t
+    aggregates = torch.randn(b, n_aggregates, generator=g)
+    return events, channels, attributes, numeric, times, lengths_t, aggregates
 
 
 ENCODERS = [

@@ -337,6 +337,7 @@ def test_the_window_is_the_most_recent_events_before_the_cutoff(
         torch.zeros(len(batch), width, 1),
         torch.zeros(len(batch), width, len(TIME_FEATURES)),
         torch.tensor(lengths),
+        torch.zeros(len(batch), 0),  # the lstm artifact reads no aggregates
     )
     for row, window in enumerate(windows):
         for step, (event_id, channel_id, device_id, value, times) in enumerate(window):

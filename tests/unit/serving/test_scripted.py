@@ -91,7 +91,7 @@ def test_raw_entry_reproduces_the_training_inputs(served, scripted: bool) -> Non
         found = entry.preprocess_events(*arguments)
         probabilities = entry.predict_events(*arguments)
     width = found[0].shape[1]
-    reference = expected.batch(torch.arange(len(expected)).numpy())[:6]
+    reference = expected.batch(torch.arange(len(expected)).numpy())[:7]
     assert width == int(expected.lengths.max())
     for name, got, want in zip(
         ("event_ids", "channel_ids", "attribute_ids"), found[:3], reference[:3], strict=True
@@ -115,7 +115,7 @@ def test_harness_catches_a_serving_module_that_truncates_differently(served) -> 
     short = test.filter(pl.col("n_history") <= MAX_LEN).head(5)
     events = _raw_events_of(short, canonical).filter(pl.col("ts") < pl.col("cutoff"))
     metadata = ArtifactMetadata(
-        format_version=2,
+        format_version=3,
         output_names=["purchase"],
         vocabulary=prepared.vocabulary,
         categorical_attributes=["cat_device"],

@@ -93,7 +93,7 @@ def built(tiny_events: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -
         mapping=mapping,
     )
     metadata = {
-        "format_version": 2,
+        "format_version": 3,
         "output_names": ["purchase"],
         "vocabulary": prepared.vocabulary,
         "categorical_attributes": [],

@@ -30,7 +30,7 @@ def test_unknown_token_replacement_touches_only_real_tokens() -> None:
     events = torch.tensor([[4, 5, 0], [3, 0, 0]])
     attributes = events.unsqueeze(-1).clone()
     batch = (events, events.clone(), attributes, torch.zeros(2, 3, 0), torch.zeros(2, 3, 6),
-             torch.tensor([2, 1]), torch.zeros(2, 1))  # fmt: skip
+             torch.tensor([2, 1]), torch.zeros(2, 0), torch.zeros(2, 1))  # fmt: skip
     out = module._with_unknown_tokens(batch)
     assert out[0].tolist() == [[1, 1, 0], [1, 0, 0]]
     assert out[1].tolist() == [[1, 1, 0], [1, 0, 0]]
@@ -82,7 +82,7 @@ def test_non_finite_loss_stops_training_and_names_the_batch() -> None:
         events = torch.randint(2, 10, (4, 8))
         no_attributes = torch.zeros(4, 8, 0, dtype=torch.long)
         return (events, torch.randint(2, 6, (4, 8)), no_attributes, torch.zeros(4, 8, 0),
-                torch.zeros(4, 8, 6), torch.full((4,), 8), labels)  # fmt: skip
+                torch.zeros(4, 8, 6), torch.full((4,), 8), torch.zeros(4, 0), labels)  # fmt: skip
 
     batches = [batch(torch.ones(4, 1)) for _ in range(2)] + [batch(torch.full((4, 1), torch.nan))]
     trainer = L.Trainer(

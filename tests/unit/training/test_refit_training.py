@@ -27,6 +27,7 @@ def encoded(n: int, start: int, width: int = 4) -> EncodedSamples:
         time_features=np.zeros((n, width, 2), dtype=np.float32),
         lengths=np.full(n, width, dtype=np.int64),
         labels=ids[:, None].astype(np.float32),
+        aggregates=np.stack([ids, -ids], axis=1).astype(np.float32),  # (n, 2) hybrid inputs
     )
 
 
@@ -38,6 +39,7 @@ def test_refit_data_is_train_then_validation() -> None:
     np.testing.assert_array_equal(joined.labels[:, 0], [0, 1, 2, 3, 4, 100, 101, 102])
     np.testing.assert_array_equal(joined.event_ids[:, 0], joined.labels[:, 0].astype(np.int64))
     assert joined.numeric.dtype == np.float32 and joined.attribute_ids.shape == (8, 4, 0)
+    np.testing.assert_array_equal(joined.aggregates[:, 0], joined.labels[:, 0])  # rows aligned
     assert module.splits["test"] is test  # test is never trained on
     seen = np.concatenate([b[-1][:, 0].numpy() for b in module.train_dataloader()])
     assert sorted(seen.tolist()) == [0, 1, 2, 3, 4, 100, 101, 102]  # every sample, once
