@@ -43,6 +43,7 @@ def _batch(lengths: list[int]) -> tuple[torch.Tensor, ...]:
         torch.zeros(b, width, 0),
         times,
         lengths_t,
+        torch.zeros(b, 0),  # aggregates: (B, 0), the model has none
     )
 
 
