@@ -11,9 +11,11 @@ hybrid rows of issue 21 (`NEW_VARIANTS`). ``--variant NAME='override override'``
 (or redefines a built-in one). A variant whose overrides do not compose in this checkout (its
 config key has not landed yet) is skipped with the reason, not failed.
 
-Targets (issue 21): the recommended model — the non-baseline row with the best *validation*
-ROC-AUC, or ``--recommended NAME`` — within 0.005 ROC-AUC of the oracle, not below the best of
-RFM-LR / GBM / BG-NBD on test ROC-AUC and not above it on Brier, calibration error ≤ 0.02.
+Targets (issue 21): the recommended model — the architecture with the best *validation*
+ROC-AUC among the untreated rows, with the package's recommended treatment
+(`RECOMMENDED_TREATMENT`) when that row exists, or ``--recommended NAME`` — within 0.005
+ROC-AUC of the oracle, not below the best of RFM-LR / GBM / BG-NBD on test ROC-AUC and not above
+it on Brier, calibration error ≤ 0.02.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ DATA = ["data=customer_base", "task=purchase_13w"]
 CLASSICAL = ("rfm_logreg", "gbm", "bgnbd")
 BASELINE_MODELS = {*CLASSICAL, "markov", "most_frequent"}
 BUILT_IN = {name: [f"model={name}"] for name in ("lstm", "gru", "transformer", *CLASSICAL)}
+# The treatment the package recommends for purchase logs under drift, decided by measurement on
+# this benchmark (docs/results.md, customer-base data): refit on train + validation, no
+# post-hoc calibration on top (fitted on the held-out model, it over-corrects the refit's level).
+RECOMMENDED_TREATMENT = "+refit"
 NEW_VARIANTS = {  # config keys from the other items of issue 21 (refit, calibration, hybrid)
     "lstm+refit": ["model=lstm", "training.refit=true"],
     "lstm+platt": ["model=lstm", "calibration.method=platt"],
@@ -54,6 +60,14 @@ NEW_VARIANTS = {  # config keys from the other items of issue 21 (refit, calibra
         "calibration.method=platt",
     ],
     "aggregates_only": ["model=lstm", "model.aggregates=true", "model.encoder=none"],
+    "aggregates_only+refit": [
+        "model=lstm",
+        "model.aggregates=true",
+        "model.encoder=none",
+        "training.refit=true",
+    ],
+    "hybrid+refit": ["model=lstm", "model.aggregates=true", "training.refit=true"],
+    "lstm+refit+isotonic": ["model=lstm", "training.refit=true", "calibration.method=isotonic"],
 }
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
@@ -169,10 +183,13 @@ def issue21_targets(
         raise SystemExit(f"--recommended {recommended!r} is not a row of this table")
     if "oracle" not in by_name or not (candidates or recommended):
         return {}
-    best = by_name[recommended] if recommended else max(candidates, key=lambda r: r["val_roc_auc"])
+    if recommended:
+        best, chosen_by = by_name[recommended], "--recommended"
+    else:
+        best, chosen_by = _recommended_row(candidates, by_name)
     targets: dict[str, Any] = {
         "recommended": best["model"],
-        "chosen_by": "--recommended" if recommended else "validation ROC-AUC",
+        "chosen_by": chosen_by,
         "gap_to_oracle": by_name["oracle"]["roc_auc"] - best["roc_auc"],
     }
     targets["within_0.005_of_oracle"] = targets["gap_to_oracle"] <= 0.005
@@ -188,6 +205,22 @@ def issue21_targets(
     targets["calibration_error_le_0.02"] = best["calibration_error"] <= 0.02
     targets["all_met"] = all(v for v in targets.values() if isinstance(v, bool))
     return targets
+
+
+def _recommended_row(
+    candidates: list[dict[str, Any]], by_name: dict[str, dict[str, Any]]
+) -> tuple[dict[str, Any], str]:
+    """The architecture with the best validation ROC-AUC among the untreated rows (``lstm``,
+    ``gru``, ``hybrid``…), then its row with the treatment `RECOMMENDED_TREATMENT` if the table
+    has it. Treated rows (``lstm+refit``, ``lstm+platt``…) cannot be chosen on validation:
+    a refit keeps the selected model's ``val/*`` and a calibration fitted on validation is
+    scored in-sample there, so they tie their architecture's row or flatter it."""
+    untreated = [row for row in candidates if "+" not in row["model"]] or candidates
+    architecture = max(untreated, key=lambda r: r["val_roc_auc"])
+    treated = by_name.get(architecture["model"] + RECOMMENDED_TREATMENT)
+    if treated is None:
+        return architecture, "validation ROC-AUC"
+    return treated, f"validation ROC-AUC (architecture), then {RECOMMENDED_TREATMENT}"
 
 
 def row_kind(overrides: list[str]) -> str:

@@ -4,6 +4,7 @@ cutoffs alone are not the same experiment, and a reader comparing them must be t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from engage_seq.common.final_model import training_data_text
@@ -48,7 +49,8 @@ def training_data_note(
 def _model_text(refit: bool, epochs: float | None) -> str:
     if not refit:
         return "training cutoffs"
-    count = f" for {int(epochs)} epochs" if epochs is not None else ""
+    # metrics.json is untrusted: a NaN or inf epoch count is left out, not int()-ed
+    count = f" for {int(epochs)} epochs" if epochs is not None and math.isfinite(epochs) else ""
     return (
         f"test figures from a fresh model refitted on train + validation cutoffs{count} "
         "(training.refit), validation figures from the checkpoint chosen on validation "

@@ -4,7 +4,9 @@ notebook, or a test) calls with a composed config.
 A run folder gets: ``config_resolved.yaml``, ``data_report.json``, ``checkpoints/best.ckpt``,
 ``tensorboard/`` event files, ``metrics.json`` (flat ``split/name: value``),
 ``golden_batch.pt`` (test inputs + the Lightning predictions of the best checkpoint, which
-`engage-export` uses as its parity reference) and, with ``report.enabled``, the run report
+`engage-export` uses as its parity reference), with ``calibration.method`` set
+``calibration.json``, with ``training.refit`` ``checkpoints/refit.ckpt`` (the final model;
+baseline runs: ``baseline_refit.json``) and, with ``report.enabled``, the run report
 (``report.md``, ``figures/``, ``report.json``; `engage_seq.reporting.report`).
 """
 

@@ -119,7 +119,8 @@ class Calibration:
         if found != list(names):
             raise CalibrationError(
                 f"{where}: calibrates outputs {found}, the model's horizon outputs are "
-                f"{list(names)}; retrain, or delete the file to export uncalibrated"
+                f"{list(names)}; retrain the run (with calibration.method=none "
+                "for an uncalibrated model: its golden batch is calibrated)"
             )
 
 

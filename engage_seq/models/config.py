@@ -13,7 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-ENCODERS = ("lstm", "gru", "transformer", "none")  # none: the head reads the aggregates only
+SEQUENCE_ENCODERS = ("lstm", "gru", "transformer")  # the encoders that read the events
+ENCODERS = (*SEQUENCE_ENCODERS, "none")  # none: the head reads the aggregates only
 
 
 @dataclass(frozen=True)

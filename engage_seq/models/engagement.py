@@ -21,12 +21,13 @@ from engage_seq.models.aggregate_head import (
     NoEncoder,
 )
 from engage_seq.models.calibration import Calibration, CalibrationLayer
-from engage_seq.models.config import ENCODERS, EngagementModelConfig
+from engage_seq.models.config import ENCODERS, SEQUENCE_ENCODERS, EngagementModelConfig
 from engage_seq.models.encoders import EventEmbedding, RecurrentEncoder, TransformerEncoder
 
 __all__ = [
     "ENCODERS",
     "MODEL_INPUTS",
+    "SEQUENCE_ENCODERS",
     "EngagementModel",
     "EngagementModelConfig",
     "ProbabilityModel",

@@ -25,7 +25,8 @@ def read_calibration(run_dir: Path) -> Calibration | None:
     if len(raw) > MAX_CALIBRATION_BYTES:
         raise CalibrationError(
             f"{path} is over {MAX_CALIBRATION_BYTES:,} bytes; engage-train writes a few KB: "
-            "retrain, or delete the file to export uncalibrated"
+            "retrain the run (with calibration.method=none "
+            "for an uncalibrated model: its golden batch is calibrated)"
         )
     try:
         data = json.loads(raw.decode("utf-8"))

@@ -377,7 +377,10 @@ class ServingModule(nn.Module):
     def _pad_rows(self, rows: list[UserRow], width: int) -> Inputs:
         """Per-user rows -> the seven ``forward`` tensors, right-padded to ``width`` events."""
         n_users = len(rows)
-        aggregates = torch.stack([row[5] for row in rows])  # (B, A)
+        if n_users == 0:  # an empty request: (0, A), as every other input is (0, ...)
+            aggregates = torch.zeros([0, self.n_aggregates], dtype=torch.float32)
+        else:
+            aggregates = torch.stack([row[5] for row in rows])  # (B, A)
         if n_users == 1:  # nothing to pad
             ids, channel, attrs, nums, times, _ = rows[0]
             length = torch.tensor([ids.size(0)], dtype=torch.long)

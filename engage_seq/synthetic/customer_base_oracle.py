@@ -1,4 +1,4 @@
-"""The customer base's oracle: P(at least one purchase in (c, c + H] | history before c), exact.
+"""The customer base's oracle: P(at least one purchase in [c, c + H) | history before c), exact.
 
 The generator (`customer_base`) is a BG/NBD process in operational time Λ (`weekly_clock`)
 with a per-customer α_i that follows from the observed acquisition time. So, for a customer

@@ -77,6 +77,10 @@ def test_targets_judge_the_row_chosen_on_validation(bench: types.ModuleType) -> 
     assert targets["best_classical_brier"] == 0.149
     assert targets["not_above_best_classical_brier"] is False
     assert targets["calibration_error_le_0.02"] is True and targets["all_met"] is False
+    treated = [*rows, row("lstm+refit", 0.7942, 0.147, 0.012, val=0.80)]
+    refit = bench.issue21_targets(treated, {**kinds, "lstm+refit": "model"}, None)
+    assert refit["recommended"] == "lstm+refit"  # lstm won on validation; its recommended row
+    assert refit["within_0.005_of_oracle"] is True and refit["all_met"] is True
     chosen = bench.issue21_targets(rows, kinds, "gru")
     assert chosen["recommended"] == "gru" and chosen["all_met"] is True
     assert bench.row_kind(["model=bgnbd"]) == "classical"

@@ -69,9 +69,9 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     """One real `engage-train -m model=lstm,transformer` multirun on tiny data, with
-    ``training.refit=true`` and Platt calibration: everything below (export parity, the
-    artifact, the report) then runs on the refit model, the run's final model, through the
-    calibration fitted on the held-out selected model."""
+    ``training.refit=true``, Platt calibration and the hybrid's full-history aggregates:
+    everything below (export parity, the artifact, the report) then runs on the refit model,
+    the run's final model, through the calibration fitted on the held-out selected model."""
     root = tmp_path_factory.mktemp("sweep")
     env = {
         **__import__("os").environ,
@@ -87,6 +87,7 @@ def sweep(tmp_path_factory) -> Path:
             *TINY,
             "training.refit=true",
             "calibration.method=platt",  # issue 21: the artifact applies it, parity covers it
+            "model.aggregates=true",  # and the hybrid's aggregates input, through all three
             f"hydra.sweep.dir={root / 'multirun'}",
             "hydra.sweep.subdir=${hydra:runtime.choices.model}",
         ],

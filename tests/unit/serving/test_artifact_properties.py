@@ -30,7 +30,7 @@ from engage_seq.data.sampling import SamplingConfig
 from engage_seq.data.schema import ColumnMapping
 from engage_seq.data.sequences import TIME_FEATURES
 from engage_seq.data.tasks import HorizonTask
-from engage_seq.models.engagement import ENCODERS
+from engage_seq.models.engagement import SEQUENCE_ENCODERS
 from engage_seq.synthetic import CHANNELS, EVENT_TYPES
 
 # Hypothesis scripts and runs real artifacts for every example (~1 min): the slow tier, still in CI.
@@ -107,7 +107,7 @@ def artifact(tiny_events: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory
     assert set(prepared.vocabulary["cat_device"]) == {"desktop", "ios", "none"}
     scaling = prepared.numeric_scaling["num_order_value"]
     scripted = {}
-    for encoder in ENCODERS:
+    for encoder in SEQUENCE_ENCODERS:
         module = untrained_serving_module(prepared, MAX_LEN, encoder)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
@@ -179,7 +179,7 @@ def mixed_batches(draw: st.DrawFn, max_others: int = 4) -> list[User]:
     return list(draw(st.permutations([long, single, *others])))
 
 
-INPUTS = ("events", "channels", "attributes", "numeric", "times", "lengths")
+INPUTS = ("events", "channels", "attributes", "numeric", "times", "lengths", "aggregates")
 
 
 def assert_same_inputs(found: tuple[torch.Tensor, ...], expected: tuple[torch.Tensor, ...]) -> None:
@@ -187,7 +187,7 @@ def assert_same_inputs(found: tuple[torch.Tensor, ...], expected: tuple[torch.Te
         assert torch.equal(a, b), name
 
 
-@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("encoder", SEQUENCE_ENCODERS)
 @settings(max_examples=20, deadline=None, derandomize=True, database=None)
 @given(batch=mixed_batches(), data=st.data())
 def test_scores_do_not_depend_on_how_users_are_batched(

@@ -155,6 +155,13 @@ def test_raw_entry_errors_name_the_user(served) -> None:
         module.predict_events(*bad_numeric, torch.tensor([1000]))
 
 
+def test_an_empty_request_scores_no_users(served) -> None:
+    """Zero users in, a (0, n_outputs) tensor out (a batch job's empty shard must not crash)."""
+    module = _scripted(served[2])
+    empty = module.predict_events([], [], [], [], [], torch.zeros(0, dtype=torch.long))
+    assert tuple(empty.shape) == (0, len(module.output_names()))
+
+
 def test_serving_computes_the_training_time_features() -> None:
     # serving.py must stay torch-only, so it spells the list out; this keeps the two in step
     from engage_seq.serving.scripted import SERVED_TIME_FEATURES
