@@ -22,6 +22,8 @@ from engage_seq.experiments.hparams import _flat_hparams
 from engage_seq.experiments.leaderboard import analyse_sweep
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+# presets on the customer-base data (13-week horizon): they run on its tiny variant instead
+CUSTOMER_BASE_EXPERIMENTS = [e for e in EXPERIMENTS if e.startswith("customer_base")]
 TINY = ["data=synthetic_tiny", "trainer=smoke", "batch_size=64"]
 
 
@@ -241,12 +243,19 @@ def test_every_experiment_preset_runs_one_tiny_step(tmp_path: Path) -> None:
     tiny = [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
     tiny += ["data.source.days=130", "data.sampling.n_train_cutoffs=2"]
     sweep = tmp_path / "presets"
-    args = ["-m", f"experiment={','.join(EXPERIMENTS)}", *tiny, f"hydra.sweep.dir={sweep}"]
+    behavioural = [e for e in EXPERIMENTS if e not in CUSTOMER_BASE_EXPERIMENTS]
+    args = ["-m", f"experiment={','.join(behavioural)}", *tiny, f"hydra.sweep.dir={sweep}"]
     _engage_train(args, tmp_path)
+    customer_base = ["data=customer_base_tiny", "trainer=smoke", "trainer.max_epochs=1"]
+    args = ["-m", f"experiment={','.join(CUSTOMER_BASE_EXPERIMENTS)}", *customer_base]
+    _engage_train([*args, f"hydra.sweep.dir={tmp_path / 'customer_base'}"], tmp_path)
     ran = {}
-    for overrides in sweep.glob("*/.hydra/overrides.yaml"):
-        (name,) = [o.split("=")[1] for o in OmegaConf.load(overrides) if o.startswith("experiment")]
-        ran[name] = overrides.parent.parent
+    for root in (sweep, tmp_path / "customer_base"):
+        for overrides in root.glob("*/.hydra/overrides.yaml"):
+            (name,) = [
+                o.split("=")[1] for o in OmegaConf.load(overrides) if o.startswith("experiment")
+            ]
+            ran[name] = overrides.parent.parent
     assert sorted(ran) == EXPERIMENTS
     for name, run in ran.items():
         metrics = json.loads((run / "metrics.json").read_text())
