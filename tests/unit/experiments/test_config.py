@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
 
 from engage_seq.baselines import BASELINES
 from engage_seq.common.config_dir import CONF_DIR
@@ -45,9 +46,17 @@ def test_group_option_composes_and_instantiates(group: str, choice: str) -> None
         assert type(model) in BASELINES.values()
     else:
         has_next = next_event_part(task) is not None
-        model_cfg, _ = hybrid_setup(cfg.model, task, None)  # the aggregates switch: run's own
+        hybrid = bool(cfg.model.get("aggregates", False))  # sized from the data in a run
+        model_cfg = cfg.model
+        if not hybrid:
+            model_cfg, _ = hybrid_setup(cfg.model, task, None)  # the switch: the run's own
+        else:
+            model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model))
+            with open_dict(model_cfg):
+                model_cfg.pop("aggregates")
         model = instantiate(
             model_cfg,
+            n_aggregates=4 if hybrid else 0,
             n_event_ids=10,
             n_channel_ids=6,
             n_time_features=6,
