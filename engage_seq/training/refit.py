@@ -13,6 +13,7 @@ differ. Plain arguments, Lightning, no Hydra (`engage_seq.experiments.refit` wir
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,16 +80,8 @@ def concat_encoded(first: EncodedSamples, second: EncodedSamples) -> EncodedSamp
             f"cannot join encoded splits of widths {first.event_ids.shape[1:]} and "
             f"{second.event_ids.shape[1:]}: encode both with the same max_len and vocabulary"
         )
-    fields = (
-        "event_ids",
-        "channel_ids",
-        "attribute_ids",
-        "numeric",
-        "time_features",
-        "lengths",
-        "labels",
-        "aggregates",  # (N, A): the hybrid model's full-history aggregates, (N, 0) without
-    )
+    # every array of the dataclass, so an input added later (as the aggregates were) is joined too
+    fields = [f.name for f in dataclasses.fields(EncodedSamples)]
     joined = {f: np.concatenate([getattr(first, f), getattr(second, f)]) for f in fields}
     return EncodedSamples(**joined)
 
