@@ -47,6 +47,7 @@ BUILT_IN = {name: [f"model={name}"] for name in ("lstm", "gru", "transformer", *
 # this benchmark (docs/results.md, customer-base data): refit on train + validation, no
 # post-hoc calibration on top (fitted on the held-out model, it over-corrects the refit's level).
 RECOMMENDED_TREATMENT = "+refit"
+_AGGREGATES_ONLY = ["model=lstm", "model.aggregates=true", "model.encoder=none"]
 NEW_VARIANTS = {  # config keys from the other items of issue 21 (refit, calibration, hybrid)
     "lstm+refit": ["model=lstm", "training.refit=true"],
     "lstm+platt": ["model=lstm", "calibration.method=platt"],
@@ -68,6 +69,11 @@ NEW_VARIANTS = {  # config keys from the other items of issue 21 (refit, calibra
     ],
     "hybrid+refit": ["model=lstm", "model.aggregates=true", "training.refit=true"],
     "lstm+refit+isotonic": ["model=lstm", "training.refit=true", "calibration.method=isotonic"],
+    # the aggregates MLP that also reads the BG/NBD features (model.btyd_features)
+    "aggregates_btyd": [*_AGGREGATES_ONLY, "model.btyd_features=true"],
+    "aggregates_btyd+refit": [*_AGGREGATES_ONLY, "model.btyd_features=true", "training.refit=true"],
+    # the classical baselines refitted on train + validation too, as a refit run's report does
+    **{f"{name}+refit": [f"model={name}", "training.refit=true"] for name in CLASSICAL},
 }
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 

@@ -10,7 +10,9 @@ the kept window), one float per name, in the fixed order of `aggregate_names`:
 * ``count_<w>``  log1p(events in the last ``w`` before the cutoff), w in `WINDOW_DAYS`, then
   ``count_all`` (the whole history);
 * per target event type ``t`` (the task's targets, in task order): ``recency_h/<t>``
-  (-1 when the user never had one), ``count_<w>/<t>`` and ``count_all/<t>``;
+  (-1 when the user never had one), ``count_<w>/<t>``, ``count_all/<t>`` and ``first_h/<t>``
+  (log1p hours since the first one, -1 when never): with the recency and the count, the
+  buy-till-you-die summary (x, t_x, T) of that type (`engage_seq.models.btyd_features`);
 * per numeric attribute ``c`` (in ``numeric_attributes`` order): ``sum/<c>`` and ``mean/<c>``,
   signed_log1p of the sum and of the mean of its non-missing values (0 when all are missing).
 
@@ -42,6 +44,7 @@ AGGREGATE_DEFINITIONS: dict[str, str] = {
     "count_<w>": "log1p(number of events with cutoff - w days <= ts < cutoff); count_all: all",
     "recency_h/<t>": "the same for events of target type t; -1 when there is none",
     "count_<w>/<t>": "the same counts for events of target type t",
+    "first_h/<t>": "log1p((cutoff - first ts of type t) / 3600); -1 when there is none",
     "sum/<c>": "signed_log1p(sum of the non-missing values of numeric c); 0 when none",
     "mean/<c>": "signed_log1p(mean of the non-missing values of numeric c); 0 when none",
     "scaling": "clip((value - mean) / std, -5, 5) with training-sample statistics, in the "
@@ -57,7 +60,7 @@ def aggregate_names(targets: Sequence[str], numeric: Sequence[str]) -> list[str]
     """The aggregates of a task with these target types and numeric attributes, in order."""
     names = ["recency_h", "tenure_h", *_window_names("")]
     for target in targets:
-        names += [f"recency_h/{target}", *_window_names(f"/{target}")]
+        names += [f"recency_h/{target}", *_window_names(f"/{target}"), f"first_h/{target}"]
     for column in numeric:
         names += [f"sum/{column}", f"mean/{column}"]
     return names
@@ -91,6 +94,8 @@ def aggregate_exprs(cutoff: int, targets: Sequence[str], numeric: Sequence[str])
         last = pl.col("ts").filter(is_target).max()
         exprs.append(_hours_to(cutoff, last).fill_null(NEVER).alias(f"recency_h/{target}"))
         exprs += _counts(cutoff, is_target, f"/{target}")
+        first = pl.col("ts").filter(is_target).min()
+        exprs.append(_hours_to(cutoff, first).fill_null(NEVER).alias(f"first_h/{target}"))
     for column in numeric:
         values = pl.col(column).cast(pl.Float64).fill_nan(None)  # NaN = missing, as in ingest
         exprs += [

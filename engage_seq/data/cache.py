@@ -44,8 +44,9 @@ from engage_seq.data.schema import ColumnMapping
 from engage_seq.data.tasks import Task
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT_VERSION = 5  # 3: per-file SHA-256 in the manifest; 4: explicit attribute order;
-# 5: every sample carries its full-history aggregates (agg_* columns, data.aggregates)
+CACHE_FORMAT_VERSION = 6  # 3: per-file SHA-256 in the manifest; 4: explicit attribute order;
+# 5: every sample carries its full-history aggregates (agg_* columns, data.aggregates);
+# 6: first_h/<target> among them
 # errno values (and the "os error N" Polars puts in its messages) that mean "no room left"
 _NO_SPACE = {
     errno.ENOSPC: "no space left on device",

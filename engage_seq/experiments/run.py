@@ -42,7 +42,7 @@ from engage_seq.experiments.config_checks import (
     _resolved_yaml,
 )
 from engage_seq.experiments.hparams import _final_metrics, _flat_hparams
-from engage_seq.experiments.hybrid import hybrid_setup
+from engage_seq.experiments.hybrid import hybrid_setup, refit_btyd
 from engage_seq.experiments.refit import (
     fit_and_score_baseline_run,
     refit_enabled,
@@ -169,7 +169,8 @@ def _train_sequence_model(
     )
 
     def fresh_module() -> EngagementLitModule:  # the same config, for training.refit
-        return _build_module(cfg, task, prepared, sampling.max_len, model_cfg, aggregate_scaling)
+        refit_cfg = refit_btyd(model_cfg, prepared.split("val"), task, aggregate_scaling)
+        return _build_module(cfg, task, prepared, sampling.max_len, refit_cfg, aggregate_scaling)
 
     module, calibration = _final_model(
         cfg, run_dir, task, module, encoded, best, metrics, fresh_module

@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from engage_seq.models.btyd_spec import check_btyd_spec
+
 SEQUENCE_ENCODERS = ("lstm", "gru", "transformer")  # the encoders that read the events
 ENCODERS = (*SEQUENCE_ENCODERS, "none")  # none: the head reads the aggregates only
 
@@ -42,6 +44,7 @@ class EngagementModelConfig:
     time_to_next: bool = False  # log-normal (mu, log_sigma) head of the hours to the next event
     n_aggregates: int = 0  # A: full-history aggregates joined into the head (0 = none)
     aggregate_dropout: float = 0.5  # training: P(a sample's aggregates are hidden from the head)
+    btyd: dict[str, Any] | None = None  # BG/NBD features from the aggregates (models.btyd_spec)
 
     def __post_init__(self) -> None:
         # a list from Hydra or a checkpoint becomes a tuple, so the config stays immutable
@@ -64,6 +67,7 @@ class EngagementModelConfig:
             )
         if not 0.0 <= self.aggregate_dropout < 1.0:
             raise ValueError(f"aggregate_dropout must be in [0, 1), got {self.aggregate_dropout}")
+        object.__setattr__(self, "btyd", check_btyd_spec(self.btyd, self.n_aggregates))
         if self.time_to_next and self.n_next_classes == 0:
             raise ValueError("time_to_next needs the next-event head (n_next_classes > 0)")
 
@@ -71,6 +75,11 @@ class EngagementModelConfig:
     def n_time_outputs(self) -> int:
         """Columns of the time-to-next head: (mu, log_sigma), or none."""
         return 2 if self.time_to_next else 0
+
+    @property
+    def n_btyd_features(self) -> int:
+        """BG/NBD features appended to the aggregates: two per target, or none."""
+        return 2 * len(self.btyd["targets"]) if self.btyd else 0
 
     @property
     def n_head_inputs(self) -> int:

@@ -20,6 +20,7 @@ from engage_seq.models.aggregate_head import (
     NoEmbedding,
     NoEncoder,
 )
+from engage_seq.models.btyd_features import BTYDFeatures
 from engage_seq.models.calibration import Calibration, CalibrationLayer
 from engage_seq.models.config import ENCODERS, SEQUENCE_ENCODERS, EngagementModelConfig
 from engage_seq.models.encoders import EventEmbedding, RecurrentEncoder, TransformerEncoder
@@ -78,6 +79,7 @@ class EngagementModel(nn.Module):
         time_to_next: bool = False,
         n_aggregates: int = 0,
         aggregate_dropout: float = 0.5,
+        btyd: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self._build(
@@ -103,6 +105,7 @@ class EngagementModel(nn.Module):
                 time_to_next=time_to_next,
                 n_aggregates=n_aggregates,
                 aggregate_dropout=aggregate_dropout,
+                btyd=btyd,
             )
         )
 
@@ -123,9 +126,10 @@ class EngagementModel(nn.Module):
         self.n_time_outputs = config.n_time_outputs
         self.n_aggregates = config.n_aggregates
         self.head = self._build_head(config)
+        self.btyd_features = BTYDFeatures(config.btyd)  # no parameters, no random draws
         self.aggregate_projection: nn.Module = (
             AggregateProjection(
-                config.n_aggregates,
+                config.n_aggregates + config.n_btyd_features,
                 config.hidden,
                 # aggregates only: nothing else to score from, so never hidden
                 0.0 if config.encoder == "none" else config.aggregate_dropout,
@@ -199,7 +203,9 @@ class EngagementModel(nn.Module):
     def read_out(self, state: torch.Tensor, aggregates: torch.Tensor) -> torch.Tensor:
         """Encoder state (B, hidden or 0) + aggregates (B, A) -> (B, n_raw_outputs)."""
         if self.n_aggregates > 0:
-            state = torch.cat([state, self.aggregate_projection(aggregates.float())], dim=-1)
+            aggregates = aggregates.float()  # (B, A)
+            joined = torch.cat([aggregates, self.btyd_features(aggregates)], dim=-1)  # (B, A + 2n)
+            state = torch.cat([state, self.aggregate_projection(joined)], dim=-1)
         return self.head(state)
 
     def split_outputs(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -36,18 +36,19 @@ def history_aggregates(
     cutoff: int,
     windows_days: list[int],
 ) -> torch.Tensor:  # (A,) float64, in the order of engage_seq.data.aggregates.aggregate_names
-    """One user's aggregates: recency, tenure and counts, per target type recency (-1: never)
-    and counts, per numeric attribute signed_log1p of the sum and of the mean."""
+    """One user's aggregates: recency, tenure and counts, per target type recency (-1: never),
+    counts and hours since the first one (-1: never), per numeric attribute signed_log1p of
+    the sum and of the mean."""
     age_seconds = cutoff - history  # (H,) int64, > 0
     everything = torch.ones_like(history, dtype=torch.bool)
     out: list[torch.Tensor] = [_log1p_hours(age_seconds.min()), _log1p_hours(age_seconds.max())]
     out += _counts(age_seconds, everything, windows_days)
     for selected in is_target:
-        if bool(selected.any()):
-            out.append(_log1p_hours(age_seconds[selected].min()))
-        else:
-            out.append(torch.tensor(-1.0, dtype=torch.float64))
+        never = torch.tensor(-1.0, dtype=torch.float64)
+        found = bool(selected.any())
+        out.append(_log1p_hours(age_seconds[selected].min()) if found else never)  # recency
         out += _counts(age_seconds, selected, windows_days)
+        out.append(_log1p_hours(age_seconds[selected].max()) if found else never)  # first
     for column in range(int(numeric.size(1))):
         values = numeric[:, column].to(torch.float64)
         values = values[torch.isfinite(values)]

@@ -61,6 +61,8 @@ def _model_parameter_types() -> dict[str, tuple[type, bool]]:
             types[name] = (int, True)  # the required ones are all sizes
         else:
             types[name] = (list if isinstance(default, tuple | list) else type(default), False)
+            if default is None:  # btyd: a mapping or none, checked by EngagementModelConfig
+                types[name] = (dict, False)
     return types
 
 
@@ -69,6 +71,8 @@ def _is_type(value: Any, expected: type) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if expected is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if expected is dict:
+        return value is None or isinstance(value, dict)
     if expected is list:
         return isinstance(value, list | tuple) and all(_is_type(v, int) for v in value)
     return isinstance(value, expected)

@@ -79,6 +79,7 @@ def test_line_item_purchases_train_and_serve_with_only_a_column_mapping(
             "data.sampling.n_train_cutoffs=3",
             "trainer=smoke",
             "model.aggregates=true",  # the hybrid model: aggregates through every consumer
+            "model.btyd_features=true",  # and BG/NBD features computed from them in the model
             f"hydra.run.dir={run}",
         ],
         cwd=tmp_path,
@@ -102,7 +103,9 @@ def test_line_item_purchases_train_and_serve_with_only_a_column_mapping(
     assert meta["aggregate_names"][-4:] == [
         "sum/num_quantity", "mean/num_quantity", "sum/num_amount", "mean/num_amount",
     ]  # fmt: skip
-    assert len(meta["aggregate_names"]) == 7 + 6 + 4 == meta["model_config"]["n_aggregates"]
+    assert len(meta["aggregate_names"]) == 7 + 7 + 4 == meta["model_config"]["n_aggregates"]
+    (btyd,) = meta["model_config"]["btyd"]["targets"]  # fitted on the training histories
+    assert btyd["name"] == "purchase" and all(p > 0 for p in btyd["params"])
     # engage-score, engage-backtest and engage-drift get the training-time predictions from
     # the raw line items: only possible if they merge them as training did
     consumers_reproduce_training(tmp_path, run, env, monkeypatch)

@@ -45,8 +45,9 @@ def test_names_have_a_fixed_documented_order() -> None:
         "recency_h", "tenure_h", "count_7d", "count_30d", "count_90d", "count_365d", "count_all",
     ]  # fmt: skip
     assert names[7:9] == ["recency_h/purchase", "count_7d/purchase"]
+    assert names[12:14] == ["count_all/purchase", "first_h/purchase"]
     assert names[-2:] == ["sum/num_amount", "mean/num_amount"]
-    assert len(names) == 7 + 6 + 2
+    assert len(names) == 7 + 7 + 2
     found = aggregates_at_cutoff(_events(), CUTOFF, ["purchase"], ["num_amount"]).collect()
     assert found.columns == ["user_key", *(f"agg_{n}" for n in names)]
 
@@ -60,13 +61,14 @@ def test_known_answers_over_the_whole_history() -> None:
     )
     assert a["agg_recency_h/purchase"] == pytest.approx(math.log1p(20 * 24))
     assert a["agg_count_all/purchase"] == pytest.approx(math.log1p(2))  # not the one at cutoff
+    assert a["agg_first_h/purchase"] == pytest.approx(math.log1p(400 * 24))  # the older one
     assert a["agg_sum/num_amount"] == pytest.approx(math.log1p(40))  # missing skipped
     assert a["agg_mean/num_amount"] == pytest.approx(math.log1p(20))
 
 
 def test_a_user_without_target_events_or_values() -> None:
     b = _row("b")
-    assert b["agg_recency_h/purchase"] == -1.0
+    assert b["agg_recency_h/purchase"] == b["agg_first_h/purchase"] == -1.0
     assert b["agg_count_all/purchase"] == 0.0
     assert b["agg_sum/num_amount"] == 0.0 and b["agg_mean/num_amount"] == 0.0  # NaN = missing
     assert b["agg_recency_h"] == b["agg_tenure_h"] == pytest.approx(math.log1p(24))

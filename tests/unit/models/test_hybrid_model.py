@@ -120,7 +120,7 @@ def test_the_switch_leaves_the_model_config_and_sizes_the_scaling() -> None:
     cfg = OmegaConf.create({"encoder": "lstm", "aggregates": True})
     model_cfg, scaling = hybrid_setup(cfg, task, _Prepared())
     assert "aggregates" not in model_cfg and cfg.aggregates is True  # cfg itself untouched
-    assert len(scaling) == 7 + 6 + 2 and scaling["recency_h"] == {"mean": 1.0, "std": 2**0.5}
+    assert len(scaling) == 7 + 7 + 2 and scaling["recency_h"] == {"mean": 1.0, "std": 2**0.5}
     off, none = hybrid_setup(OmegaConf.create({"encoder": "gru"}), task, _Prepared())
     assert none == {} and "aggregates" not in off
     with pytest.raises(ValueError, match=r"model\.aggregates=true"):
