@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import copy
 import json
-import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ from engage_seq import __version__
 from engage_seq.common.io import atomic_path
 from engage_seq.common.times import now_text
 from engage_seq.models.calibration import Calibration, CalibrationError
-from engage_seq.models.engagement import MODEL_INPUTS, EngagementModel, ProbabilityModel
+from engage_seq.models.engagement import EngagementModel, ProbabilityModel
 from engage_seq.serving.aggregate_metadata import served_aggregates
 from engage_seq.serving.calibration_file import read_calibration
 from engage_seq.serving.checkpoint import (
@@ -56,18 +54,18 @@ from engage_seq.serving.contract import (
     ArtifactMetadata,
     ArtifactMetadataError,
 )
+from engage_seq.serving.export_program import export_program
 from engage_seq.serving.loading import (
     METADATA_FILE,
     file_sha256,
     load_artifact,
     quiet_jit_deprecation,
-    sidecar_path,
-    write_sidecar,
 )
-from engage_seq.serving.parity import full_parity
+from engage_seq.serving.parity import check_parity, full_parity
 from engage_seq.serving.scripted import ServingModule
-from engage_seq.serving.signing import SigningError, SigningKey, signature_path, write_signature
+from engage_seq.serving.signing import SigningError
 from engage_seq.serving.signing import signing_key as configured_signing_key
+from engage_seq.serving.vouchers import remove_vouchers, vouch
 
 __all__ = [  # reading the run folder lives in engage_seq.serving.checkpoint
     "ARTIFACT_FORMAT_VERSION",
@@ -166,146 +164,6 @@ def artifact_calibration(meta: ArtifactMetadata) -> Calibration | None:
     except CalibrationError as exc:
         raise ExportError(str(exc)) from None
     return calibration
-
-
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).abs().max())
-
-
-def check_parity(
-    scripted: torch.jit.ScriptModule,
-    eager: torch.nn.Module,
-    golden: dict[str, torch.Tensor],
-    n_single: int = 8,
-) -> dict[str, float]:
-    """Tensor entry: max abs differences scripted vs eager vs Lightning, batch 1 vs batch N."""
-    inputs = [golden[name] for name in MODEL_INPUTS]
-    lengths = golden["lengths"]
-    with torch.inference_mode():
-        eager_probs = eager(*inputs)
-        scripted_probs = scripted(*inputs)
-        singles = []
-        for i in range(min(n_single, lengths.shape[0])):
-            width = int(lengths[i])
-            singles.append(scripted(*_one_row(inputs, i, width)))
-    return {
-        "eager_vs_lightning": _max_diff(eager_probs, golden["probabilities"]),
-        "torchscript_vs_eager": _max_diff(scripted_probs, eager_probs),
-        "batch1_vs_batchN": _max_diff(torch.cat(singles), scripted_probs[: len(singles)]),
-    }
-
-
-def _one_row(inputs: Sequence[torch.Tensor], i: int, width: int) -> list[torch.Tensor]:
-    """Row ``i`` of the MODEL_INPUTS tensors, its per-event inputs cut to ``width`` events
-    (lengths and aggregates have no event axis)."""
-    per_event = len(MODEL_INPUTS) - 2
-    return [t[i : i + 1, :width] if k < per_event else t[i : i + 1] for k, t in enumerate(inputs)]
-
-
-def _pad_time(tensor: torch.Tensor, width: int) -> torch.Tensor:
-    if tensor.dim() < 2 or tensor.shape[1] >= width:
-        return tensor
-    pad = torch.zeros(
-        (tensor.shape[0], width - tensor.shape[1], *tensor.shape[2:]), dtype=tensor.dtype
-    )
-    return torch.cat([tensor, pad], dim=1)
-
-
-def export_program(
-    model: EngagementModel,
-    output_names: list[str],
-    golden: dict[str, torch.Tensor],
-    metadata: ArtifactMetadata,
-    out: Path,
-    atol: float,
-    key: SigningKey | None = None,
-) -> dict[str, float]:
-    """The tensor entry point as a `torch.export` program (``.pt2``), parity-checked like the
-    TorchScript file; raw events need TorchScript (string ops do not export).
-
-    Batch size is dynamic. Time steps: 1..max_len for the Transformer; for the LSTM/GRU the
-    recurrent kernel specialises the sequence length, so the program takes exactly ``max_len``
-    steps (right-pad to it: the output is read at ``length - 1``, so padding never changes it).
-    """
-    eager = ProbabilityModel(model, output_names, artifact_calibration(metadata)).eval()
-    max_len = int(metadata.max_len)
-    fixed_time = model.config["encoder"] != "transformer"
-    per_event = MODEL_INPUTS[:-2]  # lengths and aggregates have no event axis
-    inputs = tuple(
-        _pad_time(golden[name], max_len) if name in per_event else golden[name]
-        for name in MODEL_INPUTS
-    )
-    batch = torch.export.Dim("batch", min=1, max=1_000_000)
-    per_event = (
-        {0: batch} if fixed_time else {0: batch, 1: torch.export.Dim("time", min=1, max=max_len)}
-    )
-    shapes = (per_event,) * 5 + ({0: batch}, {0: batch})
-    try:
-        with warnings.catch_warnings():  # nn.LSTM's flat weights: known and harmless on export
-            warnings.filterwarnings("ignore", message=r".*were assigned during export")
-            program = torch.export.export(eager, inputs, dynamic_shapes=shapes)
-    except Exception as exc:  # torch.export reports unsupported code in many exception types
-        raise ExportError(f"torch.export could not export this model: {exc}") from exc
-    steps = f"exactly {max_len}" if fixed_time else f"1..{max_len}"
-    extra = {
-        METADATA_FILE: json.dumps(
-            {**metadata.to_dict(), "program": {"time_steps": steps}}, sort_keys=True
-        )
-    }
-    with atomic_path(out) as tmp:
-        # Through open files, not the path: torch warns ("Expect archive file to be a file
-        # ending in .pt2", "Unable to load package…") on every name not ending in .pt2, which
-        # our temp file (and a user's --pt2 name) need not; a buffer is always accepted.
-        with tmp.open("wb") as sink:
-            torch.export.save(program, sink, extra_files=extra)
-        with tmp.open("rb") as source:
-            loaded = torch.export.load(source).module()
-        diffs = _program_diffs(loaded, eager, inputs, golden, max_len if fixed_time else None)
-        failing = {k: v for k, v in diffs.items() if not v <= atol}
-        if failing:
-            raise ExportError(
-                f"torch.export program parity failed: {failing}; nothing written to {out}"
-            )
-        digest = file_sha256(tmp)
-        _remove_vouchers(out)
-    _vouch(out, digest, key)
-    return diffs
-
-
-def _program_diffs(
-    loaded: Any,
-    eager: torch.nn.Module,
-    inputs: tuple[torch.Tensor, ...],
-    golden: dict[str, torch.Tensor],
-    fixed_width: int | None,
-) -> dict[str, float]:
-    """The reloaded program vs the eager model and Lightning, and batch 1 vs batch N (rows
-    cut to their length, or kept at ``fixed_width`` where the program takes exactly that)."""
-    with torch.inference_mode():
-        reference = eager(*inputs)
-        found = loaded(*inputs)
-        singles = []
-        for i in range(min(8, inputs[0].shape[0])):
-            width = fixed_width if fixed_width is not None else int(inputs[5][i])
-            singles.append(loaded(*_one_row(inputs, i, width)))
-    return {
-        "pt2_vs_eager": _max_diff(found, reference),
-        "pt2_vs_lightning": _max_diff(found, golden["probabilities"]),
-        "pt2_batch1_vs_batchN": _max_diff(torch.cat(singles), found[: len(singles)]),
-    }
-
-
-def _remove_vouchers(out: Path) -> None:
-    """Before the rename: no sidecar or signature of an older file stays next to the new one."""
-    sidecar_path(out).unlink(missing_ok=True)
-    signature_path(out).unlink(missing_ok=True)
-
-
-def _vouch(out: Path, digest: str, key: SigningKey | None) -> None:
-    """After the rename: the sidecar, then (with a key) the signature of the same digest."""
-    write_sidecar(out, digest)
-    if key is not None:
-        write_signature(out, digest, key)
 
 
 def artifact_metadata(
@@ -411,8 +269,17 @@ def export_artifact(
         if pt2 is not None:  # inside: a failing program leaves no TorchScript file either
             output_names = metadata.output_names
             diffs.update(
-                export_program(model, output_names, golden, metadata, Path(pt2), atol, key)
+                export_program(
+                    model,
+                    output_names,
+                    artifact_calibration(metadata),
+                    golden,
+                    metadata,
+                    Path(pt2),
+                    atol,
+                    key,
+                )
             )
-        _remove_vouchers(out)
-    _vouch(out, digest, key)
+        remove_vouchers(out)
+    vouch(out, digest, key)
     return ExportResult(out, diffs, int(golden["lengths"].shape[0]), metadata)

@@ -13,6 +13,7 @@ Checked at every export (a failing artifact is never written) and, at full size,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
@@ -69,7 +70,7 @@ def _take(arguments: tuple[list[Any], ...], rows: list[int]) -> tuple[Any, ...]:
     return (*[[values[i] for i in rows] for values in lists], cutoffs[rows])
 
 
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     """Largest absolute difference; inf for different shapes or any NaN (never hidden)."""
     if a.shape != b.shape:
         return float("inf")
@@ -82,10 +83,10 @@ def _inputs_diff(found: tuple[torch.Tensor, ...], expected: tuple[torch.Tensor, 
     """Largest difference between two sets of model inputs, trimmed to the same width (ids
     that differ count as inf); the aggregates (one row per user) are compared whole."""
     width = int(expected[5].max())
-    worst = max(_max_diff(found[5], expected[5]), _max_diff(found[6], expected[6]))
+    worst = max(max_diff(found[5], expected[5]), max_diff(found[6], expected[6]))
     for name, a, b in zip(MODEL_INPUTS[:5], found[:5], expected[:5], strict=True):
         a, b = a[:, :width], b[:, :width]
-        diff = _max_diff(a, b)
+        diff = max_diff(a, b)
         worst = max(worst, float("inf") if name.endswith("ids") and diff > 0 else diff)
     return worst
 
@@ -111,8 +112,8 @@ def check_golden_users(
         singles = [scripted.predict_events(*_take(arguments, [i])) for i in range(n)]
     return {
         "raw_inputs_vs_training": _inputs_diff(inputs, expected_inputs),
-        "raw_vs_lightning": _max_diff(probabilities, golden["complete_probabilities"][rows]),
-        "raw_batch1_vs_batchN": _max_diff(torch.cat(singles), probabilities[:n]),
+        "raw_vs_lightning": max_diff(probabilities, golden["complete_probabilities"][rows]),
+        "raw_batch1_vs_batchN": max_diff(torch.cat(singles), probabilities[:n]),
     }
 
 
@@ -254,10 +255,10 @@ def check_edge_cases(
             one = tuple(t[i : i + 1] for t in raw_inputs)
             ref = tuple(t[i : i + 1] for t in reference)
             results[f"edge/{name}"] = max(
-                _inputs_diff(one, ref), _max_diff(raw[i : i + 1], expected[i : i + 1])
+                _inputs_diff(one, ref), max_diff(raw[i : i + 1], expected[i : i + 1])
             )
     base, late = names.index("base"), names.index("events_at_and_after_cutoff")
-    results["edge/cutoff_events_ignored"] = _max_diff(raw[late], raw[base])
+    results["edge/cutoff_events_ignored"] = max_diff(raw[late], raw[base])
     return results
 
 
@@ -272,3 +273,33 @@ def full_parity(
         **check_golden_users(scripted, golden, events, metadata),
         **check_edge_cases(scripted, events, metadata),
     }
+
+
+def check_parity(
+    scripted: torch.jit.ScriptModule,
+    eager: torch.nn.Module,
+    golden: dict[str, torch.Tensor],
+    n_single: int = 8,
+) -> dict[str, float]:
+    """Tensor entry: max abs differences scripted vs eager vs Lightning, batch 1 vs batch N."""
+    inputs = [golden[name] for name in MODEL_INPUTS]
+    lengths = golden["lengths"]
+    with torch.inference_mode():
+        eager_probs = eager(*inputs)
+        scripted_probs = scripted(*inputs)
+        singles = []
+        for i in range(min(n_single, lengths.shape[0])):
+            width = int(lengths[i])
+            singles.append(scripted(*one_row(inputs, i, width)))
+    return {
+        "eager_vs_lightning": max_diff(eager_probs, golden["probabilities"]),
+        "torchscript_vs_eager": max_diff(scripted_probs, eager_probs),
+        "batch1_vs_batchN": max_diff(torch.cat(singles), scripted_probs[: len(singles)]),
+    }
+
+
+def one_row(inputs: Sequence[torch.Tensor], i: int, width: int) -> list[torch.Tensor]:
+    """Row ``i`` of the MODEL_INPUTS tensors, its per-event inputs cut to ``width`` events
+    (lengths and aggregates have no event axis)."""
+    per_event = len(MODEL_INPUTS) - 2
+    return [t[i : i + 1, :width] if k < per_event else t[i : i + 1] for k, t in enumerate(inputs)]

@@ -21,6 +21,7 @@ from torch import nn
 
 from engage_seq.models.engagement import ProbabilityModel
 from engage_seq.serving.aggregates_scripted import history_aggregates, standardise_aggregates
+from engage_seq.serving.padding_scripted import Inputs, UserRow, pad_rows
 
 # The time features predict_events computes, in this order; an artifact whose model was
 # trained on another list cannot be served by this code and is refused at export.
@@ -33,12 +34,6 @@ SERVED_TIME_FEATURES = (
     "dow_sin",
     "dow_cos",
 )
-# One user's encoded events and aggregates, and the seven forward() inputs (type aliases that
-# TorchScript resolves).
-UserRow = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-Inputs = tuple[
-    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
-]
 # Constants are written inline in scripted code (TorchScript cannot read Python globals):
 # unknown id 1 (`engage_seq.data.encoding.UNKNOWN_ID`), numeric clip ±5 (`encode_samples`).
 
@@ -180,7 +175,14 @@ class ServingModule(nn.Module):
             )
             width = max(width, int(row[0].size(0)))
             rows.append(row)
-        return self._pad_rows(rows, width)
+        return pad_rows(
+            rows,
+            width,
+            self.n_aggregates,
+            self.n_attributes,
+            self.n_numeric,
+            self.n_time_features,
+        )
 
     def _encode_user(
         self,
@@ -373,41 +375,6 @@ class ServingModule(nn.Module):
         signed = raw.sign() * raw.abs().log1p()
         scaled = ((signed - self.numeric_mean) / self.numeric_std).clamp(-5.0, 5.0)
         return torch.nan_to_num(scaled, nan=0.0).to(torch.float32)
-
-    def _pad_rows(self, rows: list[UserRow], width: int) -> Inputs:
-        """Per-user rows -> the seven ``forward`` tensors, right-padded to ``width`` events."""
-        n_users = len(rows)
-        if n_users == 0:  # an empty request: (0, A), as every other input is (0, ...)
-            aggregates = torch.zeros([0, self.n_aggregates], dtype=torch.float32)
-        else:
-            aggregates = torch.stack([row[5] for row in rows])  # (B, A)
-        if n_users == 1:  # nothing to pad
-            ids, channel, attrs, nums, times, _ = rows[0]
-            length = torch.tensor([ids.size(0)], dtype=torch.long)
-            return (
-                ids.unsqueeze(0),
-                channel.unsqueeze(0),
-                attrs.unsqueeze(0),
-                nums.unsqueeze(0),
-                times.unsqueeze(0),
-                length,
-                aggregates,
-            )
-        event_ids = torch.zeros([n_users, width], dtype=torch.long)
-        channel_ids = torch.zeros([n_users, width], dtype=torch.long)
-        attribute_ids = torch.zeros([n_users, width, self.n_attributes], dtype=torch.long)
-        numeric_out = torch.zeros([n_users, width, self.n_numeric], dtype=torch.float32)
-        time_out = torch.zeros([n_users, width, self.n_time_features], dtype=torch.float32)
-        lengths = torch.zeros([n_users], dtype=torch.long)
-        for user, (ids, channel, attrs, nums, times, _) in enumerate(rows):
-            length = int(ids.size(0))
-            event_ids[user, :length] = ids
-            channel_ids[user, :length] = channel
-            attribute_ids[user, :length] = attrs
-            numeric_out[user, :length] = nums
-            time_out[user, :length] = times
-            lengths[user] = length
-        return event_ids, channel_ids, attribute_ids, numeric_out, time_out, lengths, aggregates
 
 
 def _lookup(vocab: dict[str, int], token: str | None, missing_token: str) -> int:
