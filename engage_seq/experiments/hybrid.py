@@ -29,7 +29,9 @@ def hybrid_setup(
 ) -> tuple[DictConfig, dict[str, dict[str, float]]]:
     """-> (the model config without ``aggregates``, the ordered aggregate scaling; {} when
     ``model.aggregates`` is false or absent). ``model.encoder: none`` needs the aggregates."""
-    model_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg))  # a copy: cfg stays as read
+    model_cfg = OmegaConf.create(
+        OmegaConf.to_container(model_cfg, resolve=True)
+    )  # a copy: cfg stays as read
     with open_dict(model_cfg):
         enabled = model_cfg.pop("aggregates", False)
         btyd = model_cfg.pop("btyd_features", False)
@@ -116,7 +118,7 @@ def refit_btyd(model_cfg: DictConfig, newest: pl.DataFrame, task: Task, scaling:
     baseline's refit is; unchanged without BG/NBD features."""
     if not model_cfg.get("btyd"):
         return model_cfg
-    model_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg))
+    model_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
     with open_dict(model_cfg):
         model_cfg.btyd = btyd_spec(newest, task, scaling)
     return model_cfg

@@ -52,8 +52,9 @@ def test_group_option_composes_and_instantiates(group: str, choice: str) -> None
             model_cfg, _ = hybrid_setup(cfg.model, task, None)  # the switch: the run's own
         else:
             model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model))
-            with open_dict(model_cfg):
+            with open_dict(model_cfg):  # switches; the BG/NBD spec is fitted on data in a run
                 model_cfg.pop("aggregates")
+                model_cfg.pop("btyd_features", None)
         model = instantiate(
             model_cfg,
             n_aggregates=4 if hybrid else 0,
