@@ -72,6 +72,14 @@ NEW_VARIANTS = {  # config keys from the other items of issue 21 (refit, calibra
     # the aggregates MLP that also reads the BG/NBD features (model.btyd_features)
     "aggregates_btyd": [*_AGGREGATES_ONLY, "model.btyd_features=true"],
     "aggregates_btyd+refit": [*_AGGREGATES_ONLY, "model.btyd_features=true", "training.refit=true"],
+    # ... and whose horizon logit starts from BG/NBD's (model.btyd_offset: a learned residual)
+    "btyd_residual": [*_AGGREGATES_ONLY, "model.btyd_features=true", "model.btyd_offset=true"],
+    "btyd_residual+refit": [
+        *_AGGREGATES_ONLY,
+        "model.btyd_features=true",
+        "model.btyd_offset=true",
+        "training.refit=true",
+    ],
     # the classical baselines refitted on train + validation too, as a refit run's report does
     **{f"{name}+refit": [f"model={name}", "training.refit=true"] for name in CLASSICAL},
 }

@@ -35,11 +35,14 @@ def hybrid_setup(
     with open_dict(model_cfg):
         enabled = model_cfg.pop("aggregates", False)
         btyd = model_cfg.pop("btyd_features", False)
-    if not isinstance(enabled, bool) or not isinstance(btyd, bool):
+        offset = model_cfg.pop("btyd_offset", False)
+    if not all(isinstance(v, bool) for v in (enabled, btyd, offset)):
         raise ValueError(
-            f"model.aggregates and model.btyd_features must be true or false, got "
-            f"{enabled!r} and {btyd!r}"
+            f"model.aggregates, model.btyd_features and model.btyd_offset must be true or "
+            f"false, got {enabled!r}, {btyd!r} and {offset!r}"
         )
+    if offset and not btyd:
+        raise ValueError("model.btyd_offset adds the BG/NBD logit: set model.btyd_features=true")
     if btyd and not enabled:
         raise ValueError(
             "model.btyd_features computes its features from the aggregates: set "
@@ -57,7 +60,7 @@ def hybrid_setup(
     scaling = fit_aggregate_scaling(prepared.split("train"), names)
     if btyd:
         with open_dict(model_cfg):
-            model_cfg.btyd = btyd_spec(prepared.split("train"), task, scaling)
+            model_cfg.btyd = btyd_spec(prepared.split("train"), task, scaling, offset)
     return model_cfg, scaling
 
 
@@ -86,7 +89,10 @@ def btyd_summary(samples: pl.DataFrame, target: str) -> np.ndarray:
 
 
 def btyd_spec(
-    samples: pl.DataFrame, task: Task, scaling: Mapping[str, Mapping[str, float]]
+    samples: pl.DataFrame,
+    task: Task,
+    scaling: Mapping[str, Mapping[str, float]],
+    offset: bool = False,
 ) -> dict[str, Any]:
     """The ``btyd`` model argument: BG/NBD parameters fitted by maximum likelihood on the
     histories at the newest cutoff of ``samples`` (each user once, as the BG/NBD baseline fits
@@ -109,7 +115,7 @@ def btyd_spec(
             stats = scaling[f"{name}/{target}"]
             inputs.append([order.index(f"{name}/{target}"), stats["mean"], stats["std"]])
         targets.append({"name": target, "params": [float(p) for p in params], "inputs": inputs})
-    return {"horizon_days": float(horizon) / 86_400.0, "targets": targets}
+    return {"horizon_days": float(horizon) / 86_400.0, "offset": offset, "targets": targets}
 
 
 def refit_btyd(model_cfg: DictConfig, newest: pl.DataFrame, task: Task, scaling: Any) -> DictConfig:
@@ -120,5 +126,5 @@ def refit_btyd(model_cfg: DictConfig, newest: pl.DataFrame, task: Task, scaling:
         return model_cfg
     model_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
     with open_dict(model_cfg):
-        model_cfg.btyd = btyd_spec(newest, task, scaling)
+        model_cfg.btyd = btyd_spec(newest, task, scaling, bool(model_cfg.btyd.get("offset")))
     return model_cfg

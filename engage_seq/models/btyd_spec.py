@@ -7,6 +7,7 @@ Plain Python, no torch, so that it is checked before any layer is built.
 Shape (JSON)::
 
     {"horizon_days": 91.0,
+     "offset": false,                                    # add logit P(any) to the head's logits
      "targets": [{"name": "purchase",
                   "params": [r, alpha, a, b],            # BG/NBD, time in days
                   "inputs": [[index, mean, std],         # first_h/<t>
@@ -30,8 +31,9 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_btyd_spec(spec: Any, n_aggregates: int) -> dict[str, Any] | None:
-    """``spec`` as a plain dict (None: no BG/NBD features), or ValueError naming what is wrong."""
+def check_btyd_spec(spec: Any, n_aggregates: int, n_outputs: int) -> dict[str, Any] | None:
+    """``spec`` as a plain dict (None: no BG/NBD features), or ValueError naming what is wrong.
+    Its targets are the model's horizon outputs, one each, in order."""
     if spec is None:
         return None
     where = "model_config.btyd"
@@ -41,10 +43,17 @@ def check_btyd_spec(spec: Any, n_aggregates: int) -> dict[str, Any] | None:
     horizon = spec.get("horizon_days")
     if not _finite(horizon) or horizon <= 0:
         raise ValueError(f"{where}.horizon_days must be a positive number, got {horizon!r}")
+    offset = spec.get("offset", False)  # absent: a spec from before the option
+    if not isinstance(offset, bool):
+        raise ValueError(f"{where}.offset must be true or false, got {offset!r}")
     if not spec["targets"]:
         raise ValueError(f"{where}.targets is empty; omit btyd for a model without it")
     if n_aggregates <= 0:
         raise ValueError(f"{where} needs the aggregates (n_aggregates > 0)")
+    if len(spec["targets"]) != n_outputs:
+        raise ValueError(
+            f"{where} lists {len(spec['targets'])} target(s) for {n_outputs} horizon output(s)"
+        )
     targets = []
     for k, target in enumerate(spec["targets"]):
         here = f"{where}.targets[{k}]"
@@ -70,4 +79,4 @@ def check_btyd_spec(spec: Any, n_aggregates: int) -> dict[str, Any] | None:
                 "inputs": [[int(i), float(m), float(s)] for i, m, s in inputs],
             }
         )
-    return {"horizon_days": float(horizon), "targets": targets}
+    return {"horizon_days": float(horizon), "offset": offset, "targets": targets}

@@ -67,7 +67,9 @@ class EngagementModelConfig:
             )
         if not 0.0 <= self.aggregate_dropout < 1.0:
             raise ValueError(f"aggregate_dropout must be in [0, 1), got {self.aggregate_dropout}")
-        object.__setattr__(self, "btyd", check_btyd_spec(self.btyd, self.n_aggregates))
+        object.__setattr__(
+            self, "btyd", check_btyd_spec(self.btyd, self.n_aggregates, self.n_outputs)
+        )
         if self.time_to_next and self.n_next_classes == 0:
             raise ValueError("time_to_next needs the next-event head (n_next_classes > 0)")
 

@@ -127,6 +127,7 @@ class EngagementModel(nn.Module):
         self.n_aggregates = config.n_aggregates
         self.head = self._build_head(config)
         self.btyd_features = BTYDFeatures(config.btyd)  # no parameters, no random draws
+        self.btyd_offset = bool(config.btyd and config.btyd["offset"])
         self.aggregate_projection: nn.Module = (
             AggregateProjection(
                 config.n_aggregates + config.n_btyd_features,
@@ -202,11 +203,16 @@ class EngagementModel(nn.Module):
 
     def read_out(self, state: torch.Tensor, aggregates: torch.Tensor) -> torch.Tensor:
         """Encoder state (B, hidden or 0) + aggregates (B, A) -> (B, n_raw_outputs)."""
+        aggregates = aggregates.float()  # (B, A)
+        btyd = self.btyd_features(aggregates)  # (B, 2n): per target logit P(any), log P(alive)
         if self.n_aggregates > 0:
-            aggregates = aggregates.float()  # (B, A)
-            joined = torch.cat([aggregates, self.btyd_features(aggregates)], dim=-1)  # (B, A + 2n)
+            joined = torch.cat([aggregates, btyd], dim=-1)  # (B, A + 2n)
             state = torch.cat([state, self.aggregate_projection(joined)], dim=-1)
-        return self.head(state)
+        raw = self.head(state)  # (B, n_raw_outputs)
+        if self.btyd_offset:  # the horizon logits start from BG/NBD's: the head learns a residual
+            n = self.n_outputs
+            raw = torch.cat([raw[:, :n] + btyd[:, 0::2], raw[:, n:]], dim=1)
+        return raw
 
     def split_outputs(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """raw -> (horizon logits (B, n_outputs), next-event logits (B, n_next_classes),

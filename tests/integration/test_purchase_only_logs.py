@@ -80,6 +80,7 @@ def test_line_item_purchases_train_and_serve_with_only_a_column_mapping(
             "trainer=smoke",
             "model.aggregates=true",  # the hybrid model: aggregates through every consumer
             "model.btyd_features=true",  # and BG/NBD features computed from them in the model
+            "model.btyd_offset=true",  # whose logit the horizon head starts from
             f"hydra.run.dir={run}",
         ],
         cwd=tmp_path,
@@ -106,6 +107,7 @@ def test_line_item_purchases_train_and_serve_with_only_a_column_mapping(
     assert len(meta["aggregate_names"]) == 7 + 7 + 4 == meta["model_config"]["n_aggregates"]
     (btyd,) = meta["model_config"]["btyd"]["targets"]  # fitted on the training histories
     assert btyd["name"] == "purchase" and all(p > 0 for p in btyd["params"])
+    assert meta["model_config"]["btyd"]["offset"] is True
     # engage-score, engage-backtest and engage-drift get the training-time predictions from
     # the raw line items: only possible if they merge them as training did
     consumers_reproduce_training(tmp_path, run, env, monkeypatch)

@@ -55,6 +55,7 @@ def test_group_option_composes_and_instantiates(group: str, choice: str) -> None
             with open_dict(model_cfg):  # switches; the BG/NBD spec is fitted on data in a run
                 model_cfg.pop("aggregates")
                 model_cfg.pop("btyd_features", None)
+                model_cfg.pop("btyd_offset", None)
         model = instantiate(
             model_cfg,
             n_aggregates=4 if hybrid else 0,

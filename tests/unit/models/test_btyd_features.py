@@ -56,7 +56,7 @@ def test_features_are_the_baselines_closed_form() -> None:
     samples = _samples(3000, seed=3)
     names = aggregate_names(["purchase"], [])
     scaling = fit_aggregate_scaling(samples, names)
-    layer = BTYDFeatures(check_btyd_spec(_spec(scaling, PARAMS), len(names)))
+    layer = BTYDFeatures(check_btyd_spec(_spec(scaling, PARAMS), len(names), 1))
     features = layer(torch.from_numpy(standardised_aggregates(samples, scaling))).double()
 
     # the textbook summary from the raw timestamps, not from the aggregates
@@ -78,7 +78,7 @@ def test_features_are_the_baselines_closed_form() -> None:
 def test_a_user_without_the_target_event_gets_zeros() -> None:
     names = aggregate_names(["purchase"], [])
     scaling = {n: {"mean": 1.0, "std": 2.0} for n in names}
-    layer = BTYDFeatures(check_btyd_spec(_spec(scaling, PARAMS), len(names)))
+    layer = BTYDFeatures(check_btyd_spec(_spec(scaling, PARAMS), len(names), 1))
     never = torch.full((1, len(names)), (-1.0 - 1.0) / 2.0)  # every aggregate at -1 (never)
     never[0, names.index("count_all/purchase")] = (0.0 - 1.0) / 2.0  # log1p(0 events)
     assert torch.equal(layer(never), torch.zeros(1, 2))
@@ -111,12 +111,33 @@ def test_the_switch_needs_the_aggregates() -> None:
         hybrid_setup(OmegaConf.create({"encoder": "lstm", "btyd_features": True}), task, None)
     with pytest.raises(ValueError, match="true or false"):
         hybrid_setup(OmegaConf.create({"aggregates": True, "btyd_features": "yes"}), task, None)
+    with pytest.raises(ValueError, match=r"set model\.btyd_features=true"):
+        hybrid_setup(OmegaConf.create({"aggregates": True, "btyd_offset": True}), task, None)
+
+
+def test_the_offset_starts_the_logits_at_bgnbd() -> None:
+    """With ``offset`` the horizon logit is the head's residual plus BG/NBD's logit: a head
+    that outputs 0 gives exactly the BG/NBD probability."""
+    names = aggregate_names(["purchase"], [])
+    scaling = {n: {"mean": 1.0, "std": 2.0} for n in names}
+    spec = check_btyd_spec({**_spec(scaling, PARAMS), "offset": True}, len(names), 1)
+    model = EngagementModel(
+        n_event_ids=6, n_channel_ids=4, n_time_features=3, n_outputs=1, max_len=8,
+        encoder="none", hidden=8, n_aggregates=len(names), btyd=spec,
+    ).eval()  # fmt: skip
+    torch.nn.init.zeros_(model.head[-1].weight)
+    torch.nn.init.zeros_(model.head[-1].bias)
+    aggregates = torch.randn(6, len(names), generator=torch.Generator().manual_seed(2))
+    state = torch.zeros(6, 0)
+    expected = model.btyd_features(aggregates)[:, 0:1]  # (B, 1) logit P(any)
+    assert torch.equal(model.read_out(state, aggregates), expected)
+    assert expected.abs().sum() > 0
 
 
 def test_the_model_scripts_and_reads_the_features() -> None:
     names = aggregate_names(["purchase"], [])
     scaling = {n: {"mean": 1.0, "std": 2.0} for n in names}
-    spec = check_btyd_spec(_spec(scaling, PARAMS), len(names))
+    spec = check_btyd_spec(_spec(scaling, PARAMS), len(names), 1)
     torch.manual_seed(0)
     model = EngagementModel(
         n_event_ids=6, n_channel_ids=4, n_time_features=3, n_outputs=1, max_len=8,
@@ -150,6 +171,7 @@ def test_the_model_scripts_and_reads_the_features() -> None:
         (lambda s: s["targets"][0].update(inputs=[[0, 0.0, 1.0]]), r"3 \[index, mean, std\]"),
         (lambda s: s.update(targets=[]), "is empty"),
         (lambda s: s.update(targets="purchase"), "list 'targets'"),
+        (lambda s: s.update(offset="yes"), "offset must be true or false"),
     ],
 )
 def test_an_untrusted_spec_is_checked(edit, message) -> None:
@@ -166,5 +188,8 @@ def test_an_untrusted_spec_is_checked(edit, message) -> None:
 def test_a_spec_without_aggregates_is_refused() -> None:
     spec = {"horizon_days": 1.0, "targets": [{"params": PARAMS, "inputs": [[0, 0, 1]] * 3}]}
     with pytest.raises(ValueError, match="needs the aggregates"):
-        check_btyd_spec(spec, 0)
-    assert math.isclose(check_btyd_spec(spec, 3)["horizon_days"], 1.0)
+        check_btyd_spec(spec, 0, 1)
+    with pytest.raises(ValueError, match=r"1 target\(s\) for 2 horizon output"):
+        check_btyd_spec(spec, 3, 2)
+    checked = check_btyd_spec(spec, 3, 1)
+    assert math.isclose(checked["horizon_days"], 1.0) and checked["offset"] is False
