@@ -29,9 +29,8 @@ def hybrid_setup(
 ) -> tuple[DictConfig, dict[str, dict[str, float]]]:
     """-> (the model config without ``aggregates``, the ordered aggregate scaling; {} when
     ``model.aggregates`` is false or absent). ``model.encoder: none`` needs the aggregates."""
-    model_cfg = OmegaConf.create(
-        OmegaConf.to_container(model_cfg, resolve=True)
-    )  # a copy: cfg stays as read
+    # a copy, resolved: cfg stays as read, and interpolations become plain values
+    model_cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
     with open_dict(model_cfg):
         enabled = model_cfg.pop("aggregates", False)
         btyd = model_cfg.pop("btyd_features", False)
