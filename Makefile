@@ -90,6 +90,7 @@ test-latest:
 	echo '$(TORCH)' > $(LATEST)/torch.txt
 	$(LATEST)/bin/python -m pip install --quiet $(TORCH)
 	$(LATEST)/bin/python -m pip install --quiet -c $(LATEST)/torch.txt -e '.[dev]'
+	$(LATEST)/bin/python -m pip check
 	sed '/^# make bench-sequences/,$$d' constraints.txt | grep -v -e '^#' -e '^torch==' \
 		| LC_ALL=C sort -f > $(LATEST)/locked.txt
 	$(LATEST)/bin/python -m pip freeze --exclude-editable --exclude engage_seq \
