@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The local CPU wheel; constraints.txt pins the same version (`make lock` keeps its line).
+TORCH := torch==2.13.0
 
-.PHONY: setup train test lint format clean bench-sequences
+.PHONY: setup train test lint format clean bench-sequences lock test-latest
 
 setup: $(STAMP)
 
@@ -12,7 +14,7 @@ setup: $(STAMP)
 # are cheap after the first run. torch goes first, pinned, so nothing can pull a CUDA build.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
@@ -21,11 +23,16 @@ train: setup
 
 # Lint first (seconds), then the docs site (seconds, no network; --strict fails on a broken
 # link, anchor or docstring), then the whole suite, slow end-to-end tests included.
+# (`make test-latest` runs the same checks with another venv.)
+define checks
+	$(1)/ruff check .
+	$(1)/ruff format --check .
+	NO_MKDOCS_2_WARNING=1 $(1)/mkdocs build --strict --quiet --site-dir .site
+	$(1)/python -m pytest
+endef
+
 test: setup
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site
-	$(BIN)/python -m pytest
+	$(call checks,$(BIN))
 
 # The sample-building table of docs/results.md in one command: the bench extra (pandas +
 # pyarrow, only for the reference implementation) on top of setup, then 1M and 10M events.
@@ -40,6 +47,57 @@ lint: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Rewrites constraints.txt, the full lock: what a fresh resolution of pyproject.toml installs
+# today (nothing pinned but torch), in a throwaway venv. Its header (everything down to the
+# torch line) is kept; then the `make setup` set (.[dev]), then what `make bench-sequences`
+# adds (.[bench], installed on top under the dev pins, as that target does). The other extras
+# are subsets of dev. Written to a temporary file and renamed: never half a lock.
+LOCK_VENV := .venv-lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	echo '$(TORCH)' > $(LOCK_VENV)/torch.txt
+	$(LOCK_VENV)/bin/python -m pip install --quiet $(TORCH)
+	$(LOCK_VENV)/bin/python -m pip install --quiet -c $(LOCK_VENV)/torch.txt -e '.[dev]'
+	$(LOCK_VENV)/bin/python -m pip check
+	$(LOCK_VENV)/bin/python -m pip freeze --exclude-editable --exclude engage_seq \
+		| grep -v '^torch==' | LC_ALL=C sort -f > $(LOCK_VENV)/dev.txt
+	cat $(LOCK_VENV)/torch.txt $(LOCK_VENV)/dev.txt > $(LOCK_VENV)/dev-and-torch.txt
+	$(LOCK_VENV)/bin/python -m pip install --quiet -c $(LOCK_VENV)/dev-and-torch.txt -e '.[bench]'
+	$(LOCK_VENV)/bin/python -m pip check
+	$(LOCK_VENV)/bin/python -m pip freeze --exclude-editable --exclude engage_seq \
+		| grep -v '^torch==' | LC_ALL=C sort -f > $(LOCK_VENV)/all.txt
+	grep -v -x -F -f $(LOCK_VENV)/dev.txt $(LOCK_VENV)/all.txt > $(LOCK_VENV)/bench.txt
+	grep -q '^$(TORCH)$$' constraints.txt
+	{ sed '/^torch==/q' constraints.txt; \
+	  echo "# make setup (.[dev]), resolved by \`make lock\` on $$(date -u +%F) with" \
+	    "$$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_implementation(), platform.python_version(), platform.system(), platform.machine())')"; \
+	  cat $(LOCK_VENV)/dev.txt; \
+	  echo "# make bench-sequences adds (.[bench]); not installed by make setup"; \
+	  cat $(LOCK_VENV)/bench.txt; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+	rm -rf $(LOCK_VENV)
+
+# The scheduled check for upstream releases (weekly; CI does not run it): a fresh venv with
+# the newest releases pyproject.toml allows, only torch pinned, then the same checks as
+# `make test`. A failure here is an upstream release that would break us; the lock keeps CI
+# green meanwhile. Prints what differs from the lock first.
+LATEST := .venv-latest
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	echo '$(TORCH)' > $(LATEST)/torch.txt
+	$(LATEST)/bin/python -m pip install --quiet $(TORCH)
+	$(LATEST)/bin/python -m pip install --quiet -c $(LATEST)/torch.txt -e '.[dev]'
+	$(LATEST)/bin/python -m pip check
+	sed '/^# make bench-sequences/,$$d' constraints.txt | grep -v -e '^#' -e '^torch==' \
+		| LC_ALL=C sort -f > $(LATEST)/locked.txt
+	$(LATEST)/bin/python -m pip freeze --exclude-editable --exclude engage_seq \
+		| grep -v '^torch==' | LC_ALL=C sort -f > $(LATEST)/latest.txt
+	diff -u --label constraints.txt --label $(LATEST) $(LATEST)/locked.txt $(LATEST)/latest.txt \
+		|| true
+	$(call checks,$(LATEST)/bin)
 
 clean:
 	rm -rf outputs artifacts .cache .pytest_cache .site

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import REPO
+from helpers.prerequisites import require_or_skip
 
 from engage_seq.models.engagement import EngagementModel, ProbabilityModel
 from engage_seq.serving.scripted import SERVED_TIME_FEATURES, ServingModule
@@ -68,8 +69,8 @@ def _artifact(path: Path) -> torch.jit.ScriptModule:
     return scripted
 
 
-@pytest.mark.skipif(COMPILER is None, reason="no C++ compiler on this machine")
 def test_cpp_program_scores_like_python(tmp_path: Path) -> None:
+    require_or_skip(COMPILER, "no C++ compiler (g++ or clang++) on PATH; `.ci/run` installs g++")
     env = {"CXX": COMPILER or "g++", "PATH": "/usr/bin:/bin"}
     subprocess.run(["bash", str(REPO / "cpp" / "build.sh"), sys.executable], check=True,
                    capture_output=True, env=env, timeout=600)  # fmt: skip

@@ -74,9 +74,9 @@ TINY_GROUPS = {"data": "synthetic_tiny", "trainer": "smoke"}
 
 
 def venv_dir() -> Path:
-    """The repo's `.venv` (CI, `make setup`), else the venv running pytest (a worktree)."""
-    own = REPO / ".venv"
-    return own if (own / "bin" / "python").exists() else Path(sys.prefix)
+    """The venv running pytest: `.venv` under `make test`, `.venv-latest` under
+    `make test-latest` (not the repo's `.venv` then, or the docs would test the lock)."""
+    return Path(sys.prefix)
 
 
 # ---------------------------------------------------------------- fixtures (`needs:`)

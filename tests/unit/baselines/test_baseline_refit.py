@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-import pytest
+from helpers.prerequisites import require_module
 
 from engage_seq.baselines import GradientBoostedTrees, RFMLogisticRegression
 from engage_seq.baselines.refit import carry_selection, train_and_val
@@ -80,7 +80,7 @@ def test_rfm_logreg_refit_is_a_fit_on_train_and_validation() -> None:
 
 
 def test_gbm_refit_keeps_the_rounds_early_stopping_chose() -> None:
-    pytest.importorskip("lightgbm")
+    require_module("lightgbm")  # the gbm extra; dev (CI) installs it
     settings = {"n_estimators": 40, "learning_rate": 0.2, "early_stopping_rounds": 3, "n_jobs": 1}
     first, refit = GradientBoostedTrees(**settings), GradientBoostedTrees(**settings)
     fit_and_score_baseline(first, TASK, SPLITS, None, refit=refit)  # type: ignore[arg-type]
