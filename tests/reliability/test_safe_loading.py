@@ -4,6 +4,7 @@ metadata validated, and config ``_target_`` values restricted to engage_seq and 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from helpers import VENV_BIN
 from helpers.fault_injection import run_child
 from hydra import compose, initialize_config_dir
 
+from engage_seq.cli import export as export_cli
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.safe_config import UnsafeTargetError, check_targets, iter_targets
 from engage_seq.experiments.run import train
@@ -91,6 +93,39 @@ def test_export_writes_a_sha256sum_sidecar_and_good_artifacts_load(artifact: Pat
     assert list(module.output_names()) == meta["output_names"]
     open_scoring_artifact(artifact)
     assert not list(artifact.parent.glob(".model.pt*"))  # no temp file left behind
+
+
+PARITY_ATOL = 1e-5  # what engage-export (and export_artifact) check unless told otherwise
+
+
+@pytest.mark.parametrize("entry", ["engage-export", "export_artifact"])
+@pytest.mark.parametrize(("factor", "written"), [(0.5, True), (2.0, False)], ids=["half", "twice"])
+def test_parity_holds_at_half_the_default_tolerance_and_fails_at_twice(
+    run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+    entry: str,
+    factor: float,
+    written: bool,
+) -> None:
+    """The default tolerance is 1e-5: an artifact off by 0.5e-5 is written, one off by 2e-5 is
+    not. Loosening the comparison or its default (CLI or API) fails the "twice" cases. The
+    harness's figures are set here (it is checked on real artifacts in test_end_to_end.py)."""
+    delta = factor * PARITY_ATOL
+    monkeypatch.setattr(export, "check_parity", lambda *_: {"eager_vs_lightning": delta})
+    monkeypatch.setattr(export, "full_parity", lambda *_: {"raw_vs_lightning": delta / 2})
+    out = tmp_path / "model.pt"
+    refused = "parity check failed (max abs diff > atol 1e-05): {'eager_vs_lightning'"
+    if entry == "engage-export":
+        assert export_cli.main([str(run), "--out", str(out)]) == (0 if written else 1)
+        assert (refused in capsys.readouterr().err) != written
+    elif written:
+        assert export_artifact(run, out).max_abs_diff["eager_vs_lightning"] == delta
+    else:
+        with pytest.raises(ExportError, match=re.escape(refused)):
+            export_artifact(run, out)
+    assert out.is_file() == written and sidecar_path(out).is_file() == written
 
 
 def test_one_tampered_byte_is_refused_by_the_loaders_and_engage_score(
