@@ -21,7 +21,7 @@ from engage_seq.cli import export as export_cli
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.safe_config import UnsafeTargetError, check_targets, iter_targets
 from engage_seq.experiments.run import train
-from engage_seq.serving import export
+from engage_seq.serving import export, vouchers
 from engage_seq.serving.export import ExportError, export_artifact, load_model
 from engage_seq.serving.loading import (
     ALLOW_UNVERIFIED_ENV,
@@ -231,7 +231,7 @@ def test_re_export_never_leaves_a_stale_sidecar(
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(export, "write_sidecar", crash)  # dies after the rename
+    monkeypatch.setattr(vouchers, "write_sidecar", crash)  # dies after the rename
     with pytest.raises(OSError, match="disk full"):
         export_artifact(run, out)
     assert out.is_file() and not sidecar_path(out).exists()  # refused, never falsely vouched
@@ -248,7 +248,7 @@ EXPORT_KILLS = {
     # the scripted module half-written into its temp file
     "mid_artifact_file": "torch.jit.save = half_written_then_die(torch.jit.save)",
     # the new artifact renamed into place, its sidecar not yet written
-    "before_sidecar": "export.write_sidecar = lambda *args: die()",
+    "before_sidecar": "vouchers.write_sidecar = lambda *args: die()",
 }
 
 
@@ -260,7 +260,7 @@ def test_export_killed_by_sigkill_never_leaves_a_file_that_loads(
     out = tmp_path / "model.pt"
     export_artifact(run, out)  # the artifact of an earlier export, about to be replaced
     before = out.read_bytes()
-    code = f"import torch\nfrom engage_seq.serving import export\n{EXPORT_KILLS[point]}\n"
+    code = f"import torch\nfrom engage_seq.serving import export, vouchers\n{EXPORT_KILLS[point]}\n"
     killed = run_child(
         code + "export.export_artifact(sys.argv[1], sys.argv[2])", str(run), str(out)
     )
