@@ -85,6 +85,23 @@ def test_evaluate_of_an_evil_run_folder_is_refused_naming_the_node(tmp_path: Pat
     assert not pwned.exists() and not (tmp_path / "report").exists()
 
 
+def test_a_hostile_reference_baseline_config_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """engage-evaluate fits its reference baselines from ``conf/model/<name>.yaml``: one naming
+    foreign code there is refused before anything is instantiated."""
+    import engage_seq.common.config_dir as config_dir
+    from engage_seq.evaluation.references import _baseline_config
+
+    pwned = tmp_path / "pwned"
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "gbm.yaml").write_text(_touch_node(pwned, ""))
+    monkeypatch.setattr(config_dir, "CONF_DIR", str(tmp_path))
+    with pytest.raises(UnsafeTargetError, match=r"config key _target_ = 'pathlib\.Path\.touch'"):
+        _baseline_config("gbm")
+    assert not pwned.exists()
+
+
 def test_hydra_nodes_of_a_run_folder_are_checked(tmp_path: Path) -> None:
     pwned = tmp_path / "pwned"
     node = _touch_node(pwned, "      ")

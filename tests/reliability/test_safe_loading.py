@@ -16,7 +16,9 @@ import torch
 from helpers import VENV_BIN
 from helpers.fault_injection import run_child
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from engage_seq.cli import evaluate
 from engage_seq.cli import export as export_cli
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.safe_config import UnsafeTargetError, check_targets, iter_targets
@@ -276,6 +278,22 @@ def test_export_killed_by_sigkill_never_leaves_a_file_that_loads(
             open_scoring_artifact(out)
     export_artifact(run, out)  # exporting again repairs it
     assert verify_artifact(out) == file_sha256(out)
+
+
+def test_engage_evaluate_refuses_a_hostile_target_in_a_finished_run(
+    run: Path, tmp_path: Path, capsys
+) -> None:
+    """A finished run whose data source was edited to ``pathlib.Path.touch``: the report
+    rebuilds the run's samples from it, so only the allow-list check stands between
+    engage-evaluate and the call. Refused (exit 2) naming the key; nothing created."""
+    copy = shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("tensorboard"))
+    pwned = tmp_path / "pwned"
+    config = OmegaConf.load(copy / "config_resolved.yaml")
+    config.data.source = {"_target_": "pathlib.Path.touch", "_args_": [str(pwned)]}
+    OmegaConf.save(config, copy / "config_resolved.yaml")
+    assert evaluate.main([str(copy), "--out", str(tmp_path / "report")]) == 2
+    assert "config key data.source._target_ = 'pathlib.Path.touch'" in capsys.readouterr().err
+    assert not pwned.exists() and not (tmp_path / "report").exists()
 
 
 def _resaved_checkpoint(run: Path, tmp_path: Path, change) -> Path:
