@@ -85,6 +85,23 @@ def test_evaluate_of_an_evil_run_folder_is_refused_naming_the_node(tmp_path: Pat
     assert not pwned.exists() and not (tmp_path / "report").exists()
 
 
+def test_a_hostile_reference_baseline_config_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """engage-evaluate fits its reference baselines from ``conf/model/<name>.yaml``: one naming
+    foreign code there is refused before anything is instantiated."""
+    import engage_seq.common.config_dir as config_dir
+    from engage_seq.evaluation.references import _baseline_config
+
+    pwned = tmp_path / "pwned"
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "gbm.yaml").write_text(_touch_node(pwned, ""))
+    monkeypatch.setattr(config_dir, "CONF_DIR", str(tmp_path))
+    with pytest.raises(UnsafeTargetError, match=r"config key _target_ = 'pathlib\.Path\.touch'"):
+        _baseline_config("gbm")
+    assert not pwned.exists()
+
+
 def test_hydra_nodes_of_a_run_folder_are_checked(tmp_path: Path) -> None:
     pwned = tmp_path / "pwned"
     node = _touch_node(pwned, "      ")
@@ -244,6 +261,45 @@ def test_checked_in_hydra_nodes_are_checked_and_pass() -> None:
     assert "hydra.job_logging.handlers.console.class" in paths
     check_targets(cfg)
     _check_argv("-m", "sweep=optuna", "hydra/launcher=slurm", "model=lstm,gru")
+
+
+# ---- package look-alikes: "engage_seq" is a prefix of other names -----------------------------
+
+
+def test_a_package_name_look_alike_is_refused_and_never_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``engage_seq_evil`` and ``engage_seqevil`` start with ``engage_seq`` but are not the
+    package: their names are refused without being imported (importing runs their code), even
+    when what they export is a class of engage_seq."""
+    pwned = tmp_path / "pwned"
+    body = "from pathlib import Path\nfrom engage_seq.cli.evaluate import EvaluationError\n"
+    for name in ("engage_seq_evil", "engage_seqevil"):
+        (tmp_path / f"{name}.py").write_text(f"{body}Path({str(pwned / name)!r}).touch()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pwned.mkdir()
+    try:
+        for name in ("engage_seq_evil", "engage_seqevil"):
+            with pytest.raises(UnsafeTargetError, match=rf"task\._target_ = '{name}\.Evaluation"):
+                check_targets({"task": {"_target_": f"{name}.EvaluationError"}}, extra=())
+    finally:
+        imported = [m for m in ("engage_seq_evil", "engage_seqevil") if sys.modules.pop(m, None)]
+    assert imported == [] and list(pwned.iterdir()) == []
+
+
+def test_a_foreign_class_reached_through_a_package_module_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A class that one of our modules imports from a look-alike package (its ``__module__``
+    starts with ``engage_seq`` but not ``engage_seq.``) is not a class of engage_seq."""
+    import engage_seq.cli.evaluate as module
+
+    foreign = type("Smuggled", (), {"__module__": "engage_seq_plugins.evil"})
+    monkeypatch.setattr(module, "Smuggled", foreign, raising=False)
+    target = "engage_seq.cli.evaluate.Smuggled"
+    with pytest.raises(UnsafeTargetError, match=r"task\._target_ = 'engage_seq\.cli\.evaluate"):
+        check_targets({"task": {"_target_": target}}, extra=())
+    check_targets({"task": {"_target_": target}}, extra=(target,))  # listed: trusted
 
 
 # ---- the person running the command still extends the allow-list ---------------------------

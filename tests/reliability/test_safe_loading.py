@@ -4,6 +4,7 @@ metadata validated, and config ``_target_`` values restricted to engage_seq and 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import signal
 import subprocess
@@ -15,11 +16,14 @@ import torch
 from helpers import VENV_BIN
 from helpers.fault_injection import run_child
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from engage_seq.cli import evaluate
+from engage_seq.cli import export as export_cli
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.common.safe_config import UnsafeTargetError, check_targets, iter_targets
 from engage_seq.experiments.run import train
-from engage_seq.serving import export
+from engage_seq.serving import export, vouchers
 from engage_seq.serving.export import ExportError, export_artifact, load_model
 from engage_seq.serving.loading import (
     ALLOW_UNVERIFIED_ENV,
@@ -91,6 +95,39 @@ def test_export_writes_a_sha256sum_sidecar_and_good_artifacts_load(artifact: Pat
     assert list(module.output_names()) == meta["output_names"]
     open_scoring_artifact(artifact)
     assert not list(artifact.parent.glob(".model.pt*"))  # no temp file left behind
+
+
+PARITY_ATOL = 1e-5  # what engage-export (and export_artifact) check unless told otherwise
+
+
+@pytest.mark.parametrize("entry", ["engage-export", "export_artifact"])
+@pytest.mark.parametrize(("factor", "written"), [(0.5, True), (2.0, False)], ids=["half", "twice"])
+def test_parity_holds_at_half_the_default_tolerance_and_fails_at_twice(
+    run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+    entry: str,
+    factor: float,
+    written: bool,
+) -> None:
+    """The default tolerance is 1e-5: an artifact off by 0.5e-5 is written, one off by 2e-5 is
+    not. Loosening the comparison or its default (CLI or API) fails the "twice" cases. The
+    harness's figures are set here (it is checked on real artifacts in test_end_to_end.py)."""
+    delta = factor * PARITY_ATOL
+    monkeypatch.setattr(export, "check_parity", lambda *_: {"eager_vs_lightning": delta})
+    monkeypatch.setattr(export, "full_parity", lambda *_: {"raw_vs_lightning": delta / 2})
+    out = tmp_path / "model.pt"
+    refused = "parity check failed (max abs diff > atol 1e-05): {'eager_vs_lightning'"
+    if entry == "engage-export":
+        assert export_cli.main([str(run), "--out", str(out)]) == (0 if written else 1)
+        assert (refused in capsys.readouterr().err) != written
+    elif written:
+        assert export_artifact(run, out).max_abs_diff["eager_vs_lightning"] == delta
+    else:
+        with pytest.raises(ExportError, match=re.escape(refused)):
+            export_artifact(run, out)
+    assert out.is_file() == written and sidecar_path(out).is_file() == written
 
 
 def test_one_tampered_byte_is_refused_by_the_loaders_and_engage_score(
@@ -196,7 +233,7 @@ def test_re_export_never_leaves_a_stale_sidecar(
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(export, "write_sidecar", crash)  # dies after the rename
+    monkeypatch.setattr(vouchers, "write_sidecar", crash)  # dies after the rename
     with pytest.raises(OSError, match="disk full"):
         export_artifact(run, out)
     assert out.is_file() and not sidecar_path(out).exists()  # refused, never falsely vouched
@@ -213,7 +250,7 @@ EXPORT_KILLS = {
     # the scripted module half-written into its temp file
     "mid_artifact_file": "torch.jit.save = half_written_then_die(torch.jit.save)",
     # the new artifact renamed into place, its sidecar not yet written
-    "before_sidecar": "export.write_sidecar = lambda *args: die()",
+    "before_sidecar": "vouchers.write_sidecar = lambda *args: die()",
 }
 
 
@@ -225,7 +262,7 @@ def test_export_killed_by_sigkill_never_leaves_a_file_that_loads(
     out = tmp_path / "model.pt"
     export_artifact(run, out)  # the artifact of an earlier export, about to be replaced
     before = out.read_bytes()
-    code = f"import torch\nfrom engage_seq.serving import export\n{EXPORT_KILLS[point]}\n"
+    code = f"import torch\nfrom engage_seq.serving import export, vouchers\n{EXPORT_KILLS[point]}\n"
     killed = run_child(
         code + "export.export_artifact(sys.argv[1], sys.argv[2])", str(run), str(out)
     )
@@ -241,6 +278,22 @@ def test_export_killed_by_sigkill_never_leaves_a_file_that_loads(
             open_scoring_artifact(out)
     export_artifact(run, out)  # exporting again repairs it
     assert verify_artifact(out) == file_sha256(out)
+
+
+def test_engage_evaluate_refuses_a_hostile_target_in_a_finished_run(
+    run: Path, tmp_path: Path, capsys
+) -> None:
+    """A finished run whose data source was edited to ``pathlib.Path.touch``: the report
+    rebuilds the run's samples from it, so only the allow-list check stands between
+    engage-evaluate and the call. Refused (exit 2) naming the key; nothing created."""
+    copy = shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("tensorboard"))
+    pwned = tmp_path / "pwned"
+    config = OmegaConf.load(copy / "config_resolved.yaml")
+    config.data.source = {"_target_": "pathlib.Path.touch", "_args_": [str(pwned)]}
+    OmegaConf.save(config, copy / "config_resolved.yaml")
+    assert evaluate.main([str(copy), "--out", str(tmp_path / "report")]) == 2
+    assert "config key data.source._target_ = 'pathlib.Path.touch'" in capsys.readouterr().err
+    assert not pwned.exists() and not (tmp_path / "report").exists()
 
 
 def _resaved_checkpoint(run: Path, tmp_path: Path, change) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -12,8 +13,9 @@ import pytest
 from helpers.frames import FrameSource
 
 import engage_seq.data.cache as sample_cache
+from engage_seq.data.encoding import UNKNOWN_ID, encode_samples
 from engage_seq.data.ingest import FileEventSource
-from engage_seq.data.sampling import SamplingConfig
+from engage_seq.data.sampling import SamplingConfig, plan_cutoffs
 from engage_seq.data.schema import ColumnMapping, EventSchemaError
 from engage_seq.data.tasks import HorizonTask, NextEventTask
 
@@ -161,6 +163,38 @@ def test_sharded_build_equals_in_memory_build(tiny_events, tmp_path: Path, task)
     for split, figures in whole.report["splits"].items():  # float sums: order may differ
         assert sharded.report["splits"][split] == pytest.approx(figures, rel=1e-6)  # f32 sums
     assert not list((tmp_path / "b").rglob("_work"))  # raw-id temp shards are gone
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_a_token_first_seen_after_the_last_training_cutoff_is_unknown(
+    tiny_events, tmp_path: Path, shards: int
+) -> None:
+    """The vocabulary is fitted before the last *training* cutoff, not the last validation
+    one: a token first seen in between is unknown (id 1) in the validation samples."""
+    seconds = tiny_events["timestamp"].dt.epoch("s")
+    plan = plan_cutoffs(seconds.min(), seconds.max() + 1, TASK, SAMPLING)
+    late = plan.val[0] - 1  # after the last training cutoff, before the first validation one
+    assert max(plan.train) < late
+    extra = pl.DataFrame(
+        {
+            "user_id": ["u000"],
+            "timestamp": [datetime.fromtimestamp(late, UTC)],
+            "event_type": ["late_type"],
+            "channel": ["late_channel"],
+        },
+        schema=tiny_events.schema,
+    )
+    source = FrameSource(pl.concat([tiny_events, extra]), "late")
+    sampling = SamplingConfig(max_len=16, n_train_cutoffs=2, shards=shards)
+    prepared = sample_cache.prepare_samples(source, TASK, sampling, tmp_path)
+    assert prepared.plan == plan
+    assert "late_type" not in prepared.vocabulary["event_type"]
+    assert "late_channel" not in prepared.vocabulary["channel"]
+    val = prepared.split("val").filter(pl.col("event_type").list.last() == "late_type")
+    assert val["cutoff"].to_list() == [plan.val[0]]
+    encoded = encode_samples(val, prepared.fitted_vocabulary, 16, TASK.label_columns)
+    last = int(encoded.lengths[0]) - 1
+    assert encoded.event_ids[0, last] == UNKNOWN_ID == encoded.channel_ids[0, last]
 
 
 def test_a_split_left_empty_is_named(tiny_source, tmp_path: Path) -> None:

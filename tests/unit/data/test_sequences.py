@@ -16,7 +16,7 @@ from engage_seq.data.sampling import CutoffPlan, SamplingConfig, plan_cutoffs
 from engage_seq.data.schema import to_canonical
 from engage_seq.data.sequences import build_samples, samples_at_cutoff, user_histories
 from engage_seq.data.tasks import HorizonTask, NextEventTask
-from engage_seq.data.vocabulary import fit_vocabulary
+from engage_seq.data.vocabulary import fit_vocabulary, numeric_moments
 
 H = 3600
 D = 86_400
@@ -123,6 +123,23 @@ def test_vocabulary_uses_training_period_only() -> None:
         }
     ).lazy()
     assert fit_vocabulary(frame, before=25) == {"event_type": ["a", "b"], "channel": ["web"]}
+
+
+def test_an_event_exactly_at_the_training_cutoff_is_not_fitted() -> None:
+    """The training period ends *before* its last cutoff (``ts < before``): an event at the
+    cutoff is a label there, so neither its tokens nor its numeric values are fitted."""
+    frame = pl.DataFrame(
+        {
+            "user_key": [1, 1, 2],
+            "ts": [24, 25, 25],
+            "event_type": ["a", "at_cutoff", "at_cutoff"],
+            "channel": ["web", "web", "at_cutoff"],
+            "num_value": [1.0, 1e6, 1e6],
+        }
+    ).lazy()
+    assert fit_vocabulary(frame, before=25) == {"event_type": ["a"], "channel": ["web"]}
+    assert numeric_moments(frame, before=25)["num_value"]["n"] == 1
+    assert fit_vocabulary(frame, before=26)["event_type"] == ["a", "at_cutoff"]  # can fail
 
 
 # --- properties -------------------------------------------------------------------------
