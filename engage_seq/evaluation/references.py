@@ -137,7 +137,7 @@ def _baseline_config(name: str) -> DictConfig:
         raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
     config = OmegaConf.load(path)
     assert isinstance(config, DictConfig)
-    check_targets(config)  # the report instantiates the run's data source: same rule as training
+    check_targets(config)  # the report instantiates this file: same allow-list as training
     return config
 
 
