@@ -49,6 +49,7 @@ import yaml
 from bench_common import run_record
 
 from engage_seq.data.sequences import TIME_FEATURES
+from engage_seq.experiments.hybrid import RUN_SWITCHES
 from engage_seq.models.engagement import EngagementModel, ProbabilityModel
 from engage_seq.serving.export import ARTIFACT_FORMAT_VERSION
 from engage_seq.serving.loading import write_sidecar
@@ -71,9 +72,9 @@ CHANNELS = ["app", "email", "push", "web"]
 
 def build_module(encoder: str, max_len: int) -> ServingModule:
     config = yaml.safe_load((REPO / "conf" / "model" / f"{encoder}.yaml").read_text())
-    # `aggregates` is the run's switch for the hybrid model (engage_seq.experiments.hybrid), not
-    # a model argument: the serving benchmark measures the sequence models without it
-    config = {k: v for k, v in config.items() if not k.startswith("_") and k != "aggregates"}
+    # `aggregates` and the BG/NBD switches are the run's (engage_seq.experiments.hybrid), not
+    # model arguments: the serving benchmark measures the sequence models without them
+    config = {k: v for k, v in config.items() if not k.startswith("_") and k not in RUN_SWITCHES}
     model = EngagementModel(
         n_event_ids=len(EVENT_TYPES) + 2,
         n_channel_ids=len(CHANNELS) + 2,

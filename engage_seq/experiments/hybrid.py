@@ -23,6 +23,9 @@ from engage_seq.data.aggregates import COLUMN_PREFIX, aggregate_names, fit_aggre
 from engage_seq.data.sequences import Task
 from engage_seq.models.btyd_spec import BTYD_INPUTS
 
+# model.* keys that are run switches, not EngagementModel arguments (hybrid_setup takes them out)
+RUN_SWITCHES = ("aggregates", "btyd_features", "btyd_offset")
+
 
 def hybrid_setup(
     model_cfg: DictConfig, task: Task, prepared: Any

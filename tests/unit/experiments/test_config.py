@@ -14,7 +14,7 @@ from engage_seq.baselines import BASELINES
 from engage_seq.common.config_dir import CONF_DIR
 from engage_seq.data.tasks import next_event_part
 from engage_seq.experiments.config_checks import _check_selected_metrics, _selected
-from engage_seq.experiments.hybrid import hybrid_setup
+from engage_seq.experiments.hybrid import RUN_SWITCHES, hybrid_setup
 from engage_seq.metrics.direction import metric_mode
 from engage_seq.models.engagement import EngagementModel
 
@@ -53,9 +53,8 @@ def test_group_option_composes_and_instantiates(group: str, choice: str) -> None
         else:
             model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model))
             with open_dict(model_cfg):  # switches; the BG/NBD spec is fitted on data in a run
-                model_cfg.pop("aggregates")
-                model_cfg.pop("btyd_features", None)
-                model_cfg.pop("btyd_offset", None)
+                for switch in RUN_SWITCHES:
+                    model_cfg.pop(switch, None)
         model = instantiate(
             model_cfg,
             n_aggregates=4 if hybrid else 0,
