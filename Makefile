@@ -48,6 +48,24 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# A fresh venv $(1) with the newest releases pyproject.toml allows (only torch pinned) and
+# `make setup`'s extras, checked; and its frozen set less torch and ourselves, sorted, into $(2).
+# `make lock` and `make test-latest` both start from it.
+define fresh_venv
+	rm -rf $(1)
+	$(PYTHON) -m venv $(1)
+	echo '$(TORCH)' > $(1)/torch.txt
+	$(1)/bin/python -m pip install --quiet $(TORCH)
+	$(1)/bin/python -m pip install --quiet -c $(1)/torch.txt -e '.[dev]'
+	$(call frozen,$(1),$(2))
+endef
+
+define frozen
+	$(1)/bin/python -m pip check
+	$(1)/bin/python -m pip freeze --exclude-editable --exclude engage_seq \
+		| grep -v '^torch==' | LC_ALL=C sort -f > $(2)
+endef
+
 # Rewrites constraints.txt, the full lock: what a fresh resolution of pyproject.toml installs
 # today (nothing pinned but torch), in a throwaway venv. Its header (everything down to the
 # torch line) is kept; then the `make setup` set (.[dev]), then what `make bench-sequences`
@@ -55,19 +73,10 @@ format: setup
 # are subsets of dev. Written to a temporary file and renamed: never half a lock.
 LOCK_VENV := .venv-lock
 lock:
-	rm -rf $(LOCK_VENV)
-	$(PYTHON) -m venv $(LOCK_VENV)
-	echo '$(TORCH)' > $(LOCK_VENV)/torch.txt
-	$(LOCK_VENV)/bin/python -m pip install --quiet $(TORCH)
-	$(LOCK_VENV)/bin/python -m pip install --quiet -c $(LOCK_VENV)/torch.txt -e '.[dev]'
-	$(LOCK_VENV)/bin/python -m pip check
-	$(LOCK_VENV)/bin/python -m pip freeze --exclude-editable --exclude engage_seq \
-		| grep -v '^torch==' | LC_ALL=C sort -f > $(LOCK_VENV)/dev.txt
+	$(call fresh_venv,$(LOCK_VENV),$(LOCK_VENV)/dev.txt)
 	cat $(LOCK_VENV)/torch.txt $(LOCK_VENV)/dev.txt > $(LOCK_VENV)/dev-and-torch.txt
 	$(LOCK_VENV)/bin/python -m pip install --quiet -c $(LOCK_VENV)/dev-and-torch.txt -e '.[bench]'
-	$(LOCK_VENV)/bin/python -m pip check
-	$(LOCK_VENV)/bin/python -m pip freeze --exclude-editable --exclude engage_seq \
-		| grep -v '^torch==' | LC_ALL=C sort -f > $(LOCK_VENV)/all.txt
+	$(call frozen,$(LOCK_VENV),$(LOCK_VENV)/all.txt)
 	grep -v -x -F -f $(LOCK_VENV)/dev.txt $(LOCK_VENV)/all.txt > $(LOCK_VENV)/bench.txt
 	grep -q '^$(TORCH)$$' constraints.txt
 	{ sed '/^torch==/q' constraints.txt; \
@@ -85,16 +94,9 @@ lock:
 # green meanwhile. Prints what differs from the lock first.
 LATEST := .venv-latest
 test-latest:
-	rm -rf $(LATEST)
-	$(PYTHON) -m venv $(LATEST)
-	echo '$(TORCH)' > $(LATEST)/torch.txt
-	$(LATEST)/bin/python -m pip install --quiet $(TORCH)
-	$(LATEST)/bin/python -m pip install --quiet -c $(LATEST)/torch.txt -e '.[dev]'
-	$(LATEST)/bin/python -m pip check
+	$(call fresh_venv,$(LATEST),$(LATEST)/latest.txt)
 	sed '/^# make bench-sequences/,$$d' constraints.txt | grep -v -e '^#' -e '^torch==' \
 		| LC_ALL=C sort -f > $(LATEST)/locked.txt
-	$(LATEST)/bin/python -m pip freeze --exclude-editable --exclude engage_seq \
-		| grep -v '^torch==' | LC_ALL=C sort -f > $(LATEST)/latest.txt
 	diff -u --label constraints.txt --label $(LATEST) $(LATEST)/locked.txt $(LATEST)/latest.txt \
 		|| true
 	$(call checks,$(LATEST)/bin)

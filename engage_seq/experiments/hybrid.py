@@ -59,10 +59,11 @@ def hybrid_setup(
         return model_cfg, {}
     numeric = list(prepared.numeric_scaling)
     names = aggregate_names(task.targets, numeric)
-    scaling = fit_aggregate_scaling(prepared.split("train"), names)
+    train = prepared.split("train")
+    scaling = fit_aggregate_scaling(train, names)
     if btyd:
         with open_dict(model_cfg):
-            model_cfg.btyd = btyd_spec(prepared.split("train"), task, scaling, offset)
+            model_cfg.btyd = btyd_spec(train, task, scaling, offset)
     return model_cfg, scaling
 
 
@@ -79,12 +80,12 @@ def btyd_summary(samples: pl.DataFrame, target: str) -> np.ndarray:
         .filter(pl.col("cutoff") == pl.col("cutoff").max())
         .select(
             (count - 1.0).alias("x"),
-            (first_days - last_days).clip(lower_bound=0.0).alias("t_x"),
+            (first_days - last_days).clip(lower_bound=0.0).alias("t_x"),  # <= T: last >= 0
             first_days.alias("T"),
             count.alias("count"),
         )
         .filter(pl.col("count") >= 1.0)
-        .select(pl.col("x"), pl.min_horizontal("t_x", "T").alias("t_x"), pl.col("T"))
+        .select("x", "t_x", "T")
         .collect()
     )
     return out.to_numpy().astype(np.float64).reshape(out.height, 3)

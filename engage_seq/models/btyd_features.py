@@ -58,9 +58,8 @@ class BTYDFeatures(nn.Module):
         last_days = torch.expm1(raw[:, :, 1]).clamp(min=0.0) / 24.0  # (B, n)
         count = torch.expm1(raw[:, :, 2]).round().clamp(min=0.0)  # (B, n) events of type t
         x = (count - 1.0).clamp(min=0.0)  # (B, n) repeat events after the first
-        age = first_days
-        t_x = (first_days - last_days).clamp(min=0.0)
-        t_x = torch.minimum(t_x, age)
+        age = first_days  # T: birth (the first event of type t) to the cutoff
+        t_x = (first_days - last_days).clamp(min=0.0)  # <= T, as last_days >= 0
         r, alpha = self.params[:, 0], self.params[:, 1]  # (n,)
         a, b = self.params[:, 2], self.params[:, 3]
         log_odds_dead = (
